@@ -1,0 +1,99 @@
+"""Ceylon's wire: framing, codec, handshake and connections over TCP/TLS.
+
+The sans-I/O core (`framing`, `codec`, `wire`, `handshake`, `protocol`) does no I/O
+and reads no clock; `connection`, `server` and `client` adapt it to asyncio.
+"""
+
+from __future__ import annotations
+
+from .client import connect, make_identity, secret_from_token
+from .codec import PLAIN_TAG, Codec, TypeRegistry, TypeSpec, default_registry
+from .connection import Authorizer, Connection, ConnectionOptions
+from .errors import (
+    AuthenticationError,
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    DecodeError,
+    EncodeError,
+    FrameSizeError,
+    HandshakeError,
+    IncompleteFrameError,
+    InvalidStateError,
+    ProtocolError,
+    TagConflictError,
+    TransportError,
+    UnknownTypeError,
+    VersionMismatchError,
+    WorkspaceMismatchError,
+)
+from .framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame, encode_frames
+from .loop import loop_factory, loop_name, run
+from .protocol import (
+    Closed,
+    FrameDropped,
+    HandshakeComplete,
+    PeerAuthenticated,
+    PongReceived,
+    Protocol,
+    Side,
+    State,
+)
+from .server import Handler, Server, serve
+from .tls import client_context, server_context
+from .wire import PROTOCOL_VERSION, Envelope, PeerInfo, decode_record, encode_record
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "PLAIN_TAG",
+    "PROTOCOL_VERSION",
+    "AuthenticationError",
+    "Authorizer",
+    "Closed",
+    "Codec",
+    "Connection",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "ConnectionOptions",
+    "DecodeError",
+    "EncodeError",
+    "Envelope",
+    "FrameDecoder",
+    "FrameDropped",
+    "FrameSizeError",
+    "Handler",
+    "HandshakeComplete",
+    "HandshakeError",
+    "IncompleteFrameError",
+    "InvalidStateError",
+    "PeerAuthenticated",
+    "PeerInfo",
+    "PongReceived",
+    "Protocol",
+    "ProtocolError",
+    "Server",
+    "Side",
+    "State",
+    "TagConflictError",
+    "TransportError",
+    "TypeRegistry",
+    "TypeSpec",
+    "UnknownTypeError",
+    "VersionMismatchError",
+    "WorkspaceMismatchError",
+    "client_context",
+    "connect",
+    "decode_record",
+    "default_registry",
+    "encode_frame",
+    "encode_frames",
+    "encode_record",
+    "loop_factory",
+    "loop_name",
+    "make_identity",
+    "run",
+    "secret_from_token",
+    "serve",
+    "server_context",
+]

@@ -1,0 +1,531 @@
+"""The asyncio adapter around one sans-I/O `Protocol`.
+
+`Connection` is the `asyncio.Protocol` the event loop feeds: `data_received` hands the
+bytes to the state machine, queues the envelopes it produced for `recv()`, and writes
+back whatever the state machine answered. It adds what needs a clock or a socket:
+
+* write coalescing: frames queued during one loop iteration leave in one
+  `transport.write`, or sooner once `FLUSH_BYTES` are waiting;
+* backpressure both ways: `send()` waits while the transport is paused; a queue of
+  received envelopes past `max_queue` pauses reading, so a flood from the peer turns
+  into TCP flow control instead of memory; a write buffer past `max_buffer` (a peer
+  that stopped reading while we kept queueing with `send_nowait`) drops the peer;
+* heartbeats: a Ping every `heartbeat_interval`; a peer whose Pongs stop for
+  `heartbeat_timeout` is declared dead. While this side pauses reading it sends
+  unsolicited Pongs, so a slow consumer is not mistaken for a dead one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final, cast
+
+from loguru import logger
+
+from .codec import Codec
+from .errors import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    InvalidStateError,
+)
+from .framing import encode_frame
+from .protocol import (
+    Closed,
+    FrameDropped,
+    HandshakeComplete,
+    PeerAuthenticated,
+    PongReceived,
+    Protocol,
+)
+from .wire import Envelope, PeerInfo, Pong, encode_record
+
+__all__ = ["FLUSH_BYTES", "Authorizer", "Connection", "ConnectionOptions"]
+
+#: Queued bytes that trigger a write without waiting for the end of the loop iteration.
+FLUSH_BYTES: Final = 256 * 1024
+
+#: Called on the server with an authenticated client; returns a refusal reason or None.
+Authorizer = Callable[[PeerInfo], "str | None"]
+
+
+class ConnectionOptions:
+    """Tunables shared by clients and servers; every default lives here.
+
+    Args:
+        heartbeat_interval: seconds between Pings; None disables heartbeats.
+        heartbeat_timeout: seconds without a Pong before the peer is declared dead.
+        max_buffer: bytes allowed to wait in the write buffer before the peer is
+            dropped as not reading.
+        max_queue: received envelopes held for `recv()` before reading pauses.
+        max_queue_bytes: the same bound counted in body bytes.
+        write_high_water: transport buffer size above which `send()` waits.
+        close_timeout: seconds `close()` waits for the buffer to drain before aborting.
+    """
+
+    __slots__ = (
+        "heartbeat_interval",
+        "heartbeat_timeout",
+        "max_buffer",
+        "max_queue",
+        "max_queue_bytes",
+        "write_high_water",
+        "close_timeout",
+    )
+
+    def __init__(
+        self,
+        *,
+        heartbeat_interval: float | None = 1.0,
+        heartbeat_timeout: float = 5.0,
+        max_buffer: int = 64 * 2**20,
+        max_queue: int = 10_000,
+        max_queue_bytes: int = 32 * 2**20,
+        write_high_water: int = 1 * 2**20,
+        close_timeout: float = 2.0,
+    ) -> None:
+        if heartbeat_interval is not None and not 0 < heartbeat_interval < heartbeat_timeout:
+            raise ValueError(
+                f"heartbeat_interval must be > 0 and below heartbeat_timeout "
+                f"({heartbeat_interval} vs {heartbeat_timeout})"
+            )
+        if max_queue < 1 or max_queue_bytes < 1:
+            raise ValueError("max_queue and max_queue_bytes must be positive")
+        if max_buffer < write_high_water:
+            raise ValueError("max_buffer must be at least write_high_water")
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.max_buffer = max_buffer
+        self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
+        self.write_high_water = write_high_water
+        self.close_timeout = close_timeout
+
+
+class Connection(asyncio.Protocol):
+    """An open (or opening) connection to one peer.
+
+    Obtain one from `transport.connect()` or as the argument of a `transport.serve()`
+    handler. Receive with `recv()`/`recv_batch()`/`async for`; send with `send()`
+    (waits under backpressure) or `send_nowait()`.
+    """
+
+    def __init__(
+        self,
+        protocol: Protocol,
+        options: ConnectionOptions | None = None,
+        *,
+        codec: Codec | None = None,
+        authorize: Authorizer | None = None,
+    ) -> None:
+        self.protocol = protocol
+        self.options = options or ConnectionOptions()
+        self.codec = codec if codec is not None else Codec()
+        self._authorize = authorize
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._inbox: collections.deque[Envelope] = collections.deque()
+        self._inbox_bytes = 0
+        self._recv_waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._opened: asyncio.Future[PeerInfo] = self._loop.create_future()
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._keepalive_task: asyncio.Task[None] | None = None
+        self._last_pong = 0.0
+        self._closing = False
+        self.remote_address: Any = None
+        self._log = logger
+
+    # -- identity and state ----------------------------------------------------------
+
+    @property
+    def peer(self) -> PeerInfo:
+        """The peer's identity, known once the handshake is complete.
+
+        Raises:
+            InvalidStateError: the handshake has not completed.
+        """
+        if self.protocol.peer is None:
+            raise InvalidStateError("the handshake has not completed")
+        return self.protocol.peer
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection can no longer send."""
+        return self.protocol.closed is not None
+
+    @property
+    def close_reason(self) -> str | None:
+        """Why the connection closed, or None while it is open."""
+        closed = self.protocol.closed
+        return closed.reason if closed is not None else None
+
+    def close_exception(self) -> ConnectionClosed:
+        """The exception that describes how the connection ended."""
+        closed = self.protocol.closed
+        if closed is None:
+            raise InvalidStateError("the connection is not closed")
+        return closed.exception()
+
+    async def wait_open(self) -> PeerInfo:
+        """Wait for the handshake; return the peer's identity.
+
+        Raises:
+            HandshakeError: the handshake was refused (by either side).
+            ConnectionClosed: the connection dropped during the handshake.
+        """
+        return await asyncio.shield(self._opened)
+
+    # -- asyncio.Protocol callbacks --------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        self.remote_address = transport.get_extra_info("peername")
+        self._log = logger.bind(peer=str(self.remote_address))
+        transport.set_write_buffer_limits(high=self.options.write_high_water)
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        protocol = self.protocol
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        if events:
+            self._process(events)
+        if protocol.bytes_pending and self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def eof_received(self) -> bool | None:
+        self.protocol.receive_eof()
+        self._process(self.protocol.events_received())
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.protocol.closed is None:
+            reason = f"connection lost: {exc}" if exc else "connection lost"
+            self.protocol.receive_eof()
+            self._process(self.protocol.events_received())
+            if self.protocol.closed is not None and exc is not None:
+                self._log.debug("{}", reason)
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._wake_all()
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- events ----------------------------------------------------------------------
+
+    def _process(self, events: list[Any]) -> None:
+        inbox = self._inbox
+        before = len(inbox)
+        added = 0
+        for event in events:
+            if type(event) is Envelope:
+                inbox.append(event)
+                added += len(event.body)
+            else:
+                self._handle_event(event)
+        if len(inbox) > before:
+            self._inbox_bytes += added
+            waiter = self._recv_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            if not self._reading_paused and (
+                len(inbox) >= self.options.max_queue
+                or self._inbox_bytes >= self.options.max_queue_bytes
+            ):
+                self._pause_reading()
+
+    def _handle_event(self, event: Any) -> None:
+        if type(event) is PongReceived:
+            self._last_pong = self._loop.time()
+        elif type(event) is FrameDropped:
+            self._log.warning("dropped an undecodable frame: {}", event.error)
+        elif type(event) is PeerAuthenticated:
+            refusal = self._authorize(event.peer) if self._authorize is not None else None
+            if refusal is None:
+                self.protocol.accept()
+                self._process(self.protocol.events_received())
+            else:
+                self._log.warning("refused {}: {}", event.peer.name, refusal)
+                self.protocol.reject(refusal)
+                self._process(self.protocol.events_received())
+        elif type(event) is HandshakeComplete:
+            self._log = self._log.bind(peer=event.peer.name)
+            self._last_pong = self._loop.time()
+            if self.options.heartbeat_interval is not None:
+                self._keepalive_task = self._loop.create_task(self._keepalive())
+            if not self._opened.done():
+                self._opened.set_result(event.peer)
+        elif type(event) is Closed:
+            self._on_closed(event)
+
+    def _on_closed(self, event: Closed) -> None:
+        if event.error is not None and not self._closing:
+            self._log.warning("connection closed: {}", event.reason)
+        if not self._opened.done():
+            error = event.error if event.error is not None else event.exception()
+            self._opened.set_exception(error)
+            self._opened.exception()  # retrieved here: the opener may already be gone
+        self._wake_all()
+        self._flush()
+        if self._transport is not None:
+            self._transport.close()
+            self._loop.call_later(self.options.close_timeout, self._abort)
+
+    def _abort(self) -> None:
+        if self._transport is not None and not self._lost.done():
+            self._transport.abort()
+
+    def _wake_all(self) -> None:
+        waiter = self._recv_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self.resume_writing()
+
+    # -- receiving -------------------------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _took(self, nbytes: int) -> None:
+        self._inbox_bytes -= nbytes
+        if self._reading_paused and (
+            len(self._inbox) <= self.options.max_queue // 2
+            and self._inbox_bytes <= self.options.max_queue_bytes // 2
+        ):
+            self._reading_paused = False
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.resume_reading()
+
+    async def _wait_inbox(self) -> None:
+        while not self._inbox:
+            if self.protocol.closed is not None:
+                raise self.protocol.closed.exception()
+            if self._recv_waiter is not None:
+                raise InvalidStateError("recv() is already waiting in another task")
+            self._recv_waiter = self._loop.create_future()
+            try:
+                await self._recv_waiter
+            finally:
+                self._recv_waiter = None
+
+    async def recv(self) -> Envelope:
+        """Return the next envelope from the peer, in order.
+
+        Envelopes received before the connection closed are still returned; after
+        them the close is raised.
+
+        Raises:
+            ConnectionClosedOK: the peer said goodbye (or we closed).
+            ConnectionClosedError: the connection ended abnormally.
+            InvalidStateError: another task is already waiting in `recv()`.
+        """
+        if not self._inbox:
+            await self._wait_inbox()
+        envelope = self._inbox.popleft()
+        self._took(len(envelope.body))
+        return envelope
+
+    async def recv_batch(self, limit: int = 1024) -> list[Envelope]:
+        """Wait for at least one envelope and return up to `limit` of them, in order.
+
+        Raises:
+            The same as `recv()`.
+        """
+        if not self._inbox:
+            await self._wait_inbox()
+        inbox = self._inbox
+        count = min(limit, len(inbox))
+        batch = [inbox.popleft() for _ in range(count)]
+        self._took(sum([len(e.body) for e in batch]))
+        return batch
+
+    def __aiter__(self) -> AsyncIterator[Envelope]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Envelope]:
+        try:
+            while True:
+                yield await self.recv()
+        except ConnectionClosed as exc:
+            if isinstance(exc, ConnectionClosedError):
+                raise
+
+    def decode(self, envelope: Envelope) -> Any:
+        """Decode an envelope's body with this connection's codec.
+
+        Raises:
+            DecodeError: unknown tag or a body that does not fit it.
+        """
+        return self.codec.decode(envelope.tag, envelope.body)
+
+    # -- sending ---------------------------------------------------------------------
+
+    def send_nowait(self, obj: Any, *, target: str | None = None, sender: str = "") -> None:
+        """Encode and queue a message without waiting.
+
+        Raises:
+            EncodeError: `obj` cannot be encoded.
+            ConnectionClosed: the connection is closed.
+            FrameSizeError: the encoded message is over the frame size limit.
+        """
+        tag, body = self.codec.encode(obj)
+        self.protocol.send_envelope(sender, target, tag, body)
+        self._queued()
+
+    def send_envelope_nowait(self, envelope: Envelope) -> None:
+        """Queue an already encoded envelope (a relay forwards these untouched)."""
+        self.protocol.send_envelope(*envelope)
+        self._queued()
+
+    def send_frame_nowait(self, frame: bytes) -> None:
+        """Queue a complete frame, e.g. one encoded once and fanned out to many peers."""
+        self.protocol.send_frame(frame)
+        self._queued()
+
+    async def send(self, obj: Any, *, target: str | None = None, sender: str = "") -> None:
+        """Encode and send a message, waiting while the peer applies backpressure.
+
+        Raises:
+            The same as `send_nowait()`.
+        """
+        self.send_nowait(obj, target=target, sender=sender)
+        if self._writing_paused:
+            await self.drain()
+
+    async def send_envelope(self, envelope: Envelope) -> None:
+        """`send_envelope_nowait()`, then wait under backpressure."""
+        self.send_envelope_nowait(envelope)
+        if self._writing_paused:
+            await self.drain()
+
+    def _queued(self) -> None:
+        if self.protocol.bytes_pending >= FLUSH_BYTES:
+            self._flush()
+        elif self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        transport = self._transport
+        if transport is None:
+            return
+        data = self.protocol.data_to_send()
+        if not data or transport.is_closing():
+            return
+        transport.write(data)
+        buffered = transport.get_write_buffer_size()
+        if buffered > self.options.max_buffer and self.protocol.closed is None:
+            self._overflow(buffered)
+
+    def _overflow(self, buffered: int) -> None:
+        reason = (
+            f"peer is not reading: {buffered} bytes waiting to be sent, "
+            f"limit {self.options.max_buffer}"
+        )
+        self.protocol.fail(reason)
+        self.protocol.data_to_send()  # the goodbye cannot get past a full buffer
+        self._process(self.protocol.events_received())
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def drain(self) -> None:
+        """Flush queued frames and wait until the transport accepts more.
+
+        Raises:
+            ConnectionClosed: the connection closed while waiting.
+        """
+        self._flush()
+        while self._writing_paused and self.protocol.closed is None:
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+        if self.protocol.closed is not None:
+            raise self.protocol.closed.exception()
+
+    # -- heartbeats ------------------------------------------------------------------
+
+    async def _keepalive(self) -> None:
+        interval = self.options.heartbeat_interval
+        assert interval is not None
+        timeout = self.options.heartbeat_timeout
+        loop = self._loop
+        seq = 0
+        next_ping = loop.time() + interval
+        while self.protocol.closed is None:
+            now = loop.time()
+            if self._reading_paused:
+                # The peer's Pongs wait unread behind our own backpressure: not its fault.
+                self._last_pong = now
+            if now - self._last_pong >= timeout:
+                self._heartbeat_timeout(now - self._last_pong)
+                return
+            if now >= next_ping:
+                seq += 1
+                self.protocol.send_ping(seq)
+                if self._reading_paused:
+                    self.protocol.send_frame(encode_frame(encode_record(Pong(0))))
+                self._flush()
+                next_ping = now + interval
+            await asyncio.sleep(min(next_ping, self._last_pong + timeout) - now)
+
+    def _heartbeat_timeout(self, silent: float) -> None:
+        reason = f"heartbeat timeout: no answer from the peer for {silent:.1f} s"
+        self.protocol.fail(reason)
+        self._process(self.protocol.events_received())
+
+    # -- closing ---------------------------------------------------------------------
+
+    def start_close(self, reason: str = "closed") -> None:
+        """Queue a goodbye and begin closing, without waiting (see `close()`)."""
+        self._closing = True
+        if self.protocol.closed is None:
+            self.protocol.close(reason)
+            self._process(self.protocol.events_received())
+        elif self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    async def close(self, reason: str = "closed") -> None:
+        """Say goodbye, flush what is queued, close, and wait until it is done."""
+        self.start_close(reason)
+        await self.wait_closed()
+
+    def abort(self) -> None:
+        """Drop the connection at once, without a goodbye or flush."""
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def wait_closed(self) -> None:
+        """Wait until the transport is closed and every task of this connection is done."""
+        try:
+            async with asyncio.timeout(self.options.close_timeout + 1.0):
+                await asyncio.shield(self._lost)
+        except TimeoutError:
+            self.abort()
+            await asyncio.shield(self._lost)
+        task = self._keepalive_task
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task})

@@ -1,0 +1,92 @@
+"""Handshake rules, sans-I/O: version and workspace checks, HMAC challenge-response.
+
+The exchange, client C and server S, with a shared secret::
+
+    C -> S  Hello(version, workspace, id, name, role, extra, nonce_c)
+    S -> C  Challenge(nonce_s, HMAC(secret, "server" + transcript))
+    C -> S  Proof(HMAC(secret, "client" + transcript))
+    S -> C  Welcome(server identity)        or Reject(reason) at any step
+
+The transcript binds both fresh nonces and the client's claimed identity, so a proof
+recorded on one connection is worthless on the next (the server's nonce differs), and
+the server proves it knows the secret too. The secret itself never crosses the wire.
+Without a secret the server answers Hello with Welcome directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Final
+
+import msgpack
+
+from .errors import AuthenticationError, VersionMismatchError, WorkspaceMismatchError
+from .wire import PROTOCOL_VERSION, Hello
+
+__all__ = [
+    "NONCE_SIZE",
+    "check_hello",
+    "client_proof",
+    "new_nonce",
+    "server_proof",
+    "verify",
+]
+
+NONCE_SIZE: Final = 32
+
+
+def new_nonce() -> bytes:
+    """A fresh random nonce from the OS CSPRNG."""
+    return secrets.token_bytes(NONCE_SIZE)
+
+
+def _transcript(hello: Hello, server_nonce: bytes) -> bytes:
+    return msgpack.packb(  # type: ignore[no-any-return]
+        [hello.version, hello.workspace, hello.id, hello.name, hello.role, hello.nonce,
+         server_nonce],
+        use_bin_type=True,
+    )
+
+
+def _mac(secret: bytes, label: bytes, hello: Hello, server_nonce: bytes) -> bytes:
+    return hmac.new(secret, label + _transcript(hello, server_nonce), hashlib.sha256).digest()
+
+
+def server_proof(secret: bytes, hello: Hello, server_nonce: bytes) -> bytes:
+    """What the server sends to show it knows `secret`."""
+    return _mac(secret, b"ceylon-server\x00", hello, server_nonce)
+
+
+def client_proof(secret: bytes, hello: Hello, server_nonce: bytes) -> bytes:
+    """What the client sends to show it knows `secret`."""
+    return _mac(secret, b"ceylon-client\x00", hello, server_nonce)
+
+
+def verify(expected: bytes, received: bytes, who: str) -> None:
+    """Compare a proof in constant time.
+
+    Raises:
+        AuthenticationError: the proofs differ.
+    """
+    if not hmac.compare_digest(expected, received):
+        raise AuthenticationError(f"authentication failed: {who} proof does not match the token")
+
+
+def check_hello(hello: Hello, workspace: str) -> None:
+    """Check what a server checks before authentication.
+
+    Raises:
+        VersionMismatchError: `hello.version` is not ours.
+        WorkspaceMismatchError: `hello.workspace` is not `workspace`.
+        AuthenticationError: the nonce is too short to be fresh.
+    """
+    if hello.version != PROTOCOL_VERSION:
+        raise VersionMismatchError(PROTOCOL_VERSION, hello.version)
+    if hello.workspace != workspace:
+        raise WorkspaceMismatchError(workspace, hello.workspace)
+    if len(hello.nonce) < NONCE_SIZE:
+        raise AuthenticationError(
+            f"client nonce of {len(hello.nonce)} bytes, expected {NONCE_SIZE}"
+        )

@@ -1,0 +1,218 @@
+"""Listen for connections; run a handler per open connection; shut down in order."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as _ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from loguru import logger
+
+from .client import make_identity, secret_from_token
+from .codec import Codec
+from .connection import Authorizer, Connection, ConnectionOptions
+from .errors import ConnectionClosed, HandshakeError
+from .framing import DEFAULT_MAX_FRAME_SIZE
+from .protocol import SERVER, Protocol
+from .wire import PeerInfo
+
+__all__ = ["Handler", "Server", "serve"]
+
+Handler = Callable[[Connection], Awaitable[None]]
+
+
+class Server:
+    """A listening server. Create it with `serve()`.
+
+    Each accepted connection gets a task that waits for the handshake (under
+    `open_timeout`), then runs the handler; when the handler returns, the connection
+    is closed. A handler that raises is logged and costs only its own connection.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        identity: PeerInfo,
+        workspace: str,
+        secret: bytes | None,
+        options: ConnectionOptions,
+        codec_factory: Callable[[], Codec],
+        max_frame_size: int,
+        open_timeout: float,
+        authorize: Authorizer | None,
+    ) -> None:
+        self._handler = handler
+        self.identity = identity
+        self.workspace = workspace
+        self._secret = secret
+        self.options = options
+        self._codec_factory = codec_factory
+        self._max_frame_size = max_frame_size
+        self._open_timeout = open_timeout
+        self._authorize = authorize
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: open connections whose handler is running
+        self.connections: set[Connection] = set()
+        self._accepted: set[Connection] = set()
+        self._closing = False
+
+    @property
+    def sockets(self) -> tuple[Any, ...]:
+        return tuple(self._server.sockets) if self._server is not None else ()
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when asked to listen on port 0)."""
+        return int(self.sockets[0].getsockname()[1])
+
+    @property
+    def host(self) -> str:
+        return str(self.sockets[0].getsockname()[0])
+
+    def _make_connection(self) -> Connection:
+        protocol = Protocol(
+            SERVER,
+            self.identity,
+            workspace=self.workspace,
+            secret=self._secret,
+            max_frame_size=self._max_frame_size,
+        )
+        connection = Connection(
+            protocol, self.options, codec=self._codec_factory(), authorize=self._authorize
+        )
+        task = asyncio.get_running_loop().create_task(self._run(connection))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return connection
+
+    async def _run(self, connection: Connection) -> None:
+        self._accepted.add(connection)
+        try:
+            await self._serve_connection(connection)
+        finally:
+            self._accepted.discard(connection)
+
+    async def _serve_connection(self, connection: Connection) -> None:
+        try:
+            async with asyncio.timeout(self._open_timeout):
+                await connection.wait_open()
+        except TimeoutError:
+            logger.warning("handshake timed out after {} s", self._open_timeout)
+            connection.abort()
+            return
+        except (HandshakeError, ConnectionClosed) as exc:
+            logger.info("handshake failed: {}", exc)
+            await connection.wait_closed()
+            return
+        self.connections.add(connection)
+        try:
+            await self._handler(connection)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            logger.exception("connection handler failed")
+        finally:
+            self.connections.discard(connection)
+            await connection.close("handler finished" if not self._closing else "server closing")
+
+    async def start(self, host: str, port: int, ssl: _ssl.SSLContext | None) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._make_connection,
+            host,
+            port,
+            ssl=ssl,
+            ssl_handshake_timeout=self._open_timeout if ssl is not None else None,
+        )
+
+    def close(self) -> None:
+        """Stop accepting and start closing every connection (see `wait_closed()`)."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self._accepted):
+            if connection in self.connections:
+                connection.start_close("server closing")
+            else:
+                connection.abort()
+
+    async def wait_closed(self) -> None:
+        """Wait until every connection is closed and every handler task has finished."""
+        if self._tasks:
+            done, pending = await asyncio.wait(
+                set(self._tasks), timeout=self.options.close_timeout + 1.0
+            )
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def aclose(self) -> None:
+        """`close()` then `wait_closed()`."""
+        self.close()
+        await self.wait_closed()
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled; on cancellation, shut down then re-raise."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            await self.aclose()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+async def serve(
+    handler: Handler,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    identity: PeerInfo | None = None,
+    workspace: str = "default",
+    token: str | bytes | None = None,
+    ssl: _ssl.SSLContext | None = None,
+    options: ConnectionOptions | None = None,
+    codec_factory: Callable[[], Codec] = Codec,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    open_timeout: float = 10.0,
+    authorize: Authorizer | None = None,
+) -> Server:
+    """Start listening and return the `Server`.
+
+    Args:
+        handler: coroutine run with each connection once its handshake is done.
+        host, port: where to listen; port 0 picks a free port (see `Server.port`).
+        identity: who the server is, sent to clients in Welcome.
+        token: shared secret clients must prove they know.
+        ssl: a server TLS context (see `transport.tls.server_context`).
+        open_timeout: deadline for a client's TLS handshake plus protocol handshake.
+        authorize: called with each authenticated client; a returned string refuses it
+            with that reason.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    server = Server(
+        handler,
+        identity=identity or make_identity("server"),
+        workspace=workspace,
+        secret=secret_from_token(token),
+        options=options or ConnectionOptions(),
+        codec_factory=codec_factory,
+        max_frame_size=max_frame_size,
+        open_timeout=open_timeout,
+        authorize=authorize,
+    )
+    await server.start(host, port, ssl)
+    return server
