@@ -6,6 +6,8 @@ and reads no clock; `connection`, `server` and `client` adapt it to asyncio.
 
 from __future__ import annotations
 
+from loguru import logger
+
 from .client import connect, make_identity, secret_from_token
 from .codec import PLAIN_TAG, Codec, TypeRegistry, TypeSpec, default_registry
 from .connection import Authorizer, Connection, ConnectionOptions
@@ -97,3 +99,6 @@ __all__ = [
     "serve",
     "server_context",
 ]
+
+# A library leaves the choice of logging to the application (loguru's convention).
+logger.disable("transport")

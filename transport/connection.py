@@ -164,6 +164,16 @@ class Connection(asyncio.Protocol):
         closed = self.protocol.closed
         return closed.reason if closed is not None else None
 
+    @property
+    def reading_paused(self) -> bool:
+        """True while this side holds back reading because `recv()` is behind."""
+        return self._reading_paused
+
+    @property
+    def writing_paused(self) -> bool:
+        """True while the transport's write buffer is over its high-water mark."""
+        return self._writing_paused
+
     def close_exception(self) -> ConnectionClosed:
         """The exception that describes how the connection ended."""
         closed = self.protocol.closed

@@ -77,9 +77,12 @@ class FrameDecoder:
 
         Raises:
             InvalidStateError: called after `feed_eof()`.
+            FrameSizeError: the stream is already broken by an oversized header.
         """
         if self._eof:
             raise InvalidStateError("feed() after feed_eof()")
+        if self._error is not None:
+            raise self._error
         self._buffer += data
 
     def frames(self) -> list[bytes]:
@@ -102,7 +105,7 @@ class FrameDecoder:
             (size,) = _unpack_header(buf, pos)
             if size > limit:
                 if not out:
-                    del buf[:pos]
+                    buf.clear()  # nothing after a bad header can be trusted
                     self._error = FrameSizeError(size, limit)
                     raise self._error
                 break

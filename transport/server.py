@@ -53,10 +53,9 @@ class Server:
         self._open_timeout = open_timeout
         self._authorize = authorize
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], Connection] = {}
         #: open connections whose handler is running
         self.connections: set[Connection] = set()
-        self._accepted: set[Connection] = set()
         self._closing = False
 
     @property
@@ -84,18 +83,11 @@ class Server:
             protocol, self.options, codec=self._codec_factory(), authorize=self._authorize
         )
         task = asyncio.get_running_loop().create_task(self._run(connection))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = connection
+        task.add_done_callback(self._tasks.pop)
         return connection
 
     async def _run(self, connection: Connection) -> None:
-        self._accepted.add(connection)
-        try:
-            await self._serve_connection(connection)
-        finally:
-            self._accepted.discard(connection)
-
-    async def _serve_connection(self, connection: Connection) -> None:
         try:
             async with asyncio.timeout(self._open_timeout):
                 await connection.wait_open()
@@ -135,11 +127,12 @@ class Server:
         self._closing = True
         if self._server is not None:
             self._server.close()
-        for connection in list(self._accepted):
+        for task, connection in list(self._tasks.items()):
             if connection in self.connections:
                 connection.start_close("server closing")
-            else:
+            else:  # still in its handshake (maybe a TLS one that never reached us)
                 connection.abort()
+                task.cancel()
 
     async def wait_closed(self) -> None:
         """Wait until every connection is closed and every handler task has finished."""

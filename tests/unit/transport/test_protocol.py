@@ -1,0 +1,404 @@
+"""The connection state machine and handshake, in pairs, without sockets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import msgpack
+import pytest
+
+from transport import handshake
+from transport.errors import (
+    AuthenticationError,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    DecodeError,
+    FrameSizeError,
+    HandshakeError,
+    InvalidStateError,
+    VersionMismatchError,
+    WorkspaceMismatchError,
+)
+from transport.framing import encode_frame
+from transport.protocol import (
+    CLIENT,
+    CLOSED,
+    HANDSHAKE,
+    OPEN,
+    SERVER,
+    Closed,
+    Event,
+    FrameDropped,
+    HandshakeComplete,
+    PeerAuthenticated,
+    PongReceived,
+    Protocol,
+)
+from transport.wire import (
+    PROTOCOL_VERSION,
+    Challenge,
+    Envelope,
+    Goodbye,
+    Hello,
+    PeerInfo,
+    Ping,
+    Proof,
+    Reject,
+    Welcome,
+    decode_record,
+    encode_record,
+)
+
+CLIENT_ID = PeerInfo("c-id", "worker-1", "worker", {"zone": "a"})
+SERVER_ID = PeerInfo("s-id", "playground", "admin", {})
+
+
+def nonces(prefix: bytes) -> Iterator[bytes]:
+    n = 0
+    while True:
+        n += 1
+        yield prefix + n.to_bytes(4, "big") + bytes(handshake.NONCE_SIZE - len(prefix) - 4)
+
+
+class Pair:
+    """A client and a server Protocol wired together in memory (h11's ConnectionPair)."""
+
+    def __init__(
+        self,
+        *,
+        client_token: bytes | None = None,
+        server_token: bytes | None = None,
+        client_workspace: str = "default",
+        server_workspace: str = "default",
+        auto_accept: bool = True,
+    ) -> None:
+        self.client = Protocol(
+            CLIENT, CLIENT_ID, workspace=client_workspace, secret=client_token,
+            nonce_factory=nonces(b"C").__next__,
+        )
+        self.server = Protocol(
+            SERVER, SERVER_ID, workspace=server_workspace, secret=server_token,
+            nonce_factory=nonces(b"S").__next__,
+        )
+        self.auto_accept = auto_accept
+        self.client_events: list[Event] = []
+        self.server_events: list[Event] = []
+        self.wire: list[tuple[str, bytes]] = []  # (direction, frame bytes) as sent
+
+    def pump(self) -> None:
+        for _ in range(20):
+            moved = False
+            data = self.client.data_to_send()
+            if data:
+                self.wire.append(("c>s", data))
+                self.server.receive_data(data)
+                moved = True
+            for event in self.server.events_received():
+                self.server_events.append(event)
+                if isinstance(event, PeerAuthenticated) and self.auto_accept:
+                    self.server.accept()
+                    moved = True
+            data = self.server.data_to_send()
+            if data:
+                self.wire.append(("s>c", data))
+                self.client.receive_data(data)
+                moved = True
+            self.client_events.extend(self.client.events_received())
+            if not moved:
+                return
+        raise AssertionError("the pair never went quiet")
+
+    def closed(self, events: list[Event]) -> Closed:
+        found = [e for e in events if isinstance(e, Closed)]
+        assert len(found) == 1, events
+        return found[0]
+
+
+def open_pair(**kwargs: object) -> Pair:
+    pair = Pair(**kwargs)  # type: ignore[arg-type]
+    pair.pump()
+    assert pair.client.state is OPEN and pair.server.state is OPEN
+    return pair
+
+
+def test_handshake_without_token() -> None:
+    pair = open_pair()
+    assert pair.client_events == [HandshakeComplete(SERVER_ID)]
+    assert pair.server_events == [PeerAuthenticated(CLIENT_ID), HandshakeComplete(CLIENT_ID)]
+    assert pair.client.peer == SERVER_ID and pair.server.peer == CLIENT_ID
+
+
+def test_handshake_with_good_token_and_the_secret_never_crosses_the_wire() -> None:
+    pair = open_pair(client_token=b"s3cret-token", server_token=b"s3cret-token")
+    kinds = [type(decode_record(frame[4:])) for _, frame in pair.wire if frame]
+    assert Challenge in kinds and Proof in kinds
+    assert all(b"s3cret-token" not in frame for _, frame in pair.wire)
+
+
+def test_bad_token_is_refused_with_the_reason_on_both_sides() -> None:
+    pair = Pair(client_token=b"wrong", server_token=b"right")
+    pair.pump()
+    # The client checks the server's proof first, refuses it and says why.
+    client_closed = pair.closed(pair.client_events)
+    server_closed = pair.closed(pair.server_events)
+    assert isinstance(client_closed.error, AuthenticationError)
+    assert "authentication failed" in client_closed.reason
+    assert server_closed.by_peer and "authentication failed" in server_closed.reason
+    assert pair.client.state is CLOSED and pair.server.state is CLOSED
+
+
+def test_bad_client_proof_is_rejected_by_the_server() -> None:
+    server = Protocol(SERVER, SERVER_ID, secret=b"right", nonce_factory=nonces(b"S").__next__)
+    hello = Hello(PROTOCOL_VERSION, "default", "x", "mallory", "r", {}, bytes(32))
+    server.receive_data(encode_frame(encode_record(hello)))
+    challenge = decode_record(server.data_to_send()[4:])
+    assert isinstance(challenge, Challenge)
+    server.receive_data(encode_frame(encode_record(Proof(b"\x00" * 32))))
+    reject = decode_record(server.data_to_send()[4:])
+    assert isinstance(reject, Reject) and "authentication failed" in reject.reason
+    (closed,) = [e for e in server.events_received() if isinstance(e, Closed)]
+    assert isinstance(closed.error, AuthenticationError)
+
+
+def test_replayed_proof_is_refused() -> None:
+    # Record a successful handshake, then replay the client's frames to a new server.
+    pair = open_pair(client_token=b"tok", server_token=b"tok")
+    recorded = [frame for direction, frame in pair.wire if direction == "c>s"]
+    server = Protocol(SERVER, SERVER_ID, secret=b"tok", nonce_factory=nonces(b"X").__next__)
+    for frame in recorded:
+        server.receive_data(frame)
+    events = server.events_received()
+    assert not any(isinstance(e, PeerAuthenticated) for e in events)
+    (closed,) = [e for e in events if isinstance(e, Closed)]
+    assert isinstance(closed.error, AuthenticationError)
+    answers = [decode_record(p) for p in split_frames(server.data_to_send())]
+    assert isinstance(answers[-1], Reject)
+
+
+def test_version_mismatch_is_refused_with_its_reason() -> None:
+    server = Protocol(SERVER, SERVER_ID)
+    newer = msgpack.packb([1, PROTOCOL_VERSION + 1, "default", "a new shape"])
+    server.receive_data(encode_frame(newer))
+    (closed,) = [e for e in server.events_received() if isinstance(e, Closed)]
+    assert isinstance(closed.error, VersionMismatchError)
+    reject = decode_record(server.data_to_send()[4:])
+    assert isinstance(reject, Reject)
+    assert f"protocol version {PROTOCOL_VERSION + 1} is not supported" in reject.reason
+
+
+def test_version_mismatch_in_a_well_formed_hello() -> None:
+    server = Protocol(SERVER, SERVER_ID)
+    hello = Hello(99, "default", "x", "n", "r", {}, bytes(32))
+    server.receive_data(encode_frame(encode_record(hello)))
+    (closed,) = [e for e in server.events_received() if isinstance(e, Closed)]
+    assert isinstance(closed.error, VersionMismatchError)
+    assert closed.error.remote == 99
+
+
+def test_workspace_mismatch_is_refused_on_both_sides() -> None:
+    pair = Pair(client_workspace="blue", server_workspace="green")
+    pair.pump()
+    server_closed = pair.closed(pair.server_events)
+    client_closed = pair.closed(pair.client_events)
+    assert isinstance(server_closed.error, WorkspaceMismatchError)
+    assert "workspace 'blue' does not match this workspace 'green'" in client_closed.reason
+    assert isinstance(client_closed.error, HandshakeError) and client_closed.by_peer
+
+
+def test_client_without_token_against_a_server_with_one() -> None:
+    pair = Pair(server_token=b"tok")
+    pair.pump()
+    assert "requires a token" in pair.closed(pair.client_events).reason
+    assert "requires a token" in pair.closed(pair.server_events).reason
+
+
+def test_client_with_token_refuses_a_server_that_asks_for_none() -> None:
+    pair = Pair(client_token=b"tok")
+    pair.pump()
+    client_closed = pair.closed(pair.client_events)
+    assert isinstance(client_closed.error, AuthenticationError)
+    assert "did not prove" in client_closed.reason
+    assert pair.server.state is CLOSED
+
+
+def test_server_owner_can_reject_an_authenticated_client() -> None:
+    pair = Pair(auto_accept=False)
+    pair.pump()
+    assert pair.server_events == [PeerAuthenticated(CLIENT_ID)]
+    pair.server.reject("name 'worker-1' is already taken")
+    pair.pump()
+    closed = pair.closed(pair.client_events)
+    assert closed.reason == "name 'worker-1' is already taken"
+    assert isinstance(closed.error, HandshakeError)
+
+
+def test_short_nonce_is_refused() -> None:
+    server = Protocol(SERVER, SERVER_ID, secret=b"tok")
+    hello = Hello(PROTOCOL_VERSION, "default", "x", "n", "r", {}, b"\x00")
+    server.receive_data(encode_frame(encode_record(hello)))
+    (closed,) = [e for e in server.events_received() if isinstance(e, Closed)]
+    assert isinstance(closed.error, AuthenticationError)
+
+
+def test_garbage_during_handshake_closes_with_a_reason() -> None:
+    server = Protocol(SERVER, SERVER_ID)
+    server.receive_data(encode_frame(b"\xc1garbage"))
+    (closed,) = server.events_received()
+    assert isinstance(closed, Closed) and isinstance(closed.error, HandshakeError)
+    assert isinstance(decode_record(server.data_to_send()[4:]), Reject)
+
+
+def test_envelope_before_the_handshake_is_refused() -> None:
+    server = Protocol(SERVER, SERVER_ID)
+    server.receive_data(encode_frame(encode_record(Envelope("x", None, "T", b"\x80"))))
+    (closed,) = server.events_received()
+    assert isinstance(closed, Closed) and "unexpected Envelope" in closed.reason
+
+
+def test_envelopes_flow_both_ways_in_order() -> None:
+    pair = open_pair()
+    for i in range(5):
+        pair.client.send_envelope("worker-1", None, "T", bytes([i]))
+        pair.server.send_envelope("playground", "worker-1", "U", bytes([i]))
+    pair.pump()
+    got = [e for e in pair.server_events if isinstance(e, Envelope)]
+    assert [e.body for e in got] == [bytes([i]) for i in range(5)]
+    assert got[0] == Envelope("worker-1", None, "T", b"\x00")
+    back = [e for e in pair.client_events if isinstance(e, Envelope)]
+    assert [e.target for e in back] == ["worker-1"] * 5
+
+
+def test_protocol_fed_one_byte_at_a_time() -> None:
+    pair = open_pair()
+    for i in range(3):
+        pair.client.send_envelope("w", "t", "T", b"x" * i)
+    data = pair.client.data_to_send()
+    for byte in data:
+        pair.server.receive_data(bytes([byte]))
+    got = [e for e in pair.server.events_received() if isinstance(e, Envelope)]
+    assert [e.body for e in got] == [b"", b"x", b"xx"]
+
+
+def test_ping_is_answered_and_pong_reported() -> None:
+    pair = open_pair()
+    pair.client.send_ping(7)
+    pair.pump()
+    assert PongReceived(7) in pair.client_events
+
+
+def test_undecodable_frame_on_an_open_connection_is_dropped_and_it_stays_up() -> None:
+    pair = open_pair()
+    pair.server.receive_data(encode_frame(b"\xc1not msgpack") + encode_frame(b"\x93\x63\x01\x02"))
+    pair.client.send_envelope("w", None, "T", b"after")
+    pair.pump()
+    events = pair.server.events_received() + pair.server_events
+    dropped = [e for e in events if isinstance(e, FrameDropped)]
+    assert len(dropped) == 2 and all(isinstance(d.error, DecodeError) for d in dropped)
+    assert pair.server.state is OPEN
+    assert any(isinstance(e, Envelope) and e.body == b"after" for e in events)
+
+
+def test_wrongly_typed_envelope_fields_are_dropped() -> None:
+    pair = open_pair()
+    pair.server.receive_data(encode_frame(msgpack.packb([0, 1, None, "T", b""])))
+    (event,) = pair.server.events_received()
+    assert isinstance(event, FrameDropped)
+    assert "field 'sender' is int" in str(event.error)
+
+
+def test_oversized_frame_closes_the_connection_with_a_goodbye() -> None:
+    pair = open_pair()
+    pair.server.receive_data((2**31).to_bytes(4, "big"))
+    closed = pair.closed(pair.server.events_received())
+    assert isinstance(closed.error, FrameSizeError)
+    goodbye = decode_record(pair.server.data_to_send()[4:])
+    assert isinstance(goodbye, Goodbye) and "protocol error" in goodbye.reason
+
+
+def test_hello_on_an_open_connection_is_a_protocol_error() -> None:
+    pair = open_pair()
+    pair.server.receive_data(
+        encode_frame(encode_record(Hello(1, "default", "i", "n", "r", {}, bytes(32))))
+    )
+    closed = pair.closed(pair.server.events_received())
+    assert "unexpected Hello" in closed.reason
+
+
+def test_orderly_goodbye() -> None:
+    pair = open_pair()
+    pair.client.send_envelope("w", None, "T", b"last")
+    pair.client.close("done for today")
+    pair.pump()
+    assert [e for e in pair.server_events if isinstance(e, Envelope)][-1].body == b"last"
+    closed = pair.closed(pair.server_events)
+    assert closed.reason == "done for today" and closed.by_peer and closed.error is None
+    assert isinstance(closed.exception(), ConnectionClosedOK)
+    with pytest.raises(ConnectionClosedOK):
+        pair.client.send_envelope("w", None, "T", b"")
+    pair.client.close()  # idempotent
+
+
+def test_eof_without_goodbye_is_an_error_close() -> None:
+    pair = open_pair()
+    pair.server.receive_eof()
+    closed = pair.closed(pair.server.events_received())
+    assert isinstance(closed.exception(), ConnectionClosedError)
+
+
+def test_eof_inside_a_frame_and_during_handshake() -> None:
+    pair = open_pair()
+    pair.server.receive_data(b"\x00\x00\x00\x09abc")
+    pair.server.receive_eof()
+    assert "stream ended after 7 bytes" in pair.closed(pair.server.events_received()).reason
+    server = Protocol(SERVER, SERVER_ID)
+    server.receive_eof()
+    (closed,) = server.events_received()
+    assert isinstance(closed, Closed) and isinstance(closed.error, HandshakeError)
+
+
+def test_fail_tells_the_peer_why() -> None:
+    pair = open_pair()
+    pair.server.fail("heartbeat timeout")
+    pair.pump()
+    closed = pair.closed(pair.client_events)
+    assert closed.reason == "heartbeat timeout" and closed.by_peer
+
+
+def test_api_misuse_raises_invalid_state() -> None:
+    client = Protocol(CLIENT, CLIENT_ID)
+    assert client.state is HANDSHAKE
+    with pytest.raises(InvalidStateError):
+        client.send_envelope("a", None, "T", b"")
+    with pytest.raises(InvalidStateError):
+        client.accept()
+    with pytest.raises(InvalidStateError):
+        client.reject("no")
+    server = Protocol(SERVER, SERVER_ID)
+    with pytest.raises(InvalidStateError):
+        server.accept()
+
+
+def test_records_after_close_are_ignored() -> None:
+    pair = open_pair()
+    pair.server.receive_data(encode_frame(encode_record(Goodbye("bye"))))
+    pair.server.events_received()
+    pair.server.receive_data(encode_frame(encode_record(Ping(1))))
+    pair.server.receive_eof()
+    assert pair.server.events_received() == []
+
+
+def test_welcome_before_proof_is_refused_by_a_client_with_a_token() -> None:
+    client = Protocol(CLIENT, CLIENT_ID, secret=b"tok")
+    client.data_to_send()
+    client.receive_data(encode_frame(encode_record(Welcome("s", "fake", "", {}))))
+    (closed,) = client.events_received()
+    assert isinstance(closed, Closed) and isinstance(closed.error, AuthenticationError)
+
+
+def split_frames(data: bytes) -> list[bytes]:
+    out = []
+    while data:
+        size = int.from_bytes(data[:4], "big")
+        out.append(data[4 : 4 + size])
+        data = data[4 + size :]
+    return out
