@@ -10,7 +10,7 @@ from loguru import logger
 
 from .client import connect, make_identity, secret_from_token
 from .codec import PLAIN_TAG, Codec, TypeRegistry, TypeSpec, default_registry
-from .connection import Authorizer, Connection, ConnectionOptions
+from .connection import Authorizer, Connection, ConnectionOptions, MessageCallback
 from .errors import (
     AuthenticationError,
     ConnectionClosed,
@@ -43,7 +43,7 @@ from .protocol import (
 )
 from .server import Handler, Server, serve
 from .tls import client_context, server_context
-from .wire import PROTOCOL_VERSION, Envelope, PeerInfo, decode_record, encode_record
+from .wire import PROTOCOL_VERSION, Envelope, MessageGroup, PeerInfo, decode_record, encode_record
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -69,6 +69,8 @@ __all__ = [
     "HandshakeError",
     "IncompleteFrameError",
     "InvalidStateError",
+    "MessageCallback",
+    "MessageGroup",
     "PeerAuthenticated",
     "PeerInfo",
     "PongReceived",

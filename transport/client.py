@@ -71,12 +71,13 @@ async def connect(
         workspace=workspace,
         secret=secret_from_token(token),
         max_frame_size=max_frame_size,
+        codec=codec,
     )
     connection: Connection | None = None
     try:
         async with asyncio.timeout(open_timeout):
             _, connection = await loop.create_connection(
-                lambda: Connection(protocol, options, codec=codec),
+                lambda: Connection(protocol, options),
                 host,
                 port,
                 ssl=ssl,

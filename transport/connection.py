@@ -5,7 +5,9 @@ bytes to the state machine, queues the envelopes it produced for `recv()`, and w
 back whatever the state machine answered. It adds what needs a clock or a socket:
 
 * write coalescing: frames queued during one loop iteration leave in one
-  `transport.write`, or sooner once `FLUSH_BYTES` are waiting;
+  `transport.write`, or sooner once `FLUSH_BYTES` are waiting; when traffic looks like
+  request/response (little to coalesce), the first message of an iteration is written
+  at once, which saves a loop iteration of latency per hop;
 * backpressure both ways: `send()` waits while the transport is paused; a queue of
   received envelopes past `max_queue` pauses reading, so a flood from the peer turns
   into TCP flow control instead of memory; a write buffer past `max_buffer` (a peer
@@ -18,19 +20,18 @@ back whatever the state machine answered. It adds what needs a clock or a socket
 from __future__ import annotations
 
 import asyncio
-import collections
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, Final, cast
 
 from loguru import logger
 
-from .codec import Codec
 from .errors import (
     ConnectionClosed,
-    ConnectionClosedError,
+    ConnectionClosedOK,
     InvalidStateError,
+    UnknownTypeError,
 )
-from .framing import encode_frame
+from .inbox import Inbox
 from .protocol import (
     Closed,
     FrameDropped,
@@ -39,15 +40,19 @@ from .protocol import (
     PongReceived,
     Protocol,
 )
-from .wire import Envelope, PeerInfo, Pong, encode_record
+from .wire import Envelope, MessageGroup, PeerInfo
 
-__all__ = ["FLUSH_BYTES", "Authorizer", "Connection", "ConnectionOptions"]
+__all__ = ["FLUSH_BYTES", "Authorizer", "Connection", "ConnectionOptions", "MessageCallback"]
 
 #: Queued bytes that trigger a write without waiting for the end of the loop iteration.
 FLUSH_BYTES: Final = 256 * 1024
+#: An iteration that left fewer bytes than this to coalesce makes the next one eager.
+EAGER_BELOW: Final = 2048
 
 #: Called on the server with an authenticated client; returns a refusal reason or None.
 Authorizer = Callable[[PeerInfo], "str | None"]
+#: Receives message groups straight from the read path (see `set_message_callback`).
+MessageCallback = Callable[[list[MessageGroup]], None]
 
 
 class ConnectionOptions:
@@ -116,22 +121,25 @@ class Connection(asyncio.Protocol):
         protocol: Protocol,
         options: ConnectionOptions | None = None,
         *,
-        codec: Codec | None = None,
         authorize: Authorizer | None = None,
     ) -> None:
         self.protocol = protocol
         self.options = options or ConnectionOptions()
-        self.codec = codec if codec is not None else Codec()
+        self.codec = protocol.codec
+        #: `Codec.build`: the object of one ``(tag, body)`` pair of a `MessageGroup`
+        #: (check `MessageGroup.unresolved` first, as `decode` does).
+        self.build = self.codec.build
         self._authorize = authorize
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
-        self._inbox: collections.deque[Envelope] = collections.deque()
-        self._inbox_bytes = 0
+        self._inbox = Inbox()
+        self._callback: MessageCallback | None = None
         self._recv_waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._writing_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._flush_handle: asyncio.Handle | None = None
+        self._eager = True  # see _end_of_tick
         self._opened: asyncio.Future[PeerInfo] = self._loop.create_future()
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._keepalive_task: asyncio.Task[None] | None = None
@@ -204,14 +212,18 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         protocol = self.protocol
         protocol.receive_data(data)
+        messages = protocol.messages_received()
+        if messages:
+            self._deliver(messages, len(data))
         events = protocol.events_received()
         if events:
             self._process(events)
         if protocol.bytes_pending and self._flush_handle is None:
-            self._flush_handle = self._loop.call_soon(self._flush)
+            self._flush_handle = self._loop.call_soon(self._end_of_tick)
 
     def eof_received(self) -> bool | None:
         self.protocol.receive_eof()
+        self._deliver(self.protocol.messages_received(), 0)
         self._process(self.protocol.events_received())
         return None
 
@@ -243,26 +255,49 @@ class Connection(asyncio.Protocol):
 
     # -- events ----------------------------------------------------------------------
 
-    def _process(self, events: list[Any]) -> None:
+    def set_message_callback(self, callback: MessageCallback | None) -> None:
+        """Hand received messages to `callback` as they arrive, instead of queueing them.
+
+        The callback runs inside the read path with each batch of `MessageGroup`s, so it
+        must not block; it suits routers that only move messages on. Messages already
+        queued are handed over first, in order. An exception in the callback is logged
+        and closes this connection only. `None` goes back to queueing for `recv()`.
+        """
+        self._callback = callback
+        if callback is not None and self._inbox.count:
+            groups = self._inbox.take_groups()
+            self._taken()
+            self._run_callback(groups)
+
+    def _run_callback(self, groups: list[MessageGroup]) -> None:
+        assert self._callback is not None
+        try:
+            self._callback(groups)
+        except Exception as exc:
+            self._log.exception("message callback failed")
+            if self.protocol.closed is None:
+                self.protocol.fail(f"internal error: {type(exc).__name__}")
+                self._process(self.protocol.events_received())
+
+    def _deliver(self, groups: list[MessageGroup], nbytes: int) -> None:
+        if not groups:
+            return
+        if self._callback is not None:
+            self._run_callback(groups)
+            return
         inbox = self._inbox
-        before = len(inbox)
-        added = 0
+        inbox.put(groups, nbytes)
+        waiter = self._recv_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if not self._reading_paused and (
+            len(inbox) >= self.options.max_queue or inbox.bytes >= self.options.max_queue_bytes
+        ):
+            self._pause_reading()
+
+    def _process(self, events: list[Any]) -> None:
         for event in events:
-            if type(event) is Envelope:
-                inbox.append(event)
-                added += len(event.body)
-            else:
-                self._handle_event(event)
-        if len(inbox) > before:
-            self._inbox_bytes += added
-            waiter = self._recv_waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-            if not self._reading_paused and (
-                len(inbox) >= self.options.max_queue
-                or self._inbox_bytes >= self.options.max_queue_bytes
-            ):
-                self._pause_reading()
+            self._handle_event(event)
 
     def _handle_event(self, event: Any) -> None:
         if type(event) is PongReceived:
@@ -318,18 +353,17 @@ class Connection(asyncio.Protocol):
             self._reading_paused = True
             self._transport.pause_reading()
 
-    def _took(self, nbytes: int) -> None:
-        self._inbox_bytes -= nbytes
+    def _taken(self) -> None:
         if self._reading_paused and (
             len(self._inbox) <= self.options.max_queue // 2
-            and self._inbox_bytes <= self.options.max_queue_bytes // 2
+            and self._inbox.bytes <= self.options.max_queue_bytes // 2
         ):
             self._reading_paused = False
             if self._transport is not None and not self._transport.is_closing():
                 self._transport.resume_reading()
 
     async def _wait_inbox(self) -> None:
-        while not self._inbox:
+        while not self._inbox.count:
             if self.protocol.closed is not None:
                 raise self.protocol.closed.exception()
             if self._recv_waiter is not None:
@@ -351,10 +385,12 @@ class Connection(asyncio.Protocol):
             ConnectionClosedError: the connection ended abnormally.
             InvalidStateError: another task is already waiting in `recv()`.
         """
-        if not self._inbox:
+        inbox = self._inbox
+        if not inbox.count:
             await self._wait_inbox()
-        envelope = self._inbox.popleft()
-        self._took(len(envelope.body))
+        envelope = inbox.take()
+        if self._reading_paused:
+            self._taken()
         return envelope
 
     async def recv_batch(self, limit: int = 1024) -> list[Envelope]:
@@ -365,30 +401,51 @@ class Connection(asyncio.Protocol):
         """
         if not self._inbox:
             await self._wait_inbox()
-        inbox = self._inbox
-        count = min(limit, len(inbox))
-        batch = [inbox.popleft() for _ in range(count)]
-        self._took(sum([len(e.body) for e in batch]))
+        batch = self._inbox.take_many(limit)
+        self._taken()
         return batch
 
-    def __aiter__(self) -> AsyncIterator[Envelope]:
-        return self._iterate()
+    async def recv_groups(self) -> list[MessageGroup]:
+        """Wait for at least one message and return all waiting, as received groups.
 
-    async def _iterate(self) -> AsyncIterator[Envelope]:
-        try:
-            while True:
-                yield await self.recv()
-        except ConnectionClosed as exc:
-            if isinstance(exc, ConnectionClosedError):
-                raise
-
-    def decode(self, envelope: Envelope) -> Any:
-        """Decode an envelope's body with this connection's codec.
+        The fastest way to consume: no per-message object is built (see
+        `MessageGroup.pairs()` and `build()`).
 
         Raises:
-            DecodeError: unknown tag or a body that does not fit it.
+            The same as `recv()`.
         """
-        return self.codec.decode(envelope.tag, envelope.body)
+        if not self._inbox:
+            await self._wait_inbox()
+        groups = self._inbox.take_groups()
+        self._taken()
+        return groups
+
+    def __aiter__(self) -> Connection:
+        return self
+
+    async def __anext__(self) -> Envelope:
+        """The next envelope; iteration ends on an orderly close and raises otherwise."""
+        inbox = self._inbox
+        if not inbox.count:
+            try:
+                await self._wait_inbox()
+            except ConnectionClosedOK:
+                raise StopAsyncIteration from None
+        envelope = inbox.take()
+        if self._reading_paused:
+            self._taken()
+        return envelope
+
+    def decode(self, envelope: Envelope) -> Any:
+        """Build the object an envelope carries, with this connection's codec.
+
+        Raises:
+            UnknownTypeError: its tag, or a type nested in it, is not registered here.
+            DecodeError: the body does not fit its type.
+        """
+        if envelope.unresolved is not None:
+            raise UnknownTypeError(envelope.unresolved)
+        return self.codec.build(envelope.tag, envelope.body)
 
     # -- sending ---------------------------------------------------------------------
 
@@ -400,18 +457,24 @@ class Connection(asyncio.Protocol):
             ConnectionClosed: the connection is closed.
             FrameSizeError: the encoded message is over the frame size limit.
         """
-        tag, body = self.codec.encode(obj)
-        self.protocol.send_envelope(sender, target, tag, body)
+        if self.protocol.send_object(obj, sender, target) >= FLUSH_BYTES:
+            self._flush()
+        elif self._flush_handle is None:
+            if self._eager:
+                self._flush()
+            self._flush_handle = self._loop.call_soon(self._end_of_tick)
+
+    def send_packed_nowait(
+        self, sender: str, target: str | None, tag: str, body: bytes
+    ) -> None:
+        """Queue a message whose body is already packed (encode once, send to many)."""
+        self.protocol.send_message(sender, target, tag, body)
         self._queued()
 
     def send_envelope_nowait(self, envelope: Envelope) -> None:
-        """Queue an already encoded envelope (a relay forwards these untouched)."""
-        self.protocol.send_envelope(*envelope)
-        self._queued()
-
-    def send_frame_nowait(self, frame: bytes) -> None:
-        """Queue a complete frame, e.g. one encoded once and fanned out to many peers."""
-        self.protocol.send_frame(frame)
+        """Queue a received envelope again, e.g. a relay forwarding it."""
+        body = self.codec.pack(envelope.body)
+        self.protocol.send_message(envelope.sender, envelope.target, envelope.tag, body)
         self._queued()
 
     async def send(self, obj: Any, *, target: str | None = None, sender: str = "") -> None:
@@ -434,10 +497,20 @@ class Connection(asyncio.Protocol):
         if self.protocol.bytes_pending >= FLUSH_BYTES:
             self._flush()
         elif self._flush_handle is None:
-            self._flush_handle = self._loop.call_soon(self._flush)
+            if self._eager:
+                self._flush()
+            self._flush_handle = self._loop.call_soon(self._end_of_tick)
+
+    def _end_of_tick(self) -> None:
+        # Runs once per loop iteration in which something was sent. It writes what the
+        # iteration queued in one go, and picks the mode for the next iteration: when
+        # little was left to coalesce, sending looks like request/response, and the
+        # first message of an iteration goes out at once instead of a tick later.
+        self._flush_handle = None
+        self._eager = self.protocol.bytes_pending < EAGER_BELOW
+        self._flush()
 
     def _flush(self) -> None:
-        self._flush_handle = None
         transport = self._transport
         if transport is None:
             return
@@ -495,7 +568,7 @@ class Connection(asyncio.Protocol):
                 seq += 1
                 self.protocol.send_ping(seq)
                 if self._reading_paused:
-                    self.protocol.send_frame(encode_frame(encode_record(Pong(0))))
+                    self.protocol.send_pong(0)
                 self._flush()
                 next_ping = now + interval
             await asyncio.sleep(min(next_ping, self._last_pong + timeout) - now)
@@ -528,12 +601,13 @@ class Connection(asyncio.Protocol):
             self._transport.abort()
 
     async def wait_closed(self) -> None:
-        """Wait until the transport is closed and every task of this connection is done."""
-        try:
-            async with asyncio.timeout(self.options.close_timeout + 1.0):
-                await asyncio.shield(self._lost)
-        except TimeoutError:
-            self.abort()
+        """Wait until the connection has ended and every task of this connection is done.
+
+        While the connection is open this lasts until it ends, which heartbeats bound
+        for a dead peer; once closing, the transport is aborted if it has not finished
+        flushing within `close_timeout`.
+        """
+        if self._transport is not None:
             await asyncio.shield(self._lost)
         task = self._keepalive_task
         if task is not None:

@@ -17,27 +17,30 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from . import handshake
+from .codec import Codec
 from .errors import (
     AuthenticationError,
     ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
     DecodeError,
+    FrameSizeError,
     HandshakeError,
     InvalidStateError,
     ProtocolError,
     VersionMismatchError,
 )
-from .framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame
+from .framing import DEFAULT_MAX_FRAME_SIZE, HEADER_SIZE, FrameDecoder, encode_frame
 from .wire import (
+    KIND_MESSAGES,
     PROTOCOL_VERSION,
     Challenge,
-    Envelope,
     Goodbye,
     Hello,
+    MessageGroup,
     PeerInfo,
     Ping,
     Pong,
@@ -45,10 +48,11 @@ from .wire import (
     Record,
     Reject,
     Welcome,
-    decode_record,
-    encode_envelope,
     encode_record,
+    messages_header,
+    messages_route,
     peek_version,
+    record_from_item,
 )
 
 __all__ = [
@@ -126,7 +130,14 @@ class Closed(NamedTuple):
         return ConnectionClosedError(self.reason, by_peer=self.by_peer)
 
 
-Event = Envelope | PeerAuthenticated | HandshakeComplete | PongReceived | FrameDropped | Closed
+Event = PeerAuthenticated | HandshakeComplete | PongReceived | FrameDropped | Closed
+
+#: Room kept in a frame for the kind-0 prefix (array header, kind, sender, target).
+_PREFIX_ROOM: Final = 1024
+_STR_ONLY: Final = {str}
+#: Messages per group. Beyond a few hundred, unpacking gets slower per message (the
+#: objects of one frame outgrow the CPU caches before they are consumed).
+MAX_GROUP: Final = 256
 
 _CLIENT_AWAIT_SERVER: Final = "await-challenge-or-welcome"
 _CLIENT_AWAIT_WELCOME: Final = "await-welcome"
@@ -138,8 +149,10 @@ _SERVER_AWAIT_DECISION: Final = "await-decision"
 class Protocol:
     """One end of a Ceylon connection, without I/O.
 
-    Feed it with `receive_data()`/`receive_eof()`; collect `events_received()` and
-    write out `data_to_send()` after every call.
+    Feed it with `receive_data()`/`receive_eof()`; after every call collect
+    `messages_received()` (application messages, as `MessageGroup`s, in order),
+    `events_received()` (everything else; a `Closed` always comes after the messages
+    that preceded it) and write out `data_to_send()`.
 
     Args:
         side: `CLIENT` (sends Hello first) or `SERVER`.
@@ -147,6 +160,7 @@ class Protocol:
         workspace: both ends must name the same one.
         secret: shared token; when set the peer must prove it knows it.
         max_frame_size: largest frame accepted or sent.
+        codec: encodes and decodes message bodies (one per connection: it is stateful).
         nonce_factory: source of fresh nonces (tests pass a fixed one).
     """
 
@@ -158,6 +172,7 @@ class Protocol:
         workspace: str = "default",
         secret: bytes | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        codec: Codec | None = None,
         nonce_factory: Callable[[], bytes] = handshake.new_nonce,
     ) -> None:
         self.side = side
@@ -169,10 +184,21 @@ class Protocol:
         self.closed: Closed | None = None
         self._secret = secret or None
         self._nonce_factory = nonce_factory
+        self.codec = codec if codec is not None else Codec()
+        self._specs = self.codec.registry.by_type
+        self._pack_body = self.codec.pack_body
         self._decoder = FrameDecoder(max_frame_size)
         self._events: list[Event] = []
+        self._messages: list[MessageGroup] = []
         self._out: list[bytes] = []
         self._pending = 0
+        # The group of outgoing messages being built: same sender and target, in order.
+        self._group: list[bytes] = []  # packed tag, packed body, packed tag, ...
+        self._group_sender = ""
+        self._group_target: str | None = None
+        self._group_bytes = 0
+        self._group_limit = max_frame_size - _PREFIX_ROOM
+        self._routes: dict[tuple[str, str | None], bytes] = {}  # packed sender + target
         self._hello: Hello | None = None
         self._server_nonce = b""
         if side is CLIENT:
@@ -199,6 +225,8 @@ class Protocol:
 
     def data_to_send(self) -> bytes:
         """Take every byte queued for the peer."""
+        if self._group:
+            self._seal_group()
         if not self._out:
             return b""
         data = b"".join(self._out)
@@ -207,41 +235,126 @@ class Protocol:
         return data
 
     def events_received(self) -> list[Event]:
-        """Take every event produced since the last call."""
+        """Take every event other than messages produced since the last call."""
         events = self._events
         self._events = []
         return events
 
+    def messages_received(self) -> list[MessageGroup]:
+        """Take every application message received since the last call, in order."""
+        messages = self._messages
+        self._messages = []
+        return messages
+
     def _queue(self, payload: bytes) -> None:
+        if self._group:
+            self._seal_group()  # control records keep their place among the messages
         frame = encode_frame(payload, self.max_frame_size)
         self._out.append(frame)
         self._pending += len(frame)
 
+    def _seal_group(self) -> None:
+        group = self._group
+        key = (self._group_sender, self._group_target)
+        route = self._routes.get(key)
+        if route is None:
+            if len(self._routes) >= 4096:  # peers come and go; keep the cache bounded
+                self._routes.clear()
+            route = self._routes[key] = messages_route(*key)
+        prefix = messages_header(len(group) // 2) + route
+        size = len(prefix) + self._group_bytes
+        self._out.append(size.to_bytes(HEADER_SIZE, "big") + prefix)
+        self._out.append(b"".join(group))
+        self._pending += HEADER_SIZE + len(prefix)
+        self._group = []
+        self._group_bytes = 0
+
     # -- sending ------------------------------------------------------------------
 
-    def send_envelope(self, sender: str, target: str | None, tag: str, body: bytes) -> None:
-        """Queue an application message.
+    def send_message(self, sender: str, target: str | None, tag: str, body: bytes) -> None:
+        """Queue an application message whose body is already packed.
+
+        Consecutive messages of one sender and target share a frame (see `wire`).
 
         Raises:
-            InvalidStateError: the connection is not open.
-            FrameSizeError: the encoded message is over `max_frame_size`.
+            ConnectionClosed: the connection is closed.
+            InvalidStateError: the handshake is not complete.
+            FrameSizeError: the message alone is over `max_frame_size`.
         """
         if self.state is not OPEN:
             raise self._not_open()
-        self._queue(encode_envelope(sender, target, tag, body))
+        self._append(sender, target, self.codec.tag_bytes(tag), body)
 
-    def send_frame(self, frame: bytes) -> None:
-        """Queue an already framed record, e.g. one envelope fanned out to many peers."""
+    def send_object(self, obj: object, sender: str = "", target: str | None = None) -> int:
+        """Encode `obj` with the codec and queue it (see `send_message`).
+
+        Returns:
+            `bytes_pending` after queueing, so the caller can decide to flush.
+
+        Raises:
+            EncodeError: `obj` cannot be encoded; plus those of `send_message`.
+        """
+        spec = self._specs.get(type(obj))
+        if spec is not None and spec.dict_ok and self.state is OPEN:
+            fields = obj.__dict__
+            if len(fields) == len(spec.names):
+                try:
+                    body = self._pack_body(fields)
+                except Exception:
+                    pass  # the general path below reports it as an EncodeError
+                else:
+                    # Fast path, inlined: joining the open group.
+                    group = self._group
+                    size = len(spec.packed_tag) + len(body)
+                    if (
+                        group
+                        and sender == self._group_sender
+                        and target == self._group_target
+                        and self._group_bytes + size <= self._group_limit
+                        and len(group) < 2 * MAX_GROUP
+                    ):
+                        group.append(spec.packed_tag)
+                        group.append(body)
+                        self._group_bytes += size
+                        self._pending += size
+                    else:
+                        self._append(sender, target, spec.packed_tag, body)
+                    return self._pending
         if self.state is not OPEN:
             raise self._not_open()
-        self._out.append(frame)
-        self._pending += len(frame)
+        packed_tag, body = self.codec.encode_packed(obj)
+        self._append(sender, target, packed_tag, body)
+        return self._pending
+
+    def _append(self, sender: str, target: str | None, packed_tag: bytes, body: bytes) -> None:
+        size = len(packed_tag) + len(body)
+        if self._group and (
+            sender != self._group_sender
+            or target != self._group_target
+            or self._group_bytes + size > self._group_limit
+            or len(self._group) >= 2 * MAX_GROUP
+        ):
+            self._seal_group()
+        if not self._group:
+            if size > self._group_limit:
+                raise FrameSizeError(size + _PREFIX_ROOM, self.max_frame_size)
+            self._group_sender = sender
+            self._group_target = target
+        self._group += (packed_tag, body)
+        self._group_bytes += size
+        self._pending += size
 
     def send_ping(self, seq: int) -> None:
         """Queue a heartbeat; the peer answers with a Pong carrying `seq`."""
         if self.state is not OPEN:
             raise self._not_open()
         self._queue(encode_record(Ping(seq)))
+
+    def send_pong(self, seq: int) -> None:
+        """Queue an unsolicited Pong: "alive, though not reading" (see the adapter)."""
+        if self.state is not OPEN:
+            raise self._not_open()
+        self._queue(encode_record(Pong(seq)))
 
     def _not_open(self) -> Exception:
         if self.closed is not None:
@@ -304,22 +417,63 @@ class Protocol:
         except ProtocolError as exc:
             self._protocol_error(str(exc), exc)
             return
-        events = self._events
+        codec = self.codec
+        unpack = codec.unpack
+        messages = self._messages
         for payload in payloads:
             try:
-                record = decode_record(payload)
+                item = unpack(payload)
             except DecodeError as exc:
                 if self.state is OPEN:
-                    events.append(FrameDropped(exc))
+                    self._events.append(FrameDropped(exc))
                     continue
-                self._handshake_bad_frame(payload, exc)
+                self._refuse(HandshakeError(f"bad handshake frame: {exc}"))
                 return
-            if type(record) is Envelope and self.state is OPEN:
-                events.append(record)
+            # Hot path: a group of messages, checked inline.
+            if type(item) is list and item and item[0] == KIND_MESSAGES and self.state is OPEN:
+                if (
+                    len(item) >= 5
+                    and len(item) % 2
+                    and type(item[0]) is int
+                    and type(item[1]) is str
+                    and (item[2] is None or type(item[2]) is str)
+                ):
+                    self._unpack_group(item, messages)
+                else:
+                    self._events.append(
+                        FrameDropped(DecodeError(None, "malformed message group"))
+                    )
                 continue
+            try:
+                record = record_from_item(item)
+            except DecodeError as exc:
+                if self.state is OPEN:
+                    self._events.append(FrameDropped(exc))
+                    continue
+                version = peek_version(item) if self._step == _SERVER_AWAIT_HELLO else None
+                if version is not None and version != PROTOCOL_VERSION:
+                    self._refuse(VersionMismatchError(PROTOCOL_VERSION, version))
+                else:
+                    self._refuse(HandshakeError(f"bad handshake frame: {exc}"))
+                return
             self._handle(record)
             if self.closed is not None:  # (not `state`: mypy keeps it narrowed)
                 return
+
+    def _unpack_group(self, item: list[Any], messages: list[MessageGroup]) -> None:
+        if set(map(type, item[3::2])) != _STR_ONLY:
+            # Rare: drop the messages whose tag is not a string, keep the others.
+            kept = item[:3]
+            for i in range(3, len(item), 2):
+                if type(item[i]) is str:
+                    kept += item[i : i + 2]
+                else:
+                    reason = f"message tag is {type(item[i]).__name__}, expected str"
+                    self._events.append(FrameDropped(DecodeError(None, reason)))
+            if len(kept) == 3:
+                return
+            item = kept
+        messages.append(MessageGroup(item[1], item[2], item, self.codec.unresolved))
 
     def receive_eof(self) -> None:
         """The peer closed its sending side. Never raises."""
@@ -341,13 +495,6 @@ class Protocol:
         self._queue(encode_record(Goodbye(f"protocol error: {reason}")))
         self._close(reason, by_peer=True, error=error)
 
-    def _handshake_bad_frame(self, payload: bytes, exc: DecodeError) -> None:
-        version = peek_version(payload) if self._step == _SERVER_AWAIT_HELLO else None
-        if version is not None and version != PROTOCOL_VERSION:
-            self._refuse(VersionMismatchError(PROTOCOL_VERSION, version))
-        else:
-            self._refuse(HandshakeError(f"bad handshake frame: {exc}"))
-
     def _refuse(self, error: HandshakeError) -> None:
         """Refuse the handshake on this side's initiative, telling the peer why."""
         if self.side is SERVER:
@@ -365,7 +512,7 @@ class Protocol:
         elif self.state is OPEN:
             if kind is Ping:
                 assert isinstance(record, Ping)
-                self._queue(encode_record(Pong(record.seq)))
+                self.send_pong(record.seq)
             elif kind is Pong:
                 assert isinstance(record, Pong)
                 self._events.append(PongReceived(record.seq))

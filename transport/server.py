@@ -78,10 +78,9 @@ class Server:
             workspace=self.workspace,
             secret=self._secret,
             max_frame_size=self._max_frame_size,
+            codec=self._codec_factory(),
         )
-        connection = Connection(
-            protocol, self.options, codec=self._codec_factory(), authorize=self._authorize
-        )
+        connection = Connection(protocol, self.options, authorize=self._authorize)
         task = asyncio.get_running_loop().create_task(self._run(connection))
         self._tasks[task] = connection
         task.add_done_callback(self._tasks.pop)

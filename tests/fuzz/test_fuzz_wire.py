@@ -19,7 +19,6 @@ from transport.framing import FrameDecoder, encode_frame
 from transport.protocol import CLIENT, OPEN, SERVER, PeerAuthenticated, Protocol
 from transport.wire import (
     PROTOCOL_VERSION,
-    Envelope,
     Goodbye,
     Hello,
     PeerInfo,
@@ -27,6 +26,7 @@ from transport.wire import (
     Pong,
     decode_record,
     encode_record,
+    messages_prefix,
 )
 
 SERVER_ID = PeerInfo("s", "server", "", {})
@@ -40,7 +40,7 @@ def corpus(codec: Codec) -> list[bytes]:
                                              {}, bytes(32))))
     tag, body = codec.encode({"a": [1, (2, 3), {4}], "b": b"\x00"})
     envelopes = b"".join(
-        encode_frame(encode_record(Envelope("c", target, tag, body)))
+        encode_frame(messages_prefix("c", target, 2) + (codec.tag_bytes(tag) + body) * 2)
         for target in (None, "server")
     )
     return [
@@ -49,7 +49,8 @@ def corpus(codec: Codec) -> list[bytes]:
         envelopes,
         encode_frame(encode_record(Ping(1))) + encode_frame(encode_record(Pong(1))),
         encode_frame(encode_record(Goodbye("bye"))),
-        encode_frame(msgpack.packb([0, "c", None, "Missing", msgpack.packb({"x": 1})])),
+        encode_frame(msgpack.packb([0, "c", None, "Missing", {"x": 1}])),
+        encode_frame(msgpack.packb([0, "c", None, "T", msgpack.ExtType(1, b"\x92\xa1X\x80")])),
     ]
 
 
@@ -130,6 +131,10 @@ def exercise(rng: random.Random, data: bytes, codec: Codec) -> None:
                 codec.decode(tag, payload)
             except DecodeError:
                 pass
+            try:
+                codec.build(tag, codec.unpack(payload))
+            except DecodeError:
+                pass
     # 3. The state machine, in the handshake and open: never raises.
     for protocol in (Protocol(SERVER, SERVER_ID, secret=b"t"), Protocol(CLIENT, CLIENT_ID),
                      open_server()):
@@ -137,6 +142,12 @@ def exercise(rng: random.Random, data: bytes, codec: Codec) -> None:
             protocol.receive_data(piece)
         protocol.receive_eof()
         protocol.events_received()
+        for group in protocol.messages_received():
+            for envelope in group.envelopes():
+                try:
+                    codec.build(envelope.tag, envelope.body)
+                except DecodeError:
+                    pass
         protocol.data_to_send()
 
 

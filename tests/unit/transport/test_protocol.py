@@ -40,6 +40,7 @@ from transport.wire import (
     Envelope,
     Goodbye,
     Hello,
+    MessageGroup,
     PeerInfo,
     Ping,
     Proof,
@@ -47,6 +48,7 @@ from transport.wire import (
     Welcome,
     decode_record,
     encode_record,
+    messages_prefix,
 )
 
 CLIENT_ID = PeerInfo("c-id", "worker-1", "worker", {"zone": "a"})
@@ -83,6 +85,8 @@ class Pair:
         self.auto_accept = auto_accept
         self.client_events: list[Event] = []
         self.server_events: list[Event] = []
+        self.client_messages: list[MessageGroup] = []
+        self.server_messages: list[MessageGroup] = []
         self.wire: list[tuple[str, bytes]] = []  # (direction, frame bytes) as sent
 
     def pump(self) -> None:
@@ -93,6 +97,7 @@ class Pair:
                 self.wire.append(("c>s", data))
                 self.server.receive_data(data)
                 moved = True
+            self.server_messages.extend(self.server.messages_received())
             for event in self.server.events_received():
                 self.server_events.append(event)
                 if isinstance(event, PeerAuthenticated) and self.auto_accept:
@@ -103,6 +108,7 @@ class Pair:
                 self.wire.append(("s>c", data))
                 self.client.receive_data(data)
                 moved = True
+            self.client_messages.extend(self.client.messages_received())
             self.client_events.extend(self.client.events_received())
             if not moved:
                 return
@@ -248,35 +254,89 @@ def test_garbage_during_handshake_closes_with_a_reason() -> None:
     assert isinstance(decode_record(server.data_to_send()[4:]), Reject)
 
 
-def test_envelope_before_the_handshake_is_refused() -> None:
+def envelopes(groups: list[MessageGroup]) -> list[Envelope]:
+    return [e for g in groups for e in g.envelopes()]
+
+
+def test_messages_before_the_handshake_are_refused() -> None:
     server = Protocol(SERVER, SERVER_ID)
-    server.receive_data(encode_frame(encode_record(Envelope("x", None, "T", b"\x80"))))
+    payload = messages_prefix("x", None, 1) + msgpack.packb("T") + msgpack.packb(1)
+    server.receive_data(encode_frame(payload))
     (closed,) = server.events_received()
-    assert isinstance(closed, Closed) and "unexpected Envelope" in closed.reason
+    assert isinstance(closed, Closed) and "bad handshake frame" in closed.reason
+    assert server.messages_received() == []
 
 
-def test_envelopes_flow_both_ways_in_order() -> None:
+def test_messages_flow_both_ways_in_order() -> None:
     pair = open_pair()
     for i in range(5):
-        pair.client.send_envelope("worker-1", None, "T", bytes([i]))
-        pair.server.send_envelope("playground", "worker-1", "U", bytes([i]))
+        pair.client.send_message("worker-1", None, "T", msgpack.packb(i))
+        pair.server.send_message("playground", "worker-1", "U", msgpack.packb([i]))
     pair.pump()
-    got = [e for e in pair.server_events if isinstance(e, Envelope)]
-    assert [e.body for e in got] == [bytes([i]) for i in range(5)]
-    assert got[0] == Envelope("worker-1", None, "T", b"\x00")
-    back = [e for e in pair.client_events if isinstance(e, Envelope)]
-    assert [e.target for e in back] == ["worker-1"] * 5
+    got = envelopes(pair.server_messages)
+    assert [e.body for e in got] == list(range(5))
+    assert got[0] == Envelope("worker-1", None, "T", 0)
+    back = envelopes(pair.client_messages)
+    assert [(e.target, e.tag, e.body) for e in back] == [("worker-1", "U", [i]) for i in range(5)]
+
+
+def test_consecutive_messages_share_a_frame_and_keep_their_order() -> None:
+    pair = open_pair()
+    pair.client.send_message("a", None, "T", msgpack.packb(1))
+    pair.client.send_message("a", None, "T", msgpack.packb(2))
+    pair.client.send_message("a", "b", "T", msgpack.packb(3))  # new target: new group
+    pair.client.send_ping(9)  # a control record seals the group before it
+    pair.client.send_message("a", "b", "T", msgpack.packb(4))
+    data = pair.client.data_to_send()
+    assert len(split_frames(data)) == 4
+    pair.server.receive_data(data)
+    groups = pair.server.messages_received()
+    assert [(g.target, g.size) for g in groups] == [(None, 2), ("b", 1), ("b", 1)]
+    assert [body for g in groups for _, body in g.pairs()] == [1, 2, 3, 4]
+
+
+def test_groups_never_exceed_the_frame_limit() -> None:
+    client = Protocol(CLIENT, CLIENT_ID, max_frame_size=4096)
+    server = Protocol(SERVER, SERVER_ID, max_frame_size=4096)
+    server.receive_data(client.data_to_send())
+    server.events_received()
+    server.accept()
+    server.events_received()
+    client.receive_data(server.data_to_send())
+    client.events_received()
+    for i in range(100):
+        client.send_message("a", None, "T", msgpack.packb("x" * 100 + str(i)))
+    data = client.data_to_send()
+    assert all(len(p) <= 4096 for p in split_frames(data))
+    server.receive_data(data)
+    assert server.events_received() == []
+    bodies = [b for g in server.messages_received() for _, b in g.pairs()]
+    assert bodies == ["x" * 100 + str(i) for i in range(100)]
+    with pytest.raises(FrameSizeError):
+        client.send_message("a", None, "T", msgpack.packb("x" * 5000))
 
 
 def test_protocol_fed_one_byte_at_a_time() -> None:
     pair = open_pair()
     for i in range(3):
-        pair.client.send_envelope("w", "t", "T", b"x" * i)
+        pair.client.send_message("w", "t", "T", msgpack.packb(b"x" * i))
     data = pair.client.data_to_send()
     for byte in data:
         pair.server.receive_data(bytes([byte]))
-    got = [e for e in pair.server.events_received() if isinstance(e, Envelope)]
+    got = envelopes(pair.server.messages_received())
     assert [e.body for e in got] == [b"", b"x", b"xx"]
+
+
+def test_malformed_groups_and_tags_are_dropped() -> None:
+    pair = open_pair()
+    pair.server.receive_data(
+        encode_frame(msgpack.packb([0, "a", None, "T"]))  # even length
+        + encode_frame(msgpack.packb([0, 5, None, "T", 1]))  # sender not a str
+        + encode_frame(msgpack.packb([0, "a", None, 7, 1, "T", 2]))  # one bad tag
+    )
+    events = pair.server.events_received()
+    assert len([e for e in events if isinstance(e, FrameDropped)]) == 3
+    assert [e.body for e in envelopes(pair.server.messages_received())] == [2]
 
 
 def test_ping_is_answered_and_pong_reported() -> None:
@@ -289,21 +349,21 @@ def test_ping_is_answered_and_pong_reported() -> None:
 def test_undecodable_frame_on_an_open_connection_is_dropped_and_it_stays_up() -> None:
     pair = open_pair()
     pair.server.receive_data(encode_frame(b"\xc1not msgpack") + encode_frame(b"\x93\x63\x01\x02"))
-    pair.client.send_envelope("w", None, "T", b"after")
+    pair.client.send_message("w", None, "T", msgpack.packb("after"))
     pair.pump()
     events = pair.server.events_received() + pair.server_events
     dropped = [e for e in events if isinstance(e, FrameDropped)]
     assert len(dropped) == 2 and all(isinstance(d.error, DecodeError) for d in dropped)
     assert pair.server.state is OPEN
-    assert any(isinstance(e, Envelope) and e.body == b"after" for e in events)
+    assert [e.body for e in envelopes(pair.server_messages)] == ["after"]
 
 
-def test_wrongly_typed_envelope_fields_are_dropped() -> None:
+def test_wrongly_typed_control_fields_are_dropped() -> None:
     pair = open_pair()
-    pair.server.receive_data(encode_frame(msgpack.packb([0, 1, None, "T", b""])))
+    pair.server.receive_data(encode_frame(msgpack.packb([6, "not an int"])))
     (event,) = pair.server.events_received()
     assert isinstance(event, FrameDropped)
-    assert "field 'sender' is int" in str(event.error)
+    assert "field 'seq' is str" in str(event.error)
 
 
 def test_oversized_frame_closes_the_connection_with_a_goodbye() -> None:
@@ -326,15 +386,15 @@ def test_hello_on_an_open_connection_is_a_protocol_error() -> None:
 
 def test_orderly_goodbye() -> None:
     pair = open_pair()
-    pair.client.send_envelope("w", None, "T", b"last")
+    pair.client.send_message("w", None, "T", msgpack.packb("last"))
     pair.client.close("done for today")
     pair.pump()
-    assert [e for e in pair.server_events if isinstance(e, Envelope)][-1].body == b"last"
+    assert envelopes(pair.server_messages)[-1].body == "last"
     closed = pair.closed(pair.server_events)
     assert closed.reason == "done for today" and closed.by_peer and closed.error is None
     assert isinstance(closed.exception(), ConnectionClosedOK)
     with pytest.raises(ConnectionClosedOK):
-        pair.client.send_envelope("w", None, "T", b"")
+        pair.client.send_message("w", None, "T", b"\xc0")
     pair.client.close()  # idempotent
 
 
@@ -368,7 +428,7 @@ def test_api_misuse_raises_invalid_state() -> None:
     client = Protocol(CLIENT, CLIENT_ID)
     assert client.state is HANDSHAKE
     with pytest.raises(InvalidStateError):
-        client.send_envelope("a", None, "T", b"")
+        client.send_message("a", None, "T", b"\xc0")
     with pytest.raises(InvalidStateError):
         client.accept()
     with pytest.raises(InvalidStateError):
