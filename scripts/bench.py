@@ -2,15 +2,18 @@
 
     scripts/bench [SUITE ...] [--repeat N] [--seconds S]
 
-Every figure comes from separate processes talking over 127.0.0.1. Each measurement is
-repeated (raw and Ceylon alternating, to share the machine's noise) and the median is
-reported; the table gives both rows and the ratio, and whether each target is met.
+Every figure comes from separate processes talking over 127.0.0.1, the listening one
+pinned to the first CPU and the connecting one to the second (where there are two).
+Each measurement is repeated (raw and Ceylon alternating, to share the machine's noise)
+and the median is reported; the table gives both rows and the ratio, and whether each
+target is met.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -27,11 +30,20 @@ from transport import loop_name  # noqa: E402
 TRANSPORT_PEERS = "scripts/benchpeers/transport_peers.py"
 
 
+def pin(process: Process, cpu: int) -> None:
+    """Keep a peer on one CPU, so raw and Ceylon runs share the machine the same way."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) >= 2:
+        os.sched_setaffinity(process.pid, {cpus[cpu % len(cpus)]})
+
+
 def run_pair(server_args: list[str], client_args: list[str], timeout: float) -> dict[str, float]:
     """Start a listening peer, then a connecting one; return the JSON result either prints."""
     with Process(python_command(*server_args), cwd=ROOT) as server:
+        pin(server, 0)
         port = server.wait_for_line(r"listening on \S+:(\d+)", timeout=30).group(1)
         with Process(python_command(*client_args, "--port", port), cwd=ROOT) as client:
+            pin(client, 1)
             for proc in (client, server):
                 try:
                     line = proc.wait_for_line(r"^result ", timeout=timeout)

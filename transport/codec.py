@@ -66,6 +66,9 @@ class TypeSpec:
     dict_ok: bool = False
     #: the tag as a packed msgpack string, ready to be written before a body
     packed_tag: bytes = b""
+    #: len(names) and len(packed_tag), read on every message sent
+    size: int = 0
+    tag_size: int = 0
     #: the generated __init__ would only store the fields: a received map can become
     #: the instance's ``__dict__`` directly (see `_plain_init`)
     direct: bool = False
@@ -166,6 +169,8 @@ def _spec_for(cls: type, tag: str) -> TypeSpec:
         allowed=frozenset(names),
         dict_ok=dict_ok,
         packed_tag=packed_tag,
+        size=len(names),
+        tag_size=len(packed_tag),
         direct=_plain_init(cls),
     )
 

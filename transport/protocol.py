@@ -138,6 +138,7 @@ _STR_ONLY: Final = {str}
 #: Messages per group. Beyond a few hundred, unpacking gets slower per message (the
 #: objects of one frame outgrow the CPU caches before they are consumed).
 MAX_GROUP: Final = 256
+_GROUP_ITEMS: Final = 2 * MAX_GROUP
 
 _CLIENT_AWAIT_SERVER: Final = "await-challenge-or-welcome"
 _CLIENT_AWAIT_WELCOME: Final = "await-welcome"
@@ -297,7 +298,7 @@ class Protocol:
         spec = self._specs.get(type(obj))
         if spec is not None and spec.dict_ok and self.state is OPEN:
             fields = obj.__dict__
-            if len(fields) == len(spec.names):
+            if len(fields) == spec.size:
                 try:
                     body = self._pack_body(fields)
                 except Exception:
@@ -305,13 +306,13 @@ class Protocol:
                 else:
                     # Fast path, inlined: joining the open group.
                     group = self._group
-                    size = len(spec.packed_tag) + len(body)
+                    size = spec.tag_size + len(body)
                     if (
                         group
                         and sender == self._group_sender
                         and target == self._group_target
+                        and len(group) < _GROUP_ITEMS
                         and self._group_bytes + size <= self._group_limit
-                        and len(group) < 2 * MAX_GROUP
                     ):
                         group.append(spec.packed_tag)
                         group.append(body)

@@ -446,3 +446,56 @@ async def test_close_flushes_what_was_queued(make_server: Any) -> None:
     assert got == list(range(500))
     with pytest.raises(ConnectionClosedOK):
         await conn.send(SocketProbe(0, "after close"))
+
+
+async def test_message_callback_gets_queued_and_new_messages_in_order(make_server: Any) -> None:
+    seen: list[int] = []
+    all_in = asyncio.Event()
+    ready = asyncio.Event()
+
+    async def router(conn: Connection) -> None:
+        await ready.wait()  # some messages are queued before the callback is set
+
+        def on_groups(groups: list[transport.MessageGroup]) -> None:
+            for group in groups:
+                seen.extend(conn.build(tag, body).seq for tag, body in group.pairs())
+            if len(seen) == 200:
+                all_in.set()
+
+        conn.set_message_callback(on_groups)
+        await conn.wait_closed()
+
+    server = await make_server(router)
+    conn = await transport.connect(HOST, server.port)
+    for i in range(100):
+        await conn.send(SocketProbe(i, "early"))
+    await conn.drain()
+    ready.set()
+    for i in range(100, 200):
+        await conn.send(SocketProbe(i, "late"))
+    async with asyncio.timeout(seconds(5)):
+        await all_in.wait()
+    assert seen == list(range(200))
+    await conn.close()
+
+
+async def test_recv_groups_and_recv_batch(make_server: Any) -> None:
+    got: list[int] = []
+    done = asyncio.Event()
+
+    async def consume(conn: Connection) -> None:
+        batch = await conn.recv_batch(3)
+        got.extend(conn.decode(e).seq for e in batch)
+        while len(got) < 50:
+            for group in await conn.recv_groups():
+                got.extend(conn.build(t, b).seq for t, b in group.pairs())
+        done.set()
+
+    server = await make_server(consume)
+    conn = await transport.connect(HOST, server.port)
+    for i in range(50):
+        conn.send_nowait(SocketProbe(i, "x"))
+    async with asyncio.timeout(seconds(5)):
+        await done.wait()
+    assert got == list(range(50))
+    await conn.close()

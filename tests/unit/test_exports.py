@@ -7,9 +7,10 @@ import pkgutil
 
 import pytest
 
+import ceylon
 import transport
 
-PACKAGES = [transport]
+PACKAGES = [transport, ceylon]
 
 
 @pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.__name__)

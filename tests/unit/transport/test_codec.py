@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transport.codec import MAX_NESTING, PLAIN_TAG, Codec, TypeRegistry
+from transport.codec import MAX_NESTING, PLAIN_TAG, Codec, TypeRegistry, find_unresolved
 from transport.errors import DecodeError, EncodeError, TagConflictError, UnknownTypeError
 
 
@@ -367,3 +367,29 @@ def test_property_decoder_accepts_or_raises_decode_error(data: bytes, tag: str) 
         codec.decode(tag, data)
     except DecodeError:
         pass
+
+
+def test_a_relay_keeps_unknown_nested_types_and_an_endpoint_refuses_them() -> None:
+    sender, relay, receiver = (Codec(TypeRegistry()) for _ in range(3))
+    receiver.registry.register(Shape)
+    relay.registry.register(Point)  # knows Point, not Color (nested in Shape)
+    tag, body = sender.encode(Shape("sq", [Point(0, 0)], Color.RED))
+    value = relay.unpack(body)
+    assert relay.unresolved == "Color"
+    assert find_unresolved(value) == "Color"
+    with pytest.raises(UnknownTypeError, match="Color"):
+        relay.decode(tag, body)
+    # What the relay packs again decodes at the receiver to the original message.
+    assert receiver.decode(tag, relay.pack(value)) == Shape("sq", [Point(0, 0)], Color.RED)
+
+
+def test_direct_construction_matches_the_constructor(codec: Codec) -> None:
+    codec.registry.register(Point)
+    spec = codec.registry.spec_of_type(Point)
+    assert spec is not None and spec.direct
+    built = codec.decode("Point", codec.pack({"x": 1, "y": 2}))
+    assert built == Point(1, 2) and vars(built) == {"x": 1, "y": 2}
+    # A map with a missing defaulted field falls back to the constructor.
+    codec.registry.register(Shape)
+    shape = codec.decode("Shape", codec.pack({"name": "n", "points": [], "color": Color.RED}))
+    assert shape.origin is None and shape.labels == {}
