@@ -1,14 +1,51 @@
 """Ceylon: a networked, peer-to-peer multi-agent runtime over TCP.
 
-The agent API is built on `transport`; as a library it keeps its logging off
-(`logger.enable("ceylon")` turns it on), as loguru recommends for libraries.
+As a library it keeps its logging off (`logger.enable("ceylon")` turns it on), as loguru
+recommends for libraries; the command line turns it on.
 """
 
 from __future__ import annotations
 
 from loguru import logger
 
-__all__ = ["__version__"]
+from transport import ConnectionClosed, HandshakeError
+
+from .base import Admin, BaseAgent, BasePlayGround, Worker, register
+from .config import Settings
+from .errors import (
+    AgentNotFoundError,
+    CeylonError,
+    HandlerSignatureError,
+    NotConnectedError,
+    PluginError,
+    WorkersMissingError,
+)
+from .handlers import on, on_connect, on_disconnect, on_run
+from .peer import AgentDetail, PeerMode
+
+__all__ = [
+    "Admin",
+    "AgentDetail",
+    "AgentNotFoundError",
+    "BaseAgent",
+    "BasePlayGround",
+    "CeylonError",
+    "ConnectionClosed",
+    "HandlerSignatureError",
+    "HandshakeError",
+    "NotConnectedError",
+    "PeerMode",
+    "PluginError",
+    "Settings",
+    "Worker",
+    "WorkersMissingError",
+    "__version__",
+    "on",
+    "on_connect",
+    "on_disconnect",
+    "on_run",
+    "register",
+]
 
 __version__ = "0.1.0"
 

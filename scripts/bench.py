@@ -83,17 +83,38 @@ def transport_suite(args: argparse.Namespace) -> list[Row]:
                 [TRANSPORT_PEERS, impl, "source", "--seconds", str(args.seconds)],
                 timeout=args.seconds * 4 + 30,
             )
-            for key, value in (("p50", rtt["p50_us"]), ("p99", rtt["p99_us"]),
-                               ("oneway", oneway["msgs_per_s"])):
+            for key, value in (
+                ("p50", rtt["p50_us"]),
+                ("p99", rtt["p99_us"]),
+                ("oneway", oneway["msgs_per_s"]),
+            ):
                 samples[impl].setdefault(key, []).append(value)
     med = {impl: {k: statistics.median(v) for k, v in d.items()} for impl, d in samples.items()}
     return [
-        Row("round trip p50", med["raw"]["p50"], med["ceylon"]["p50"], "us",
-            "<= 1.3x raw", lambda r: r <= 1.3),
-        Row("round trip p99", med["raw"]["p99"], med["ceylon"]["p99"], "us",
-            "(reported)", lambda r: True),
-        Row("one-way msgs/s (62 B)", med["raw"]["oneway"], med["ceylon"]["oneway"], "msg/s",
-            ">= 0.7x raw", lambda r: r >= 0.7),
+        Row(
+            "round trip p50",
+            med["raw"]["p50"],
+            med["ceylon"]["p50"],
+            "us",
+            "<= 1.3x raw",
+            lambda r: r <= 1.3,
+        ),
+        Row(
+            "round trip p99",
+            med["raw"]["p99"],
+            med["ceylon"]["p99"],
+            "us",
+            "(reported)",
+            lambda r: True,
+        ),
+        Row(
+            "one-way msgs/s (62 B)",
+            med["raw"]["oneway"],
+            med["ceylon"]["oneway"],
+            "msg/s",
+            ">= 0.7x raw",
+            lambda r: r >= 0.7,
+        ),
     ]
 
 
@@ -112,14 +133,20 @@ def print_table(title: str, rows: list[Row]) -> None:
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for row in rows:
         met = "yes" if row.ok(row.ratio) else "NO"
-        print(f"| {row.metric:<26} | {fmt(row.raw):>12} | {fmt(row.ceylon):>12} | "
-              f"{row.unit:<6} | {row.ratio:>5.2f}x | {row.target:<12} | {met:<3} |")
+        print(
+            f"| {row.metric:<26} | {fmt(row.raw):>12} | {fmt(row.ceylon):>12} | "
+            f"{row.unit:<6} | {row.ratio:>5.2f}x | {row.target:<12} | {met:<3} |"
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suites", nargs="*", metavar="SUITE",
-                        help=f"which suites to run: {', '.join(SUITES)} (default: all)")
+    parser.add_argument(
+        "suites",
+        nargs="*",
+        metavar="SUITE",
+        help=f"which suites to run: {', '.join(SUITES)} (default: all)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median kept)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of throughput runs")
     parser.add_argument("--rtt-count", type=int, default=5000, help="sequential round trips")
@@ -128,8 +155,10 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown suite(s) {', '.join(sorted(unknown))}; choose from {list(SUITES)}")
     started = time.monotonic()
-    print(f"Ceylon benchmarks on {loop_name()}, Python {sys.version.split()[0]}, "
-          f"median of {args.repeat} runs; ratio = ceylon / raw")
+    print(
+        f"Ceylon benchmarks on {loop_name()}, Python {sys.version.split()[0]}, "
+        f"median of {args.repeat} runs; ratio = ceylon / raw"
+    )
     for name in args.suites or list(SUITES):
         print_table(name, SUITES[name](args))
     print(f"\n(bench took {time.monotonic() - started:.0f} s)")

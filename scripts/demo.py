@@ -17,13 +17,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def transport_demo() -> None:
     print("== transport: an echo server and a client as two processes", flush=True)
-    with Process(python_command("examples/transport_echo.py", "serve", "--port", "0"),
-                 cwd=ROOT) as server:
+    with Process(
+        python_command("examples/transport_echo.py", "serve", "--port", "0"), cwd=ROOT
+    ) as server:
         address = server.wait_for_line(r"listening on (\S+:\d+)").group(1)
         print(f"  server pid {server.pid} listening on {address}")
         client = Process(
-            python_command("examples/transport_echo.py", "client", "--connect", address,
-                           "--count", "2000"),
+            python_command(
+                "examples/transport_echo.py", "client", "--connect", address, "--count", "2000"
+            ),
             cwd=ROOT,
         )
         code = client.wait(timeout=60)

@@ -41,8 +41,12 @@ def spawn() -> Iterator[object]:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--fuzz-iterations", type=int, default=200_000,
-                     help="inputs per fuzz test (default 200,000)")
+    parser.addoption(
+        "--fuzz-iterations",
+        type=int,
+        default=200_000,
+        help="inputs per fuzz test (default 200,000)",
+    )
     parser.addoption("--fuzz-seed", type=int, default=20261123, help="fuzz seed")
 
 

@@ -199,6 +199,7 @@ class TypeRegistry:
         # them only through `register`.
         self.by_tag: dict[str, TypeSpec] = {}
         self.by_type: dict[type, TypeSpec] = {}
+        self._misses: set[str] = set()  # tags `resolve` found nothing for
 
     def register(self, cls: type, tag: str | None = None) -> str:
         """Register `cls` (and the dataclasses/enums its fields name) for decoding.
@@ -235,6 +236,7 @@ class TypeRegistry:
         if previous is not None and previous.tag != tag:
             del self.by_tag[previous.tag]
         spec = _spec_for(cls, tag)
+        self._misses.clear()  # a new type may make a missed tag resolvable
         self.by_tag[tag] = spec
         self.by_type[cls] = spec
         return spec
@@ -246,6 +248,35 @@ class TypeRegistry:
     def spec_of_tag(self, tag: str) -> TypeSpec | None:
         """The spec registered under `tag`, or None."""
         return self.by_tag.get(tag)
+
+    def resolve(self, tag: str) -> TypeSpec | None:
+        """The spec of `tag`, also when it names a subclass of a registered dataclass.
+
+        A handler for ``Task`` accepts ``CustomTask(Task)``: if such a subclass is
+        defined in this process under the default tag (its ``__qualname__``), it is
+        registered on first sight. Only classes that already exist here and derive from a
+        registered type qualify; nothing is imported.
+        """
+        spec = self.by_tag.get(tag)
+        if spec is not None or tag in self._misses:
+            return spec
+        seen: set[type] = set()
+        stack: list[type] = [s.cls for s in self.by_tag.values() if not s.is_enum]
+        while stack:
+            cls = stack.pop()
+            sub: type
+            for sub in cls.__subclasses__():
+                if sub in seen:
+                    continue
+                seen.add(sub)
+                if sub.__qualname__ == tag and dataclasses.is_dataclass(sub):
+                    self.register(sub)
+                    return self.by_tag.get(tag)
+                stack.append(sub)
+        if len(self._misses) >= 10_000:  # tags come from peers: keep the cache bounded
+            self._misses.clear()
+        self._misses.add(tag)
+        return None
 
     def tag_of(self, cls: type) -> str:
         """The tag `cls` travels under, registering it if needed."""
@@ -467,7 +498,7 @@ class Codec:
             UnknownTypeError: `tag` is not registered here.
             DecodeError: `value` does not fit the type.
         """
-        spec = self._by_tag.get(tag)
+        spec = self._by_tag.get(tag) or self.registry.resolve(tag)
         if spec is not None:
             if spec.direct and type(value) is dict and value.keys() == spec.allowed:
                 obj: Any = _new_object(spec.cls)  # TypeSpec.build's fast path, inlined
@@ -524,7 +555,7 @@ class Codec:
         if len(pair) != 2 or type(pair[0]) is not str:
             raise DecodeError(None, "extension is not a [tag, value] pair")
         tag, value = pair
-        spec = self.registry.spec_of_tag(tag)
+        spec = self._by_tag.get(tag) or self.registry.resolve(tag)
         if spec is None:
             if self.unresolved is None:
                 self.unresolved = tag

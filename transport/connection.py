@@ -136,6 +136,8 @@ class Connection(asyncio.Protocol):
         self._callback: MessageCallback | None = None
         self._recv_waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
+        self._inbox_full = False  # the recv() queue is over its bound
+        self._holds = 0  # pause_reading() calls not yet resumed
         self._writing_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._flush_handle: asyncio.Handle | None = None
@@ -290,10 +292,11 @@ class Connection(asyncio.Protocol):
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if not self._reading_paused and (
+        if not self._inbox_full and (
             len(inbox) >= self.options.max_queue or inbox.bytes >= self.options.max_queue_bytes
         ):
-            self._pause_reading()
+            self._inbox_full = True
+            self._update_reading()
 
     def _process(self, events: list[Any]) -> None:
         for event in events:
@@ -348,19 +351,40 @@ class Connection(asyncio.Protocol):
 
     # -- receiving -------------------------------------------------------------------
 
-    def _pause_reading(self) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._reading_paused = True
-            self._transport.pause_reading()
+    def pause_reading(self) -> None:
+        """Stop reading from the peer until a matching `resume_reading()`.
+
+        For consumers with their own queues (e.g. a dispatcher): TCP flow control then
+        holds the peer back. Holds nest. While reading is held, heartbeats are answered
+        with unsolicited Pongs, so the peer does not take the pause for death.
+        """
+        self._holds += 1
+        self._update_reading()
+
+    def resume_reading(self) -> None:
+        """Release one `pause_reading()` hold."""
+        if self._holds:
+            self._holds -= 1
+            self._update_reading()
+
+    def _update_reading(self) -> None:
+        paused = self._inbox_full or self._holds > 0
+        transport = self._transport
+        if paused == self._reading_paused or transport is None or transport.is_closing():
+            return
+        self._reading_paused = paused
+        if paused:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     def _taken(self) -> None:
-        if self._reading_paused and (
+        if self._inbox_full and (
             len(self._inbox) <= self.options.max_queue // 2
             and self._inbox.bytes <= self.options.max_queue_bytes // 2
         ):
-            self._reading_paused = False
-            if self._transport is not None and not self._transport.is_closing():
-                self._transport.resume_reading()
+            self._inbox_full = False
+            self._update_reading()
 
     async def _wait_inbox(self) -> None:
         while not self._inbox.count:
@@ -389,7 +413,7 @@ class Connection(asyncio.Protocol):
         if not inbox.count:
             await self._wait_inbox()
         envelope = inbox.take()
-        if self._reading_paused:
+        if self._inbox_full:
             self._taken()
         return envelope
 
@@ -432,7 +456,7 @@ class Connection(asyncio.Protocol):
             except ConnectionClosedOK:
                 raise StopAsyncIteration from None
         envelope = inbox.take()
-        if self._reading_paused:
+        if self._inbox_full:
             self._taken()
         return envelope
 
@@ -464,9 +488,7 @@ class Connection(asyncio.Protocol):
                 self._flush()
             self._flush_handle = self._loop.call_soon(self._end_of_tick)
 
-    def send_packed_nowait(
-        self, sender: str, target: str | None, tag: str, body: bytes
-    ) -> None:
+    def send_packed_nowait(self, sender: str, target: str | None, tag: str, body: bytes) -> None:
         """Queue a message whose body is already packed (encode once, send to many)."""
         self.protocol.send_message(sender, target, tag, body)
         self._queued()

@@ -69,9 +69,7 @@ class IncompleteFrameError(ProtocolError):
     def __init__(self, received: int, expected: int) -> None:
         self.received = received
         self.expected = expected
-        super().__init__(
-            f"stream ended after {received} bytes of a frame, expected {expected}"
-        )
+        super().__init__(f"stream ended after {received} bytes of a frame, expected {expected}")
 
 
 class DecodeError(ProtocolError):

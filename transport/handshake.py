@@ -44,8 +44,15 @@ def new_nonce() -> bytes:
 
 def _transcript(hello: Hello, server_nonce: bytes) -> bytes:
     return msgpack.packb(  # type: ignore[no-any-return]
-        [hello.version, hello.workspace, hello.id, hello.name, hello.role, hello.nonce,
-         server_nonce],
+        [
+            hello.version,
+            hello.workspace,
+            hello.id,
+            hello.name,
+            hello.role,
+            hello.nonce,
+            server_nonce,
+        ],
         use_bin_type=True,
     )
 

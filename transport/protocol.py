@@ -441,9 +441,7 @@ class Protocol:
                 ):
                     self._unpack_group(item, messages)
                 else:
-                    self._events.append(
-                        FrameDropped(DecodeError(None, "malformed message group"))
-                    )
+                    self._events.append(FrameDropped(DecodeError(None, "malformed message group")))
                 continue
             try:
                 record = record_from_item(item)
@@ -518,8 +516,10 @@ class Protocol:
                 assert isinstance(record, Pong)
                 self._events.append(PongReceived(record.seq))
             else:
-                self._protocol_error(f"unexpected {kind.__name__} on an open connection",
-                                     ProtocolError(f"unexpected {kind.__name__}"))
+                self._protocol_error(
+                    f"unexpected {kind.__name__} on an open connection",
+                    ProtocolError(f"unexpected {kind.__name__}"),
+                )
         elif self.side is SERVER:
             self._server_handshake(record)
         else:
@@ -566,8 +566,11 @@ class Protocol:
         elif self._step == _CLIENT_AWAIT_SERVER and kind is Challenge:
             assert isinstance(record, Challenge) and self._hello is not None
             if self._secret is None:
-                self._refuse(AuthenticationError(
-                    "authentication failed: the server requires a token and none is set"))
+                self._refuse(
+                    AuthenticationError(
+                        "authentication failed: the server requires a token and none is set"
+                    )
+                )
                 return
             expected = handshake.server_proof(self._secret, self._hello, record.nonce)
             try:
@@ -584,7 +587,10 @@ class Protocol:
             self.state = OPEN
             self._events.append(HandshakeComplete(self.peer))
         elif kind is Welcome:
-            self._refuse(AuthenticationError(
-                "authentication failed: a token is set but the server did not prove it knows it"))
+            self._refuse(
+                AuthenticationError(
+                    "authentication failed: a token is set but the server did not prove it knows it"
+                )
+            )
         else:
             self._refuse(HandshakeError(f"unexpected {kind.__name__} in the handshake"))

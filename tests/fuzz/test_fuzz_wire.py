@@ -36,8 +36,9 @@ MAX_SECONDS_PER_INPUT = 1.0
 
 def corpus(codec: Codec) -> list[bytes]:
     """Valid byte streams that mutations start from."""
-    hello = encode_frame(encode_record(Hello(PROTOCOL_VERSION, "default", "c", "client", "",
-                                             {}, bytes(32))))
+    hello = encode_frame(
+        encode_record(Hello(PROTOCOL_VERSION, "default", "c", "client", "", {}, bytes(32)))
+    )
     tag, body = codec.encode({"a": [1, (2, 3), {4}], "b": b"\x00"})
     envelopes = b"".join(
         encode_frame(messages_prefix("c", target, 2) + (codec.tag_bytes(tag) + body) * 2)
@@ -82,8 +83,10 @@ def random_input(rng: random.Random, seeds: list[bytes]) -> bytes:
     if kind == 2:
         return encode_frame(rng.randbytes(rng.randint(0, 48)))
     if kind == 3:  # plausible records with random fields
-        fields = [rng.choice([None, 1, -1, "x", b"y", [], {}, 2**40, 1.5, True])
-                  for _ in range(rng.randint(0, 8))]
+        fields = [
+            rng.choice([None, 1, -1, "x", b"y", [], {}, 2**40, 1.5, True])
+            for _ in range(rng.randint(0, 8))
+        ]
         return encode_frame(msgpack.packb([rng.randint(-1, 10), *fields]))
     return mutate(rng, rng.choice(seeds))
 
@@ -136,8 +139,11 @@ def exercise(rng: random.Random, data: bytes, codec: Codec) -> None:
             except DecodeError:
                 pass
     # 3. The state machine, in the handshake and open: never raises.
-    for protocol in (Protocol(SERVER, SERVER_ID, secret=b"t"), Protocol(CLIENT, CLIENT_ID),
-                     open_server()):
+    for protocol in (
+        Protocol(SERVER, SERVER_ID, secret=b"t"),
+        Protocol(CLIENT, CLIENT_ID),
+        open_server(),
+    ):
         for piece in chunks(rng, data):
             protocol.receive_data(piece)
         protocol.receive_eof()

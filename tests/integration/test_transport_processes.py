@@ -34,8 +34,9 @@ def start_echo_server(spawn: Any, *extra: str) -> tuple[Any, str, int]:
 
 def test_echo_client_and_server_processes(spawn: Any) -> None:
     server, host, port = start_echo_server(spawn, "--token", "t0k")
-    client = spawn(ECHO, "client", "--connect", f"{host}:{port}", "--count", "500",
-                   "--token", "t0k")
+    client = spawn(
+        ECHO, "client", "--connect", f"{host}:{port}", "--count", "500", "--token", "t0k"
+    )
     assert client.wait(timeout=seconds(30)) == 0, client.output()
     output = client.output()
     assert "round trips: 500" in output and "echoed in order" in output

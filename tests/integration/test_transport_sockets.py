@@ -194,8 +194,11 @@ def ca() -> trustme.CA:
 def tls_files(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     directory = tmp_path_factory.mktemp("tls")
     cert = ca.issue_cert("127.0.0.1", "localhost")
-    paths = {"ca": directory / "ca.pem", "cert": directory / "cert.pem",
-             "key": directory / "key.pem"}
+    paths = {
+        "ca": directory / "ca.pem",
+        "cert": directory / "cert.pem",
+        "key": directory / "key.pem",
+    }
     ca.cert_pem.write_to_path(str(paths["ca"]))
     cert.cert_chain_pems[0].write_to_path(str(paths["cert"]))
     cert.private_key_pem.write_to_path(str(paths["key"]))
@@ -220,8 +223,9 @@ async def test_tls_client_trusting_another_ca_is_refused(
     other = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other))
     with pytest.raises(ssl.SSLCertVerificationError):
-        await transport.connect(HOST, server.port, ssl=transport.client_context(other),
-                                open_timeout=seconds(5))
+        await transport.connect(
+            HOST, server.port, ssl=transport.client_context(other), open_timeout=seconds(5)
+        )
 
 
 async def test_wrong_token_is_refused_with_the_reason(
@@ -335,8 +339,9 @@ async def test_a_peer_that_stops_reading_a_flood_is_dropped_not_buffered(
         except ConnectionClosedError as exc:
             flooded.set_result(exc.reason)
 
-    options = ConnectionOptions(max_buffer=limit, write_high_water=64 * 1024,
-                                heartbeat_interval=None)
+    options = ConnectionOptions(
+        max_buffer=limit, write_high_water=64 * 1024, heartbeat_interval=None
+    )
     server = await make_server(flood, options=options)
     reader, writer = await raw_handshake(server.port)  # and then never reads
     async with asyncio.timeout(seconds(10)):

@@ -342,12 +342,18 @@ def test_sending_registers_the_type_for_the_sender(codec: Codec) -> None:
 
 
 json_like = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False)
-    | st.text() | st.binary(),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=5), children, max_size=5)
-    | st.tuples(children, children)
-    | st.frozensets(st.integers(-(2**63), 2**63 - 1), max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.binary(),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(st.text(max_size=5), children, max_size=5)
+        | st.tuples(children, children)
+        | st.frozensets(st.integers(-(2**63), 2**63 - 1), max_size=5)
+    ),
     max_leaves=20,
 )
 

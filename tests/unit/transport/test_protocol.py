@@ -75,11 +75,17 @@ class Pair:
         auto_accept: bool = True,
     ) -> None:
         self.client = Protocol(
-            CLIENT, CLIENT_ID, workspace=client_workspace, secret=client_token,
+            CLIENT,
+            CLIENT_ID,
+            workspace=client_workspace,
+            secret=client_token,
             nonce_factory=nonces(b"C").__next__,
         )
         self.server = Protocol(
-            SERVER, SERVER_ID, workspace=server_workspace, secret=server_token,
+            SERVER,
+            SERVER_ID,
+            workspace=server_workspace,
+            secret=server_token,
             nonce_factory=nonces(b"S").__next__,
         )
         self.auto_accept = auto_accept

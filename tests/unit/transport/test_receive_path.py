@@ -12,8 +12,18 @@ SANS_IO = ["framing", "codec", "wire", "handshake", "protocol"]
 # Every module a received byte passes through, from the socket to a decoded object.
 RECEIVE_PATH = [*SANS_IO, "connection", "server", "client", "errors"]
 FORBIDDEN_IO = {"asyncio", "socket", "ssl", "time", "selectors", "select", "datetime.now"}
-FORBIDDEN_EXEC_IMPORTS = {"pickle", "cPickle", "_pickle", "marshal", "shelve", "dill",
-                          "importlib", "runpy", "code", "codeop"}
+FORBIDDEN_EXEC_IMPORTS = {
+    "pickle",
+    "cPickle",
+    "_pickle",
+    "marshal",
+    "shelve",
+    "dill",
+    "importlib",
+    "runpy",
+    "code",
+    "codeop",
+}
 FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "loads"}
 
 
@@ -45,8 +55,10 @@ def test_receive_path_has_no_pickle_eval_exec_or_dynamic_import(module: str) -> 
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             func = node.func
-            name = func.id if isinstance(func, ast.Name) else (
-                func.attr if isinstance(func, ast.Attribute) else None
+            name = (
+                func.id
+                if isinstance(func, ast.Name)
+                else (func.attr if isinstance(func, ast.Attribute) else None)
             )
             assert name not in FORBIDDEN_CALLS, (
                 f"transport/{module}.py:{node.lineno} calls {name}()"
@@ -56,6 +68,9 @@ def test_receive_path_has_no_pickle_eval_exec_or_dynamic_import(module: str) -> 
 def test_the_checks_would_catch_a_violation() -> None:
     tree = ast.parse("import pickle\nfrom importlib import import_module\neval('1')\n")
     assert imported_modules(tree) >= {"pickle", "importlib"}
-    calls = [n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call)
-             and isinstance(n.func, ast.Name)]
+    calls = [
+        n.func.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+    ]
     assert "eval" in calls

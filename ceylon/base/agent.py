@@ -1,0 +1,328 @@
+"""`BaseAgent`, `Admin` and `Worker`: the API agents are written against."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as _ssl
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, TypeVar
+
+from loguru import logger
+
+from transport import PLAIN_TAG, default_registry
+
+from ..config import Settings, parse_address
+from ..dispatch import DEFAULT_MAX_PENDING, Dispatcher
+from ..errors import NotConnectedError
+from ..handlers import HandlerSpec, HandlerTable, pattern_matches, validate_handler
+from ..peer import AgentDetail, PeerMode
+from ..session import Session
+
+__all__ = ["Admin", "BaseAgent", "Link", "Worker", "register"]
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+T = TypeVar("T", bound=type)
+
+
+def register(cls: T | None = None, *, tag: str | None = None) -> Any:
+    """Register a message type so this process can decode it.
+
+    Types named in ``@on(...)`` and types an agent sends are registered already; call
+    this for others (e.g. a type nested in an ``Any`` field). Usable as ``register(T)``,
+    ``register(T, tag="x")``, ``@register`` or ``@register(tag="x")``.
+
+    Raises:
+        TagConflictError: another type already holds the tag.
+    """
+
+    def apply(klass: T) -> T:
+        default_registry.register(klass, tag)
+        return klass
+
+    return apply if cls is None else apply(cls)
+
+
+class Link:
+    """How an agent reaches the others; a session for a client, the router for an admin."""
+
+    async def broadcast(self, message: Any) -> None:
+        raise NotImplementedError
+
+    async def send(self, key: str, message: Any) -> None:
+        raise NotImplementedError
+
+    async def agents(self) -> list[AgentDetail]:
+        raise NotImplementedError
+
+
+class BaseAgent:
+    """An agent: a named peer with handlers.
+
+    Args:
+        name: unique within the workspace.
+        mode: `PeerMode.CLIENT` connects to a playground; `PeerMode.ADMIN` is one.
+        role: what the agent does, matched by ``on_connect("topic:role")`` and by tasks'
+            ``required_role``.
+        extra_data: free-form details other agents see in `AgentDetail.extra_data`.
+    """
+
+    _ceylon_table: ClassVar[HandlerTable] = HandlerTable()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._ceylon_table = HandlerTable.for_class(cls)
+        for message_type in cls._ceylon_table.message_types():
+            _register_quietly(message_type)
+
+    def __init__(
+        self,
+        name: str,
+        mode: PeerMode = PeerMode.CLIENT,
+        role: str = "",
+        extra_data: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"an agent needs a non-empty name, got {name!r}")
+        self.name = name
+        self.mode = mode
+        self.role = role
+        self.extra_data: dict[str, Any] = dict(extra_data or {})
+        self.id = uuid.uuid4().hex
+        self._table = type(self)._ceylon_table.copy()
+        self._link: Link | Session | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._run_tasks: set[asyncio.Task[Any]] = set()
+        self.max_pending = DEFAULT_MAX_PENDING
+        self._log = logger.bind(agent=name)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} role={self.role!r}>"
+
+    # -- handlers --------------------------------------------------------------------
+
+    def on(self, *types: type) -> Callable[[F], F]:
+        """Register a handler on this instance: ``@agent.on(T) async def h(msg, ...)``.
+
+        Raises:
+            HandlerSignatureError: the function cannot take (message[, time][, agent]).
+        """
+        if not types or not all(isinstance(t, type) for t in types):
+            raise TypeError("on() takes one or more message types")
+
+        def decorate(func: F) -> F:
+            for t in types:
+                self._table.add(validate_handler(func, "message", bound=True, message_type=t))
+                _register_quietly(t)
+            return func
+
+        return decorate
+
+    @property
+    def wants_membership(self) -> bool:
+        """Whether this agent hears of every join and leave (it has handlers for them)."""
+        return bool(self._table.connect or self._table.disconnect)
+
+    def _handlers_for(self, tag: str, body: Any) -> tuple[HandlerSpec, ...]:
+        """The handlers for a received message, found by its tag before it is built."""
+        if tag == PLAIN_TAG:  # a plain value (str, dict, list...) is its own message
+            return self._table.for_message(type(body))
+        spec = default_registry.resolve(tag)
+        if spec is None:
+            return ()
+        return self._table.for_message(spec.cls)
+
+    def _submit(
+        self,
+        specs: tuple[HandlerSpec, ...],
+        message: Any,
+        sender: AgentDetail,
+        now: int,
+        origin: str,
+    ) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.submit(specs, message, sender, now, origin)
+
+    def _agent_joined(self, detail: AgentDetail, topic: str) -> None:
+        self._membership(self._table.connect, detail, topic)
+
+    def _agent_left(self, detail: AgentDetail, topic: str) -> None:
+        self._membership(self._table.disconnect, detail, topic)
+
+    def _membership(self, specs: list[HandlerSpec], detail: AgentDetail, topic: str) -> None:
+        matching = tuple(s for s in specs if pattern_matches(s.pattern, topic, detail.role))
+        if matching:
+            self._submit(matching, topic, detail, int(time.time() * 1000), "")
+
+    # -- the API ---------------------------------------------------------------------
+
+    def details(self) -> AgentDetail:
+        """This agent's own `AgentDetail`."""
+        return AgentDetail(self.id, self.name, self.role, self._address(), dict(self.extra_data))
+
+    def _address(self) -> str:
+        return ""
+
+    def _require_link(self) -> Link | Session:
+        if self._link is None:
+            raise NotConnectedError(f"agent {self.name!r} is not connected to a playground")
+        return self._link
+
+    async def broadcast_message(self, message: Any) -> None:
+        """Send `message` to every other agent of the workspace, the playground included.
+
+        Raises:
+            NotConnectedError: the agent has no playground.
+            EncodeError: the message cannot be encoded.
+        """
+        await self._require_link().broadcast(message)
+
+    async def send_message(self, target: str, message: Any) -> None:
+        """Send `message` to one agent, by id or name.
+
+        Raises:
+            AgentNotFoundError: no connected agent has that id or name.
+            NotConnectedError: the agent has no playground.
+            EncodeError: the message cannot be encoded.
+        """
+        await self._require_link().send(target, message)
+
+    async def get_connected_agents(self) -> list[AgentDetail]:
+        """The other agents connected now (the playground included, for a client)."""
+        return await self._require_link().agents()
+
+    # -- running ---------------------------------------------------------------------
+
+    def _start_dispatch(self, on_pressure: Callable[[str, bool], None] | None) -> None:
+        if self._dispatcher is None:
+            self._dispatcher = Dispatcher(
+                self, on_pressure=on_pressure, max_pending=self.max_pending
+            )
+
+    def _start_run_loops(self) -> None:
+        if self._run_tasks:
+            return
+        loop = asyncio.get_running_loop()
+        for spec in self._table.run:
+            args: tuple[Any, ...] = () if spec.bound else (self,)
+            if spec.wants_inputs:
+                args += (b"",)
+            task = loop.create_task(self._run_loop(spec, args))
+            self._run_tasks.add(task)
+
+    async def _run_loop(self, spec: HandlerSpec, args: tuple[Any, ...]) -> None:
+        try:
+            await spec.func(*args)
+        except asyncio.CancelledError:
+            raise
+        except NotConnectedError:
+            self._log.info("run loop {} ended: not connected", spec.name)
+        except Exception:
+            self._log.exception("run loop {} raised", spec.name)
+
+    async def _stop_running(self) -> None:
+        tasks = list(self._run_tasks)
+        self._run_tasks.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        if self._dispatcher is not None:
+            await self._dispatcher.close()
+            self._dispatcher = None
+
+    # -- client mode -----------------------------------------------------------------
+
+    async def connect(
+        self,
+        address: str | tuple[str, int],
+        *,
+        workspace: str = "default",
+        token: str | None = None,
+        ssl: _ssl.SSLContext | None = None,
+        reconnect: bool = False,
+        settings: Settings | None = None,
+    ) -> None:
+        """Join the playground at `address` ("host:port") and start this agent.
+
+        Args:
+            reconnect: when the playground goes away, connect again (capped exponential
+                backoff) and register anew.
+            settings: every connection setting at once (overrides the other arguments).
+
+        Raises:
+            HandshakeError: the playground refused the agent (wrong token, workspace,
+                name already taken...).
+            OSError, TimeoutError: the playground could not be reached in time.
+        """
+        if self.mode is not PeerMode.CLIENT:
+            raise RuntimeError(f"{self!r} is an admin: it listens, it does not connect")
+        if isinstance(self._link, Session) and self._link.connected:
+            raise RuntimeError(f"{self!r} is already connected")
+        host, port = parse_address(address)
+        settings = settings or Settings(
+            workspace=workspace, token=token, ssl=ssl, reconnect=reconnect
+        )
+        session = Session(self, host, port, settings)
+        self._start_dispatch(self._on_pressure)
+        self._link = session
+        try:
+            await session.start()
+        except BaseException:
+            self._link = None
+            await self._stop_running()
+            raise
+        self._start_run_loops()
+
+    def _on_pressure(self, origin: str, paused: bool) -> None:
+        session = self._link
+        if isinstance(session, Session) and session._conn is not None:
+            if paused:
+                session._conn.pause_reading()
+            else:
+                session._conn.resume_reading()
+
+    async def stop(self) -> None:
+        """Leave the playground (saying goodbye) and stop handlers and run loops."""
+        session = self._link
+        if isinstance(session, Session):
+            await session.stop()
+        await self._stop_running()
+
+    async def wait_stopped(self) -> None:
+        """Wait until this client agent's link has ended for good."""
+        session = self._link
+        if isinstance(session, Session):
+            await session.wait_stopped()
+
+    async def wait_idle(self) -> None:
+        """Wait until every message received so far has been handled."""
+        if self._dispatcher is not None:
+            await self._dispatcher.wait_idle()
+
+
+def _register_quietly(message_type: type) -> None:
+    """Register a handler's message type; types that are not dataclasses/enums are skipped."""
+    try:
+        default_registry.register(message_type)
+    except TypeError:
+        pass
+
+
+class Admin(BaseAgent):
+    """An agent in `PeerMode.ADMIN`: the playground role (see `BasePlayGround`)."""
+
+    def __init__(self, name: str, role: str = "admin", **kwargs: Any) -> None:
+        kwargs.pop("mode", None)
+        super().__init__(name, PeerMode.ADMIN, role, **kwargs)
+
+
+class Worker(BaseAgent):
+    """An agent in `PeerMode.CLIENT`: it connects to a playground."""
+
+    def __init__(self, name: str, role: str = "worker", **kwargs: Any) -> None:
+        kwargs.pop("mode", None)
+        super().__init__(name, PeerMode.CLIENT, role, **kwargs)

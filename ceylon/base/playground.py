@@ -1,0 +1,498 @@
+"""`BasePlayGround`: the admin agent that listens, routes, and hosts plugins.
+
+Agents connect to the playground; it authenticates each connection, keeps the directory
+(`routing.Directory`), relays messages (broadcast to every other agent, direct to one),
+and is itself an agent whose ``@on`` handlers receive workers' messages. Relaying
+happens on the read path: a message is packed once and queued on every target
+connection, without building types the playground has no handler for. The sender of
+every relayed message is the identity authenticated for its connection, never what the
+frame claims. When a target falls behind, reading from the sender pauses until it
+catches up, so a flood becomes backpressure instead of memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl as _ssl
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any
+
+import transport
+from transport import Connection, ConnectionClosed, DecodeError, MessageGroup, PeerInfo
+
+from .. import system
+from ..config import DEFAULT_PORT, Settings
+from ..errors import AgentNotFoundError, WorkersMissingError
+from ..peer import AgentDetail, PeerMode
+from ..routing import Directory
+from .agent import BaseAgent, Link
+
+__all__ = ["BasePlayGround"]
+
+JoinCallback = Callable[[AgentDetail], None]
+
+
+class _RouterLink(Link):
+    """The playground's own way of sending: straight onto the agents' connections."""
+
+    def __init__(self, playground: BasePlayGround) -> None:
+        self.playground = playground
+
+    async def broadcast(self, message: Any) -> None:
+        await self.playground._broadcast_own(message)
+
+    async def send(self, key: str, message: Any) -> None:
+        await self.playground._send_own(key, message)
+
+    async def agents(self) -> list[AgentDetail]:
+        return [m.detail for m in self.playground.directory]
+
+
+class BasePlayGround(BaseAgent):
+    """A playground: listens for agents, routes their messages, runs plugins.
+
+    Args:
+        name: the playground's agent name.
+        port: where to listen; 0 picks a free port (then read `port`).
+        host: interface to bind (loopback by default).
+        workspace: agents must name the same workspace.
+        token: shared secret agents must prove they know (``CEYLON_TOKEN`` otherwise).
+        ssl: a server TLS context (`transport.server_context`).
+        heartbeat_interval, heartbeat_timeout: liveness, in seconds.
+        client_ssl: the TLS context in-process workers of `play()` connect with.
+    """
+
+    def __init__(
+        self,
+        name: str = "playground",
+        port: int = DEFAULT_PORT,
+        host: str = "127.0.0.1",
+        workspace: str = "default",
+        token: str | None = None,
+        ssl: _ssl.SSLContext | None = None,
+        heartbeat_interval: float = 1.0,
+        heartbeat_timeout: float = 5.0,
+        *,
+        client_ssl: _ssl.SSLContext | None = None,
+        role: str = "playground",
+        **kwargs: Any,
+    ) -> None:
+        kwargs.pop("mode", None)
+        super().__init__(name, PeerMode.ADMIN, role, **kwargs)
+        self.host = host
+        self.requested_port = port
+        self.settings = Settings(
+            workspace=workspace,
+            token=token,
+            ssl=ssl,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+        )
+        self.client_ssl = client_ssl
+        self._server: transport.Server | None = None
+        self.directory = Directory(self.details())
+        self._conns: dict[str, Connection] = {}
+        self._codec = transport.Codec()
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._holds: set[asyncio.Task[None]] = set()
+        self._join_callbacks: list[JoinCallback] = []
+        self._leave_callbacks: list[JoinCallback] = []
+        self._finished = False
+        self._link = _RouterLink(self)
+
+    # -- where -----------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the real one once started with port 0)."""
+        return self._server.port if self._server is not None else self.requested_port
+
+    @property
+    def address(self) -> str:
+        """``host:port`` agents connect to."""
+        return f"{self.host}:{self.port}"
+
+    def _address(self) -> str:
+        return self.address if self._server is not None else ""
+
+    @property
+    def workspace(self) -> str:
+        return self.settings.workspace
+
+    @property
+    def started(self) -> bool:
+        return self._server is not None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start listening (idempotent).
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        if self._server is not None:
+            return
+        self._finished = False
+        self._start_dispatch(self._on_pressure)
+        self._server = await transport.serve(
+            self._serve_agent,
+            self.host,
+            self.requested_port,
+            identity=PeerInfo(self.id, self.name, self.role, {"extra_data": self.extra_data}),
+            workspace=self.settings.workspace,
+            token=self.settings.resolved_token(),
+            ssl=self.settings.ssl,
+            options=self.settings.connection_options(),
+            max_frame_size=self.settings.max_frame_size,
+            open_timeout=self.settings.open_timeout,
+            authorize=self._authorize,
+        )
+        self.directory.own = self.details()
+        self._log.info("listening on {}", self.address)
+        self._start_run_loops()
+
+    async def finish(self) -> None:
+        """End the session: say goodbye to every agent, stop listening, stop handlers."""
+        if self._finished:
+            return
+        self._finished = True
+        server, self._server = self._server, None
+        if server is not None:
+            await server.aclose()
+        for task in list(self._holds):
+            task.cancel()
+        if self._holds:
+            await asyncio.wait(self._holds)
+        await self._stop_running()
+        self._log.info("playground {} finished", self.name)
+
+    @contextlib.asynccontextmanager
+    async def play(
+        self, workers: Sequence[BaseAgent] = (), *, timeout: float = 30.0
+    ) -> AsyncIterator[BasePlayGround]:
+        """Listen, connect the given in-process workers over TCP, wait for all of them.
+
+        On exit every worker is stopped and the playground finishes, whatever happened.
+
+        Raises:
+            WorkersMissingError: not every worker joined within `timeout` (names them).
+        """
+        await self.start()
+        started: list[BaseAgent] = []
+        try:
+            if workers:
+                settings = Settings(
+                    workspace=self.settings.workspace,
+                    token=self.settings.resolved_token(),
+                    ssl=self.client_ssl,
+                    heartbeat_interval=self.settings.heartbeat_interval,
+                    heartbeat_timeout=self.settings.heartbeat_timeout,
+                )
+                address = (
+                    "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host,
+                    self.port,
+                )
+
+                async def join(worker: BaseAgent) -> None:
+                    await worker.connect(address, settings=settings)
+                    started.append(worker)
+
+                await asyncio.gather(*(join(w) for w in workers))
+                await self.wait_for_agents(names=[w.name for w in workers], timeout=timeout)
+            yield self
+        finally:
+            await asyncio.gather(*(w.stop() for w in started), return_exceptions=True)
+            await self.finish()
+
+    # -- membership ------------------------------------------------------------------
+
+    def add_join_callback(self, on_join: JoinCallback, on_leave: JoinCallback) -> None:
+        """Call `on_join`/`on_leave` (synchronously) as agents join and leave (plugins)."""
+        self._join_callbacks.append(on_join)
+        self._leave_callbacks.append(on_leave)
+
+    def _authorize(self, peer: PeerInfo) -> str | None:
+        refusal = self.directory.refusal(peer.id, peer.name)
+        if refusal is not None:
+            self._log.warning("refused agent {}: {}", peer.name, refusal)
+        return refusal
+
+    async def _serve_agent(self, conn: Connection) -> None:
+        peer = conn.peer
+        address = conn.remote_address
+        detail = AgentDetail(
+            peer.id,
+            peer.name,
+            peer.role,
+            f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address or ""),
+            dict(peer.extra.get("extra_data") or {}),
+        )
+        subscribed = bool(peer.extra.get("subscribe"))
+        self._joined(conn, detail, subscribed)
+        try:
+            await conn.wait_closed()
+        finally:
+            self._left(conn, detail)
+
+    def _joined(self, conn: Connection, detail: AgentDetail, subscribed: bool) -> None:
+        refusal = self.directory.refusal(detail.id, detail.name)
+        if refusal is not None:  # lost a race for the name since the handshake
+            conn.start_close(refusal)
+            return
+        previous_conn = self._conns.get(detail.id)
+        self.directory.join(detail, subscribed=subscribed)
+        self._conns[detail.id] = conn
+        if previous_conn is not None:
+            previous_conn.start_close("replaced by a new connection of the same agent")
+        self._log.info("agent {} ({}) joined from {}", detail.name, detail.role, detail.address)
+        if subscribed:
+            conn.send_nowait(system.Snapshot(self.directory.details()), sender=self.id)
+        for agent_id in self.directory.subscribers(exclude=detail.id):
+            self._conns[agent_id].send_nowait(system.Joined(detail), sender=self.id)
+        conn.set_message_callback(lambda groups: self._route(detail, groups))
+        self._agent_joined(detail, self.settings.workspace)
+        for callback in self._join_callbacks:
+            _call_safely(callback, detail, self._log)
+        self._membership_changed()
+
+    def _left(self, conn: Connection, detail: AgentDetail) -> None:
+        if self._conns.get(detail.id) is not conn:
+            return  # replaced by a newer connection of the same agent, or refused
+        del self._conns[detail.id]
+        member, notify = self.directory.leave(detail.id)
+        reason = conn.close_reason or "connection lost"
+        self._log.info("agent {} left: {}", detail.name, reason)
+        for agent_id in notify:
+            target = self._conns.get(agent_id)
+            if target is not None and not target.closed:
+                target.send_nowait(system.Left(detail), sender=self.id)
+        if self._dispatcher is not None:
+            self._dispatcher.forget_origin(detail.id)
+        self._agent_left(detail, self.settings.workspace)
+        for callback in self._leave_callbacks:
+            _call_safely(callback, detail, self._log)
+        self._membership_changed()
+
+    def _membership_changed(self) -> None:
+        for ready, future in list(self._waiters):
+            if not future.done() and ready():
+                future.set_result(None)
+
+    async def wait_for_agents(
+        self,
+        count: int | None = None,
+        role: str | None = None,
+        timeout: float = 30.0,
+        *,
+        names: Iterable[str] | None = None,
+    ) -> list[AgentDetail]:
+        """Wait until `count` agents (of `role`, if given) or all `names` have joined.
+
+        Returns:
+            The matching agents present when the condition held.
+
+        Raises:
+            WorkersMissingError: the deadline passed; the error names who is missing.
+        """
+        wanted = set(names or ())
+        if count is None:
+            count = len(wanted) if wanted else 1
+
+        def present() -> list[AgentDetail]:
+            return [
+                m.detail
+                for m in self.directory
+                if (role is None or m.detail.role == role)
+                and (not wanted or m.detail.name in wanted)
+            ]
+
+        def ready() -> bool:
+            return len(present()) >= count
+
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = (ready, future)
+        self._waiters.append(waiter)
+        try:
+            if ready():
+                future.set_result(None)
+            async with asyncio.timeout(timeout):
+                await future
+        except TimeoutError:
+            have = present()
+            if wanted:
+                missing = wanted - {d.name for d in have}
+            else:
+                kind = f"agent(s) of role {role!r}" if role else "agent(s)"
+                missing = {f"{count - len(have)} more {kind} (have {len(have)})"}
+            raise WorkersMissingError(missing, timeout) from None
+        finally:
+            self._waiters.remove(waiter)
+        return present()
+
+    # -- routing ---------------------------------------------------------------------
+
+    def _route(self, origin: AgentDetail, groups: list[MessageGroup]) -> None:
+        now = int(time.time() * 1000)
+        for group in groups:
+            target = group.target
+            if target is None:
+                self._relay_broadcast(origin, group, now)
+            elif target == self.id or target == self.name:
+                self._deliver_local(origin, group, now, direct=True)
+            else:
+                self._relay_direct(origin, target, group)
+
+    def _introduce(self, conn: Connection, receiver: str, sender: AgentDetail) -> None:
+        if self.directory.introduce(receiver, sender.id):
+            conn.send_nowait(system.Introduce(sender), sender=self.id)
+
+    def _relay_broadcast(self, origin: AgentDetail, group: MessageGroup, now: int) -> None:
+        pack = self._codec.pack
+        packed = [(tag, pack(body)) for tag, body in group.pairs() if not system.is_system(tag)]
+        congested: list[Connection] = []
+        for agent_id, conn in self._conns.items():
+            if agent_id == origin.id or conn.closed:
+                continue
+            self._introduce(conn, agent_id, origin)
+            for tag, body in packed:
+                conn.send_packed_nowait(origin.id, None, tag, body)
+            if conn.writing_paused:
+                congested.append(conn)
+        self._deliver_local(origin, group, now, direct=False)
+        if congested:
+            self._hold(origin.id, congested)
+
+    def _relay_direct(self, origin: AgentDetail, target: str, group: MessageGroup) -> None:
+        conn = self._conns.get(target)
+        if conn is None or conn.closed:
+            source = self._conns.get(origin.id)
+            if source is not None and not source.closed:
+                for tag, _ in group.pairs():
+                    notice = system.Undeliverable(target, tag, "the agent is not connected")
+                    source.send_nowait(notice, target=origin.id, sender=self.id)
+            return
+        self._introduce(conn, target, origin)
+        pack = self._codec.pack
+        for tag, body in group.pairs():
+            if not system.is_system(tag):
+                conn.send_packed_nowait(origin.id, target, tag, pack(body))
+        if conn.writing_paused:
+            self._hold(origin.id, [conn])
+
+    def _deliver_local(
+        self, origin: AgentDetail, group: MessageGroup, now: int, *, direct: bool
+    ) -> None:
+        build = self._codec.build
+        for tag, body in group.pairs():
+            if system.is_system(tag):
+                if direct:
+                    self._answer(origin, build, tag, body)
+                continue
+            specs = self._handlers_for(tag, body)
+            if not specs:
+                if direct:
+                    self._log.warning("no handler for direct message {} from {}", tag, origin.name)
+                continue
+            missing = (
+                transport.codec.find_unresolved(body) if group.unresolved is not None else None
+            )
+            if missing is not None:
+                self._log.warning(
+                    "dropped {} from {}: nested type {} is not known here",
+                    tag,
+                    origin.name,
+                    missing,
+                )
+                continue
+            try:
+                message = build(tag, body)
+            except DecodeError as exc:
+                self._log.warning("dropped a message from {}: {}", origin.name, exc)
+                continue
+            self._submit(specs, message, origin, now, origin.id)
+
+    def _answer(self, origin: AgentDetail, build: Any, tag: str, body: Any) -> None:
+        conn = self._conns.get(origin.id)
+        if conn is None or conn.closed:
+            return
+        try:
+            request = build(tag, body)
+        except DecodeError as exc:
+            self._log.warning("dropped a runtime request from {}: {}", origin.name, exc)
+            return
+        if isinstance(request, system.Resolve):
+            found = self.directory.resolve(origin.id, request.key)
+            conn.send_nowait(
+                system.Resolved(request.request, found), target=origin.id, sender=self.id
+            )
+        elif isinstance(request, system.ListAgents):
+            conn.send_nowait(
+                system.AgentList(request.request, self.directory.details()),
+                target=origin.id,
+                sender=self.id,
+            )
+
+    def _hold(self, origin_id: str, congested: list[Connection]) -> None:
+        source = self._conns.get(origin_id)
+        if source is None:
+            return
+        source.pause_reading()
+
+        async def release() -> None:
+            try:
+                for conn in congested:
+                    with contextlib.suppress(ConnectionClosed):
+                        await conn.drain()
+            finally:
+                source.resume_reading()
+
+        task = asyncio.get_running_loop().create_task(release())
+        self._holds.add(task)
+        task.add_done_callback(self._holds.discard)
+
+    def _on_pressure(self, origin: str, paused: bool) -> None:
+        conn = self._conns.get(origin)
+        if conn is not None:
+            if paused:
+                conn.pause_reading()
+            else:
+                conn.resume_reading()
+
+    # -- the playground's own messages ------------------------------------------------
+
+    async def _broadcast_own(self, message: Any) -> None:
+        tag, body = self._codec.encode(message)
+        congested = []
+        for conn in list(self._conns.values()):
+            if conn.closed:
+                continue
+            conn.send_packed_nowait(self.id, None, tag, body)
+            if conn.writing_paused:
+                congested.append(conn)
+        for conn in congested:
+            with contextlib.suppress(ConnectionClosed):
+                await conn.drain()
+
+    async def _send_own(self, key: str, message: Any) -> None:
+        detail = self.directory.find(key)
+        if detail is None:
+            raise AgentNotFoundError(key)
+        if detail.id == self.id:
+            tag, body = self._codec.encode(message)
+            specs = self._handlers_for(tag, self._codec.unpack(body))
+            self._submit(specs, message, self.details(), int(time.time() * 1000), "")
+            return
+        conn = self._conns.get(detail.id)
+        if conn is None or conn.closed:
+            raise AgentNotFoundError(key)
+        await conn.send(message, target=detail.id, sender=self.id)
+
+
+def _call_safely(callback: JoinCallback, detail: AgentDetail, log: Any) -> None:
+    try:
+        callback(detail)
+    except Exception:
+        log.exception("membership callback {} failed", getattr(callback, "__name__", callback))

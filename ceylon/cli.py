@@ -1,0 +1,286 @@
+"""The ``ceylon`` command line: ``playground``, ``worker`` (and the plugins' commands).
+
+Every command runs until SIGINT or SIGTERM, then shuts down in order (goodbyes sent) and
+exits 0. Exit 1 means something failed; exit 2 a usage error or a refused handshake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import ipaddress
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from loguru import logger
+
+import transport
+
+from .base.agent import BaseAgent
+from .base.playground import BasePlayGround
+from .config import DEFAULT_PORT, Settings, parse_address
+from .log import setup_cli_logging
+
+__all__ = ["build_parser", "load_object", "main"]
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def load_object(spec: str) -> Any:
+    """Import ``module:attribute`` (the current directory is searched too).
+
+    Raises:
+        ValueError: `spec` is not ``module:attribute``.
+        ImportError, AttributeError: no such module or attribute.
+    """
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"expected module:attribute, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    obj: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _add_security(parser: argparse.ArgumentParser, *, server: bool) -> None:
+    group = parser.add_argument_group("security")
+    group.add_argument("--workspace", default="default", help="workspace id (default: default)")
+    group.add_argument(
+        "--token",
+        default=None,
+        help="shared secret, proven by HMAC challenge-response (default: $CEYLON_TOKEN)",
+    )
+    group.add_argument("--tls-cert", metavar="PEM", help="certificate (chain) of this side")
+    group.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    group.add_argument(
+        "--tls-ca",
+        metavar="PEM",
+        help="CA bundle: clients require the server's certificate to chain to it"
+        + ("; a playground given one requires client certificates" if server else ""),
+    )
+
+
+def _add_liveness(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--heartbeat-interval", type=float, default=1.0, metavar="S")
+    parser.add_argument("--heartbeat-timeout", type=float, default=5.0, metavar="S")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ceylon", description="Ceylon multi-agent runtime: playgrounds and agents over TCP."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    pg = sub.add_parser("playground", help="run a playground that agents connect to")
+    pg.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback)")
+    pg.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port, 0 for a free one ({DEFAULT_PORT})"
+    )
+    pg.add_argument("--name", default="playground", help="the playground's agent name")
+    pg.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="host a plugin (repeatable): " + ", ".join(sorted(PLUGINS)) if PLUGINS else "none",
+    )
+    _add_security(pg, server=True)
+    _add_liveness(pg)
+    pg.set_defaults(run=run_playground)
+
+    wk = sub.add_parser("worker", help="run one agent that connects to a playground")
+    wk.add_argument("--connect", required=True, metavar="HOST:PORT", help="the playground")
+    wk.add_argument(
+        "--agent",
+        default="ceylon:Worker",
+        metavar="MODULE:CLASS",
+        help="agent class, called with name= and role= (default: ceylon:Worker)",
+    )
+    wk.add_argument("--name", default=None, help="agent name (default: CLASS-PID)")
+    wk.add_argument("--role", default=None, help="agent role (default: the class's own)")
+    wk.add_argument(
+        "--no-reconnect",
+        action="store_true",
+        help="exit when the playground goes away instead of reconnecting",
+    )
+    wk.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="how long to keep trying to reach the playground at start (default 30)",
+    )
+    _add_security(wk, server=False)
+    _add_liveness(wk)
+    wk.set_defaults(run=run_worker)
+
+    for register_command in COMMANDS:
+        register_command(sub)
+    return parser
+
+
+#: Plugins ``ceylon playground --plugin NAME`` can host: name -> "module:factory".
+PLUGINS: dict[str, str] = {}
+#: Extra subcommands: functions that add a subparser to the given subparsers action.
+COMMANDS: list[Callable[[Any], None]] = []
+
+
+def _server_tls(args: argparse.Namespace) -> Any:
+    if not args.tls_cert and not args.tls_key:
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise SystemExit("error: --tls-cert and --tls-key go together")
+    return transport.server_context(args.tls_cert, args.tls_key, args.tls_ca)
+
+
+def _client_tls(args: argparse.Namespace) -> Any:
+    if not (args.tls_ca or args.tls_cert):
+        return None
+    return transport.client_context(args.tls_ca, args.tls_cert, args.tls_key)
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _until_signalled(*waits: asyncio.Future[Any] | asyncio.Task[Any]) -> None:
+    """Wait for SIGINT/SIGTERM or for any of `waits` to finish."""
+    loop = asyncio.get_running_loop()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def signalled() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, signalled)
+    try:
+        await asyncio.wait([stop, *waits], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def _make_playground(args: argparse.Namespace) -> BasePlayGround:
+    playground = BasePlayGround(
+        name=args.name,
+        port=args.port,
+        host=args.host,
+        workspace=args.workspace,
+        token=args.token,
+        ssl=_server_tls(args),
+        heartbeat_interval=args.heartbeat_interval,
+        heartbeat_timeout=args.heartbeat_timeout,
+    )
+    for name in args.plugin:
+        if name not in PLUGINS:
+            known = ", ".join(sorted(PLUGINS)) or "none"
+            raise SystemExit(f"error: unknown plugin {name!r} (known: {known})")
+        factory = load_object(PLUGINS[name])
+        factory(playground)
+    return playground
+
+
+async def _playground(args: argparse.Namespace) -> int:
+    playground = _make_playground(args)
+    if not _is_loopback(args.host) and not (args.token or os.environ.get("CEYLON_TOKEN")):
+        logger.warning(
+            "listening on {} without a token: anyone who can reach it may join "
+            "(set --token or CEYLON_TOKEN)",
+            args.host,
+        )
+    await playground.start()
+    print(f"listening on {playground.address}", flush=True)
+    try:
+        await _until_signalled()
+    finally:
+        await playground.finish()
+    return 0
+
+
+def run_playground(args: argparse.Namespace) -> int:
+    return transport.run(_playground(args))
+
+
+def _make_agent(args: argparse.Namespace) -> BaseAgent:
+    try:
+        cls = load_object(args.agent)
+    except (ValueError, ImportError, AttributeError) as exc:
+        raise SystemExit(f"error: cannot load --agent {args.agent}: {exc}") from None
+    name = args.name or f"{getattr(cls, '__name__', 'agent')}-{os.getpid()}"
+    kwargs: dict[str, Any] = {"name": name}
+    if args.role is not None:
+        kwargs["role"] = args.role
+    agent = cls(**kwargs)
+    if not isinstance(agent, BaseAgent):
+        raise SystemExit(f"error: {args.agent} did not make a ceylon agent")
+    return agent
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    agent = _make_agent(args)
+    settings = Settings(
+        workspace=args.workspace,
+        token=args.token,
+        ssl=_client_tls(args),
+        heartbeat_interval=args.heartbeat_interval,
+        heartbeat_timeout=args.heartbeat_timeout,
+        reconnect=not args.no_reconnect,
+    )
+    address = parse_address(args.connect)
+    delay = settings.reconnect_initial
+    try:
+        async with asyncio.timeout(args.connect_timeout):
+            while True:
+                try:
+                    await agent.connect(address, settings=settings)
+                    break
+                except (OSError, transport.ConnectionClosed) as exc:
+                    logger.info("playground not reachable yet ({}); retrying", exc)
+                    await asyncio.sleep(delay)  # backoff between attempts, by design
+                    delay = min(delay * 2, settings.reconnect_max)
+    except TimeoutError:
+        logger.error(
+            "could not reach the playground at {} in {} s", args.connect, args.connect_timeout
+        )
+        return EXIT_FAILED
+    except transport.HandshakeError as exc:
+        logger.error("the playground refused this agent: {}", exc.reason)
+        print(f"refused: {exc.reason}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    print(f"agent {agent.name} connected to {args.connect}", flush=True)
+    stopped = asyncio.ensure_future(agent.wait_stopped())
+    try:
+        await _until_signalled(stopped)
+    finally:
+        await agent.stop()
+        stopped.cancel()
+    return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    return transport.run(_worker(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_cli_logging(getattr(args, "verbose", False))
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        return 0

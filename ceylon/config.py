@@ -1,0 +1,65 @@
+"""Connection settings shared by playgrounds and agents; every default lives here."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import ssl as _ssl
+from typing import Final
+
+import transport
+
+__all__ = ["DEFAULT_PORT", "Settings", "parse_address"]
+
+DEFAULT_PORT: Final = 8888
+
+
+def parse_address(address: str | tuple[str, int]) -> tuple[str, int]:
+    """``"host:port"`` (or a pair) as a pair.
+
+    Raises:
+        ValueError: not ``host:port`` with a numeric port.
+    """
+    if isinstance(address, tuple):
+        return address[0], int(address[1])
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How to reach (or be) a playground.
+
+    Attributes:
+        workspace: both ends must name the same one.
+        token: shared secret; ``CEYLON_TOKEN`` is read when it is not given.
+        ssl: a TLS context (server side for a playground, client side for an agent).
+        heartbeat_interval, heartbeat_timeout: liveness, in seconds.
+        max_frame_size: largest frame accepted or sent.
+        open_timeout: deadline for connecting and the handshake.
+        reconnect: an agent whose playground goes away connects again.
+        reconnect_initial, reconnect_max: its capped exponential backoff, in seconds.
+    """
+
+    workspace: str = "default"
+    token: str | None = None
+    ssl: _ssl.SSLContext | None = None
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 5.0
+    max_frame_size: int = transport.DEFAULT_MAX_FRAME_SIZE
+    open_timeout: float = 10.0
+    reconnect: bool = False
+    reconnect_initial: float = 0.1
+    reconnect_max: float = 5.0
+
+    def resolved_token(self) -> str | None:
+        """The token, or ``CEYLON_TOKEN`` from the environment, or None."""
+        return self.token if self.token is not None else (os.environ.get("CEYLON_TOKEN") or None)
+
+    def connection_options(self) -> transport.ConnectionOptions:
+        return transport.ConnectionOptions(
+            heartbeat_interval=self.heartbeat_interval,
+            heartbeat_timeout=self.heartbeat_timeout,
+        )

@@ -1,0 +1,72 @@
+"""Every exception the agent layer raises.
+
+The tree::
+
+    CeylonError
+    ├── AgentNotFoundError        send_message to an unknown id or name    (.target)
+    ├── WorkersMissingError       play() deadline passed                   (.missing)
+    ├── HandlerSignatureError     a bad @on/@on_connect/@on_run signature  (.handler)
+    ├── PluginError               a plugin misconfigured or failed         (.plugin)
+    └── NotConnectedError         the agent is not connected (yet, or any more)
+
+The transport's `ConnectionClosed` and `HandshakeError` reach users unchanged (they are
+re-exported by `ceylon`), never wrapped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "AgentNotFoundError",
+    "CeylonError",
+    "HandlerSignatureError",
+    "NotConnectedError",
+    "PluginError",
+    "WorkersMissingError",
+]
+
+
+class CeylonError(Exception):
+    """Root of every exception raised by `ceylon`."""
+
+
+class AgentNotFoundError(CeylonError, LookupError):
+    """No agent with this id or name is connected to the playground."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        super().__init__(f"no connected agent has the id or name {target!r}")
+
+
+class WorkersMissingError(CeylonError, TimeoutError):
+    """The deadline passed before every expected agent joined."""
+
+    def __init__(self, missing: Iterable[str], timeout: float) -> None:
+        self.missing = sorted(missing)
+        self.timeout = timeout
+        super().__init__(
+            f"{len(self.missing)} agent(s) did not join within {timeout} s: "
+            + ", ".join(self.missing)
+        )
+
+
+class HandlerSignatureError(CeylonError, TypeError):
+    """A handler's signature does not fit its decorator; raised when the class is defined."""
+
+    def __init__(self, handler: object, reason: str) -> None:
+        self.handler = handler
+        name = getattr(handler, "__qualname__", repr(handler))
+        super().__init__(f"handler {name}: {reason}")
+
+
+class PluginError(CeylonError):
+    """A plugin is misconfigured or failed."""
+
+    def __init__(self, plugin: str, reason: str) -> None:
+        self.plugin = plugin
+        super().__init__(f"plugin {plugin!r}: {reason}")
+
+
+class NotConnectedError(CeylonError, RuntimeError):
+    """The agent has no live link to its playground."""

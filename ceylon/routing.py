@@ -1,0 +1,140 @@
+"""The playground's directory of agents and its routing decisions, sans-I/O.
+
+Who is connected, under which unique name, who must hear about joins and leaves, and
+where a message goes. Nothing here sends anything: the playground glue asks and acts.
+
+Membership news is not sent to everyone (with a thousand agents that is a million
+notices): an agent that declared on_connect/on_disconnect handlers *subscribes* to all
+of it; any other agent is told only about the agents it looked up (it *watches* them),
+so that a send to an agent that has left fails at the sender.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+from .peer import AgentDetail
+
+__all__ = ["Directory", "Member"]
+
+
+@dataclasses.dataclass
+class Member:
+    """One connected agent, as the playground knows it."""
+
+    detail: AgentDetail
+    subscribed: bool = False
+
+
+class Directory:
+    """Agents of one workspace, by id and by unique name.
+
+    Args:
+        own: the playground's own details; its name is reserved.
+    """
+
+    def __init__(self, own: AgentDetail) -> None:
+        self.own = own
+        self._members: dict[str, Member] = {}
+        self._ids_by_name: dict[str, str] = {}
+        self._watchers: dict[str, set[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __iter__(self) -> Iterator[Member]:
+        return iter(list(self._members.values()))
+
+    def __contains__(self, agent_id: object) -> bool:
+        return agent_id in self._members
+
+    def refusal(self, agent_id: str, name: str) -> str | None:
+        """Why an agent claiming `agent_id` and `name` may not join, or None.
+
+        The same id may come back (a reconnect replaces its stale session); a name held
+        by another live agent may not be taken.
+        """
+        if not name:
+            return "an agent needs a non-empty name"
+        if name == self.own.name or agent_id == self.own.id:
+            return f"name {name!r} is the playground's own"
+        holder = self._ids_by_name.get(name)
+        if holder is not None and holder != agent_id:
+            return f"name {name!r} is already taken in this workspace"
+        return None
+
+    def join(self, detail: AgentDetail, *, subscribed: bool) -> Member | None:
+        """Add an agent; return the member it replaces (same id, reconnecting), if any."""
+        previous = self._members.pop(detail.id, None)
+        if previous is not None:
+            self._ids_by_name.pop(previous.detail.name, None)
+        member = Member(detail, subscribed)
+        self._members[detail.id] = member
+        self._ids_by_name[detail.name] = detail.id
+        return previous
+
+    def leave(self, agent_id: str) -> tuple[Member | None, set[str]]:
+        """Remove an agent; return it and the ids of the agents to tell."""
+        member = self._members.pop(agent_id, None)
+        if member is None:
+            return None, set()
+        self._ids_by_name.pop(member.detail.name, None)
+        notify = self._watchers.pop(agent_id, set())
+        notify |= {m.detail.id for m in self._members.values() if m.subscribed}
+        for watched in self._watchers.values():
+            watched.discard(agent_id)
+        notify.discard(agent_id)
+        notify.intersection_update(self._members)
+        return member, notify
+
+    def get(self, agent_id: str) -> Member | None:
+        return self._members.get(agent_id)
+
+    def update(self, detail: AgentDetail) -> None:
+        """Replace the details of a member (e.g. once its address is known)."""
+        member = self._members.get(detail.id)
+        if member is not None:
+            member.detail = detail
+
+    def find(self, key: str) -> AgentDetail | None:
+        """The agent whose id, or else name, is `key` (the playground included)."""
+        if key in (self.own.id, self.own.name):
+            return self.own
+        member = self._members.get(key)
+        if member is None:
+            agent_id = self._ids_by_name.get(key)
+            member = self._members.get(agent_id) if agent_id is not None else None
+        return member.detail if member is not None else None
+
+    def resolve(self, requester: str, key: str) -> AgentDetail | None:
+        """`find`, and remember that `requester` must hear if that agent leaves."""
+        detail = self.find(key)
+        if detail is not None and detail.id != self.own.id and requester != detail.id:
+            self._watchers.setdefault(detail.id, set()).add(requester)
+        return detail
+
+    def introduce(self, receiver: str, sender: str) -> bool:
+        """Record that `receiver` learns about `sender`; True the first time.
+
+        A receiver that subscribed already knows everyone; any other receiver is told
+        about a sender before its first message, and then watches it.
+        """
+        member = self._members.get(receiver)
+        if member is None or member.subscribed or sender == self.own.id:
+            return False
+        watchers = self._watchers.setdefault(sender, set())
+        if receiver in watchers:
+            return False
+        watchers.add(receiver)
+        return True
+
+    def subscribers(self, *, exclude: str | None = None) -> list[str]:
+        """Ids of the agents that hear every join and leave."""
+        return [
+            m.detail.id for m in self._members.values() if m.subscribed and m.detail.id != exclude
+        ]
+
+    def details(self) -> list[AgentDetail]:
+        """Every connected agent, the playground first."""
+        return [self.own, *(m.detail for m in self._members.values())]

@@ -1,0 +1,291 @@
+"""One agent's link to its playground: connect, keep a directory, reconnect.
+
+The session turns received message groups into handler calls (through the agent's
+dispatcher), answers the runtime's own messages (directory, lookups), and, when the
+playground goes away, fires on_disconnect and, if asked to, connects again with capped
+exponential backoff and registers anew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+import transport
+from transport import Connection, ConnectionClosed, DecodeError, HandshakeError, MessageGroup
+
+from . import system
+from .config import Settings
+from .errors import AgentNotFoundError, NotConnectedError
+from .peer import AgentDetail
+
+if TYPE_CHECKING:
+    from .base.agent import BaseAgent
+
+__all__ = ["PLAYGROUND_ORIGIN", "Session", "hello_extra"]
+
+#: The dispatcher origin of everything a client agent receives (its one connection).
+PLAYGROUND_ORIGIN = "playground"
+REQUEST_TIMEOUT = 10.0
+
+
+def hello_extra(agent: BaseAgent) -> dict[str, Any]:
+    """What an agent tells the playground about itself beyond id, name and role."""
+    return {"extra_data": dict(agent.extra_data), "subscribe": agent.wants_membership}
+
+
+class Session:
+    """The link of one client agent to one playground."""
+
+    def __init__(self, agent: BaseAgent, host: str, port: int, settings: Settings) -> None:
+        self.agent = agent
+        self.host = host
+        self.port = port
+        self.settings = settings
+        self.playground: AgentDetail | None = None
+        self.known: dict[str, AgentDetail] = {}
+        self._names: dict[str, str] = {}
+        self._conn: Connection | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._requests: dict[int, asyncio.Future[Any]] = {}
+        self._request_ids = itertools.count(1)
+        self._connected = asyncio.Event()
+        self._log = logger.bind(agent=agent.name)
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect for the first time; afterwards a supervisor keeps the link.
+
+        Raises:
+            HandshakeError: the playground refused this agent (or the other way round).
+            OSError, TimeoutError: the playground could not be reached in time.
+        """
+        await self._open()
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def _open(self) -> None:
+        agent = self.agent
+        identity = transport.PeerInfo(agent.id, agent.name, agent.role, hello_extra(agent))
+        conn = await transport.connect(
+            self.host,
+            self.port,
+            identity=identity,
+            workspace=self.settings.workspace,
+            token=self.settings.resolved_token(),
+            ssl=self.settings.ssl,
+            options=self.settings.connection_options(),
+            max_frame_size=self.settings.max_frame_size,
+            open_timeout=self.settings.open_timeout,
+        )
+        peer = conn.peer
+        self.playground = AgentDetail(
+            peer.id,
+            peer.name,
+            peer.role,
+            f"{self.host}:{self.port}",
+            dict(peer.extra.get("extra_data", {})),
+        )
+        self.known = {}
+        self._names = {}
+        self._remember(self.playground)
+        self._conn = conn
+        conn.set_message_callback(self._on_groups)
+        self._connected.set()
+        self._log.info("connected to playground {} at {}:{}", peer.name, self.host, self.port)
+        agent._agent_joined(self.playground, self.settings.workspace)
+
+    async def _supervise(self) -> None:
+        while True:
+            conn = self._conn
+            assert conn is not None
+            await conn.wait_closed()
+            self._lost(conn)
+            if self._stopping or not self.settings.reconnect:
+                return
+            if not await self._reconnect():
+                return
+
+    def _lost(self, conn: Connection) -> None:
+        self._connected.clear()
+        reason = conn.close_reason or "connection lost"
+        if not self._stopping:
+            self._log.warning("lost the playground: {}", reason)
+        for future in self._requests.values():
+            if not future.done():
+                future.set_exception(NotConnectedError(f"connection lost: {reason}"))
+        self._requests.clear()
+        known = list(self.known.values())
+        self.known = {}
+        self._names = {}
+        for detail in known:
+            self.agent._agent_left(detail, self.settings.workspace)
+
+    async def _reconnect(self) -> bool:
+        delay = self.settings.reconnect_initial
+        while not self._stopping:
+            await asyncio.sleep(delay)  # backoff between attempts, by design
+            try:
+                await self._open()
+                return True
+            except HandshakeError as exc:
+                self._log.error("playground refused to take this agent back: {}", exc)
+                return False
+            except (OSError, TimeoutError, ConnectionClosed) as exc:
+                self._log.debug("reconnect failed: {}; next try in {:.1f} s", exc, delay)
+                delay = min(delay * 2, self.settings.reconnect_max)
+        return False
+
+    async def stop(self) -> None:
+        """Say goodbye and stop; on_disconnect handlers fire for the playground."""
+        self._stopping = True
+        conn = self._conn
+        if conn is not None:
+            await conn.close("agent stopping")
+        if self._supervisor is not None:
+            await self._supervisor
+
+    async def wait_stopped(self) -> None:
+        """Wait until the session has ended for good."""
+        if self._supervisor is not None:
+            await asyncio.shield(self._supervisor)
+
+    # -- receiving -------------------------------------------------------------------
+
+    def _remember(self, detail: AgentDetail) -> None:
+        old = self.known.get(detail.id)
+        if old is not None:
+            self._names.pop(old.name, None)
+        self.known[detail.id] = detail
+        self._names[detail.name] = detail.id
+
+    def _forget(self, agent_id: str) -> AgentDetail | None:
+        detail = self.known.pop(agent_id, None)
+        if detail is not None:
+            self._names.pop(detail.name, None)
+        return detail
+
+    def _on_groups(self, groups: list[MessageGroup]) -> None:
+        agent = self.agent
+        conn = self._conn
+        assert conn is not None
+        build = conn.build
+        now = int(time.time() * 1000)
+        for group in groups:
+            sender = self.known.get(group.sender)
+            for tag, body in group.pairs():
+                if system.is_system(tag):
+                    self._system(build, tag, body)
+                    sender = self.known.get(group.sender)
+                    continue
+                specs = agent._handlers_for(tag, body)
+                if not specs:
+                    if group.target is not None:
+                        self._log.warning("no handler for direct message {} ignored", tag)
+                    continue
+                if group.unresolved is not None:
+                    missing = transport.codec.find_unresolved(body)
+                    if missing is not None:
+                        self._log.warning(
+                            "dropped {}: nested type {} is not known here", tag, missing
+                        )
+                        continue
+                try:
+                    message = build(tag, body)
+                except DecodeError as exc:
+                    self._log.warning("dropped an undecodable message: {}", exc)
+                    continue
+                if sender is None:  # not introduced: should not happen, stay usable
+                    sender = AgentDetail(group.sender, group.sender)
+                agent._submit(specs, message, sender, now, PLAYGROUND_ORIGIN)
+
+    def _system(self, build: Any, tag: str, body: Any) -> None:
+        try:
+            message = build(tag, body)
+        except DecodeError as exc:
+            self._log.warning("dropped an undecodable runtime message: {}", exc)
+            return
+        workspace = self.settings.workspace
+        if isinstance(message, system.Introduce):
+            self._remember(message.agent)
+        elif isinstance(message, system.Snapshot):
+            for detail in message.agents:
+                if detail.id not in (self.agent.id, *self.known):
+                    self._remember(detail)
+                    self.agent._agent_joined(detail, workspace)
+        elif isinstance(message, system.Joined):
+            if message.agent.id != self.agent.id:
+                self._remember(message.agent)
+                self.agent._agent_joined(message.agent, workspace)
+        elif isinstance(message, system.Left):
+            if self._forget(message.agent.id) is not None or self.agent.wants_membership:
+                self.agent._agent_left(message.agent, workspace)
+        elif isinstance(message, system.Resolved | system.AgentList):
+            future = self._requests.pop(message.request, None)
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif isinstance(message, system.Undeliverable):
+            self._forget(message.target)
+            self._log.warning(
+                "message {} to {} was not delivered: {}",
+                message.tag,
+                message.target,
+                message.reason,
+            )
+
+    # -- sending ---------------------------------------------------------------------
+
+    def _connection(self) -> Connection:
+        conn = self._conn
+        if conn is None or conn.closed:
+            raise NotConnectedError(f"agent {self.agent.name!r} is not connected to a playground")
+        return conn
+
+    async def broadcast(self, message: Any) -> None:
+        await self._connection().send(message, sender=self.agent.id)
+
+    async def send(self, key: str, message: Any) -> None:
+        conn = self._connection()
+        target = self.known.get(key)
+        if target is None:
+            agent_id = self._names.get(key)
+            target = self.known.get(agent_id) if agent_id is not None else None
+        if target is None:
+            if self.agent.wants_membership:
+                raise AgentNotFoundError(key)
+            reply = await self._request(system.Resolve(0, key))
+            if reply.agent is None:
+                raise AgentNotFoundError(key)
+            target = reply.agent
+            self._remember(target)
+        await conn.send(message, target=target.id, sender=self.agent.id)
+
+    async def agents(self) -> list[AgentDetail]:
+        if self.agent.wants_membership:
+            self._connection()
+            return list(self.known.values())
+        reply = await self._request(system.ListAgents(0))
+        return [a for a in reply.agents if a.id != self.agent.id]
+
+    async def _request(self, message: Any) -> Any:
+        conn = self._connection()
+        assert self.playground is not None
+        request = next(self._request_ids)
+        message.request = request
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._requests[request] = future
+        try:
+            await conn.send(message, target=self.playground.id, sender=self.agent.id)
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                return await future
+        finally:
+            self._requests.pop(request, None)

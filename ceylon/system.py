@@ -1,0 +1,107 @@
+"""Messages the runtime exchanges for itself (directory, lookups, delivery failures).
+
+They travel like application messages, under tags starting with ``ceylon.sys.``, which
+agents handle internally and never pass to user handlers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Final
+
+from transport import default_registry
+
+from .peer import AgentDetail
+
+__all__ = [
+    "SYSTEM_PREFIX",
+    "AgentList",
+    "Introduce",
+    "Joined",
+    "Left",
+    "ListAgents",
+    "Resolve",
+    "Resolved",
+    "Snapshot",
+    "Undeliverable",
+    "is_system",
+]
+
+SYSTEM_PREFIX: Final = "ceylon.sys."
+
+
+def is_system(tag: str) -> bool:
+    return tag.startswith(SYSTEM_PREFIX)
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """Every agent connected when a subscribing agent joins."""
+
+    agents: list[AgentDetail]
+
+
+@dataclasses.dataclass
+class Joined:
+    agent: AgentDetail
+
+
+@dataclasses.dataclass
+class Left:
+    agent: AgentDetail
+
+
+@dataclasses.dataclass
+class Introduce:
+    """Who the sender of the messages that follow is."""
+
+    agent: AgentDetail
+
+
+@dataclasses.dataclass
+class Resolve:
+    """Ask the playground for the agent with this id or name."""
+
+    request: int
+    key: str
+
+
+@dataclasses.dataclass
+class Resolved:
+    request: int
+    agent: AgentDetail | None
+
+
+@dataclasses.dataclass
+class ListAgents:
+    request: int
+
+
+@dataclasses.dataclass
+class AgentList:
+    request: int
+    agents: list[AgentDetail]
+
+
+@dataclasses.dataclass
+class Undeliverable:
+    """A direct message could not be delivered."""
+
+    target: str
+    tag: str
+    reason: str
+
+
+default_registry.register(AgentDetail, tag="ceylon.AgentDetail")
+for _cls in (
+    Snapshot,
+    Joined,
+    Left,
+    Introduce,
+    Resolve,
+    Resolved,
+    ListAgents,
+    AgentList,
+    Undeliverable,
+):
+    default_registry.register(_cls, tag=SYSTEM_PREFIX + _cls.__name__)
