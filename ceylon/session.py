@@ -55,6 +55,7 @@ class Session:
         self._requests: dict[int, asyncio.Future[Any]] = {}
         self._request_ids = itertools.count(1)
         self._connected = asyncio.Event()
+        self._stop_requested = asyncio.Event()
         self._log = logger.bind(agent=agent.name)
 
     @property
@@ -133,21 +134,31 @@ class Session:
     async def _reconnect(self) -> bool:
         delay = self.settings.reconnect_initial
         while not self._stopping:
-            await asyncio.sleep(delay)  # backoff between attempts, by design
+            try:  # back off between attempts; stop() cuts the wait short
+                async with asyncio.timeout(delay):
+                    await self._stop_requested.wait()
+                return False
+            except TimeoutError:
+                pass
             try:
                 await self._open()
-                return True
             except HandshakeError as exc:
                 self._log.error("playground refused to take this agent back: {}", exc)
                 return False
             except (OSError, TimeoutError, ConnectionClosed) as exc:
                 self._log.debug("reconnect failed: {}; next try in {:.1f} s", exc, delay)
                 delay = min(delay * 2, self.settings.reconnect_max)
+                continue
+            if self._stopping:  # stop() came while this attempt was under way
+                assert self._conn is not None
+                await self._conn.close("agent stopping")
+            return True
         return False
 
     async def stop(self) -> None:
         """Say goodbye and stop; on_disconnect handlers fire for the playground."""
         self._stopping = True
+        self._stop_requested.set()
         conn = self._conn
         if conn is not None:
             await conn.close("agent stopping")

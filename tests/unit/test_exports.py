@@ -21,8 +21,11 @@ def test_init_exports_exist(package: object) -> None:
 
 @pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.__name__)
 def test_every_module_declares_all(package: object) -> None:
-    for info in pkgutil.iter_modules(package.__path__):  # type: ignore[attr-defined]
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
+    prefix = package.__name__ + "."  # type: ignore[attr-defined]
+    for info in pkgutil.walk_packages(package.__path__, prefix):  # type: ignore[attr-defined]
+        if info.name.endswith("__main__"):
+            continue  # running it is its only job
+        module = importlib.import_module(info.name)
         assert hasattr(module, "__all__"), f"{module.__name__} has no __all__"
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name}"

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ceylon.dispatch import Dispatcher
+from ceylon.handlers import validate_handler
+from ceylon.peer import AgentDetail
+
+from ...conftest import seconds, wait_until
+
+A = AgentDetail("a", "a")
+B = AgentDetail("b", "b")
+
+
+class Owner:
+    name = "owner"
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, int]] = []
+        self.gates: dict[int, asyncio.Event] = {}
+
+    async def handle(self, msg: int, agent: AgentDetail) -> None:
+        gate = self.gates.get(msg)
+        if gate is not None:
+            await gate.wait()
+        if msg < 0:
+            raise ValueError("negative")
+        self.log.append((agent.id, msg))
+
+
+def specs() -> tuple[Any, ...]:
+    return (validate_handler(Owner.handle, "message", bound=False, message_type=int),)
+
+
+async def test_per_sender_order_and_concurrency_across_senders() -> None:
+    owner = Owner()
+    dispatcher = Dispatcher(owner)
+    owner.gates[1] = asyncio.Event()  # sender a's first message is slow
+    for n in (1, 2, 3):
+        dispatcher.submit(specs(), n, A, 0, "x")
+    for n in (10, 11):
+        dispatcher.submit(specs(), n, B, 0, "x")
+    async with asyncio.timeout(seconds(5)):
+        await wait_until(lambda: len(owner.log) >= 2)
+    assert owner.log == [("b", 10), ("b", 11)]  # b was not held up by a
+    owner.gates[1].set()
+    async with asyncio.timeout(seconds(5)):
+        await dispatcher.wait_idle()
+    assert [n for s, n in owner.log if s == "a"] == [1, 2, 3]
+    await dispatcher.close()
+
+
+async def test_a_raising_handler_is_contained() -> None:
+    owner = Owner()
+    dispatcher = Dispatcher(owner)
+    for n in (-1, 5):
+        dispatcher.submit(specs(), n, A, 0, "x")
+    async with asyncio.timeout(seconds(5)):
+        await dispatcher.wait_idle()
+    assert owner.log == [("a", 5)]
+    await dispatcher.close()
+
+
+async def test_pressure_pauses_and_releases_the_origin() -> None:
+    owner = Owner()
+    calls: list[tuple[str, bool]] = []
+    dispatcher = Dispatcher(owner, on_pressure=lambda o, p: calls.append((o, p)), max_pending=4)
+    owner.gates[0] = asyncio.Event()
+    for n in range(8):
+        dispatcher.submit(specs(), n, A, 0, "conn-1")
+    assert calls == [("conn-1", True)]
+    owner.gates[0].set()
+    async with asyncio.timeout(seconds(5)):
+        await dispatcher.wait_idle()
+    assert calls == [("conn-1", True), ("conn-1", False)]
+    await dispatcher.close()
+
+
+async def test_close_cancels_running_handlers() -> None:
+    owner = Owner()
+    dispatcher = Dispatcher(owner)
+    owner.gates[0] = asyncio.Event()
+    dispatcher.submit(specs(), 0, A, 0, "x")
+    await asyncio.sleep(0)
+    await dispatcher.close()
+    dispatcher.submit(specs(), 1, A, 0, "x")  # ignored after close
+    assert owner.log == [] and dispatcher.pending == 0
