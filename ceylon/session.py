@@ -56,6 +56,7 @@ class Session:
         self._request_ids = itertools.count(1)
         self._connected = asyncio.Event()
         self._stop_requested = asyncio.Event()
+        self._snapshot = asyncio.Event()
         self._log = logger.bind(agent=agent.name)
 
     @property
@@ -100,7 +101,11 @@ class Session:
         self._names = {}
         self._remember(self.playground)
         self._conn = conn
+        self._snapshot.clear()
         conn.set_message_callback(self._on_groups)
+        if agent.wants_membership:  # the directory comes right after the welcome
+            async with asyncio.timeout(self.settings.open_timeout):
+                await self._snapshot.wait()
         self._connected.set()
         self._log.info("connected to playground {} at {}:{}", peer.name, self.host, self.port)
         agent._agent_joined(self.playground, self.settings.workspace)
@@ -233,6 +238,7 @@ class Session:
                 if detail.id not in (self.agent.id, *self.known):
                     self._remember(detail)
                     self.agent._agent_joined(detail, workspace)
+            self._snapshot.set()
         elif isinstance(message, system.Joined):
             if message.agent.id != self.agent.id:
                 self._remember(message.agent)
@@ -270,9 +276,7 @@ class Session:
         if target is None:
             agent_id = self._names.get(key)
             target = self.known.get(agent_id) if agent_id is not None else None
-        if target is None:
-            if self.agent.wants_membership:
-                raise AgentNotFoundError(key)
+        if target is None:  # not known here (yet): ask the playground
             reply = await self._request(system.Resolve(0, key))
             if reply.agent is None:
                 raise AgentNotFoundError(key)

@@ -1,0 +1,203 @@
+"""Playground and workers as separate processes (``python -m ceylon ...``) over TCP.
+
+The test process joins as an agent too, to send commands and observe; everything else
+runs in children that are started here and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from ceylon import AgentDetail, AgentNotFoundError, BaseAgent, on, on_disconnect
+from ceylon.testing import Process
+
+from ..agents import Command, Note
+from ..conftest import seconds, wait_until
+
+BEAT = ("--heartbeat-interval", "0.2", "--heartbeat-timeout", "1.0")
+
+
+@dataclasses.dataclass
+class Seen:
+    sender: str
+    seq: int
+    text: str
+
+
+class Observer(BaseAgent):
+    def __init__(self, name: str = "observer") -> None:
+        super().__init__(name, role="observer")
+        self.notes: list[Seen] = []
+        self.left: dict[str, float] = {}
+
+    @on(Note)
+    async def note(self, note: Note, agent: AgentDetail) -> None:
+        self.notes.append(Seen(agent.name, note.seq, note.text))
+
+    @on_disconnect("*")
+    async def gone(self, topic: str, agent: AgentDetail) -> None:
+        self.left[agent.name] = time.monotonic()
+
+
+def start_playground(spawn: Any, *extra: str) -> tuple[Process, str]:
+    playground = spawn("-m", "ceylon", "playground", "--port", "0", *BEAT, *extra)
+    match = playground.wait_for_line(r"^listening on (\S+:\d+)", timeout=seconds(20))
+    return playground, match.group(1)
+
+
+def start_worker(spawn: Any, address: str, name: str, *extra: str) -> Process:
+    worker = spawn(
+        "-m", "ceylon", "worker", "--connect", address, "--agent", "tests.agents:Echoer",
+        "--name", name, *BEAT, *extra,
+    )  # fmt: skip
+    worker.wait_for_line(rf"^agent {name} connected", timeout=seconds(20))
+    return worker
+
+
+def lines(process: Process, prefix: str) -> list[str]:
+    return [line for line in process.drain() if line.startswith(prefix)]
+
+
+async def observer_for(address: str) -> Observer:
+    observer = Observer()
+    await observer.connect(address, settings=None)
+    return observer
+
+
+async def test_broadcast_reaches_every_other_agent_once_in_order(spawn: Any) -> None:
+    playground, address = start_playground(spawn)
+    a = start_worker(spawn, address, "A")
+    b = start_worker(spawn, address, "B")
+    observer = await observer_for(address)
+    try:
+        await observer.send_message("A", Command("broadcast", count=1000))
+        await asyncio.to_thread(a.wait_for_line, r"^A broadcast 1000", seconds(30))
+        async with asyncio.timeout(seconds(20)):
+            await wait_until(lambda: len(observer.notes) >= 1000)
+        assert [n.seq for n in observer.notes if n.sender == "A"] == list(range(1000))
+        await asyncio.to_thread(b.wait_for_line, r"^B got note 999 from A", seconds(20))
+        got_b = [int(line.split()[3]) for line in lines(b, "B got note")]
+        assert got_b == list(range(1000))  # exactly once each, in order
+        assert lines(a, "A got note") == []  # a broadcast is not sent back to its sender
+    finally:
+        await observer.stop()
+
+
+async def test_direct_messages_by_name_and_id_reach_only_their_target(spawn: Any) -> None:
+    playground, address = start_playground(spawn)
+    a = start_worker(spawn, address, "A")
+    b = start_worker(spawn, address, "B")
+    c = start_worker(spawn, address, "C")
+    observer = await observer_for(address)
+    try:
+        b_id = next(d.id for d in await observer.get_connected_agents() if d.name == "B")
+        await observer.send_message("A", Command("direct", arg="B", count=1))
+        await observer.send_message("A", Command("direct", arg=b_id, count=2))
+        await asyncio.to_thread(b.wait_for_line, r"^B got direct 2 from A", seconds(20))
+        assert lines(b, "B got direct") == ["B got direct 1 from A", "B got direct 2 from A"]
+        await observer.send_message("C", Command("direct", arg="A", count=3))
+        await asyncio.to_thread(a.wait_for_line, r"^A got direct 3 from C", seconds(20))
+        assert lines(c, "C got direct") == [] and observer.notes == []
+    finally:
+        await observer.stop()
+
+
+async def test_a_killed_worker_is_noticed_everywhere(spawn: Any) -> None:
+    playground, address = start_playground(spawn)
+    a = start_worker(spawn, address, "A")
+    b = start_worker(spawn, address, "B")
+    observer = await observer_for(address)
+    try:
+        await asyncio.to_thread(b.wait_for_line, r"^B saw observer join", seconds(10))
+        killed_at = time.monotonic()
+        a.kill()
+        deadline = 1.0 + 1.0  # heartbeat timeout + 1 s
+        async with asyncio.timeout(seconds(10)):
+            await wait_until(lambda: "A" in observer.left)
+        assert observer.left["A"] - killed_at <= seconds(deadline)
+        await asyncio.to_thread(b.wait_for_line, r"^B saw A leave", seconds(deadline))
+        await asyncio.to_thread(playground.wait_for_line, r"agent A left", seconds(deadline))
+        assert "A" not in {d.name for d in await observer.get_connected_agents()}
+        with pytest.raises(AgentNotFoundError, match="'A'"):
+            await observer.send_message("A", Note("observer", 0))
+    finally:
+        await observer.stop()
+
+
+async def test_workers_reconnect_to_a_restarted_playground(spawn: Any) -> None:
+    first, address = start_playground(spawn)
+    port = address.rsplit(":", 1)[1]
+    start_worker(spawn, address, "A")
+    start_worker(spawn, address, "B")
+    first.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(first.wait, seconds(10)) == 0
+    second = spawn("-m", "ceylon", "playground", "--port", port, *BEAT)
+    second.wait_for_line(r"^listening on", timeout=seconds(20))
+    await asyncio.to_thread(second.wait_for_line, r"agent A .*joined", seconds(20))
+    await asyncio.to_thread(second.wait_for_line, r"agent B .*joined", seconds(20))
+
+
+def test_sigterm_and_sigint_end_processes_in_order(spawn: Any) -> None:
+    playground, address = start_playground(spawn)
+    worker = start_worker(spawn, address, "A", "--no-reconnect")
+    worker.signal(signal.SIGINT)
+    assert worker.wait(seconds(10)) == 0
+    playground.wait_for_line(r"agent A left: agent stopping", timeout=seconds(10))
+    playground.signal(signal.SIGTERM)
+    assert playground.wait(seconds(10)) == 0
+
+
+def test_a_wrong_token_is_refused_with_the_reason_on_both_sides(spawn: Any) -> None:
+    playground, address = start_playground(spawn, "--token", "right-token")
+    worker = spawn(
+        "-m", "ceylon", "worker", "--connect", address, "--name", "intruder",
+        "--token", "wrong-token",
+    )  # fmt: skip
+    assert worker.wait(seconds(20)) == 2
+    assert "authentication failed" in worker.output()
+    playground.wait_for_line(r"handshake failed: authentication failed", timeout=seconds(10))
+
+
+def test_tls_end_to_end(spawn: Any, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    playground, address = start_playground(
+        spawn, "--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem"),
+        "--token", "t",
+    )  # fmt: skip
+    start_worker(spawn, address, "A", "--tls-ca", str(tmp_path / "ca.pem"), "--token", "t")
+    playground.wait_for_line(r"agent A .*joined", timeout=seconds(10))
+    plain = spawn("-m", "ceylon", "worker", "--connect", address, "--name", "plain",
+                  "--connect-timeout", "2", "--token", "t")  # fmt: skip
+    assert plain.wait(seconds(20)) != 0  # a client without TLS does not get in
+
+
+def test_binding_a_public_address_without_a_token_warns(spawn: Any) -> None:
+    playground = spawn("-m", "ceylon", "playground", "--host", "0.0.0.0", "--port", "0")
+    playground.wait_for_line(r"without a token", timeout=seconds(20))
+
+
+async def test_a_raising_or_busy_handler_does_not_stop_a_worker_process(spawn: Any) -> None:
+    playground, address = start_playground(spawn)
+    a = start_worker(spawn, address, "A")
+    observer = await observer_for(address)
+    try:
+        await observer.send_message("A", Command("raise"))
+        await observer.send_message("A", Command("reply", count=7))
+        async with asyncio.timeout(seconds(10)):
+            await wait_until(lambda: len(observer.notes) == 1)
+        assert observer.notes == [Seen("A", 7, "reply")]
+        assert any("raised" in line and "Command" in line for line in a.drain())
+    finally:
+        await observer.stop()
