@@ -1,4 +1,4 @@
-"""The demo: real processes on a free port on 127.0.0.1, with a short report.
+"""The demo: real processes on free ports on 127.0.0.1, with a short report.
 
 Run through ``scripts/demo``. Every child is started here, waited on with a deadline,
 and stopped (terminate, wait, kill) by its PID.
@@ -6,17 +6,26 @@ and stopped (terminate, wait, kill) by its PID.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
 import time
 from pathlib import Path
 
-from ceylon.testing import Process, python_command
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ceylon import BaseAgent  # noqa: E402
+from ceylon.testing import Process, python_command  # noqa: E402
+from examples.chat_agents import Start  # noqa: E402
+
+
+def section(title: str) -> None:
+    print(f"\n== {title}", flush=True)
 
 
 def transport_demo() -> None:
-    print("== transport: an echo server and a client as two processes", flush=True)
+    section("transport: an echo server and a client as two processes")
     with Process(
         python_command("examples/transport_echo.py", "serve", "--port", "0"), cwd=ROOT
     ) as server:
@@ -33,18 +42,85 @@ def transport_demo() -> None:
             print(f"  client: {line}")
         if code != 0:
             raise SystemExit(f"client failed with exit code {code}")
-        server.signal(15)
+        server.signal(signal.SIGTERM)
         server.wait_for_line("server stopped")
-        code = server.wait()
-    if code != 0:
-        raise SystemExit(f"server exited with {code}")
+        if server.wait() != 0:
+            raise SystemExit("the echo server did not exit cleanly")
     print("  server said goodbye and exited 0 on SIGTERM")
+
+
+def embedded_demo() -> None:
+    section("agents: an embedded playground with play(workers=[...]), one process")
+    run = Process(python_command("examples/embedded_playground.py"), cwd=ROOT)
+    code = run.wait(timeout=60)
+    for line in run.output().splitlines():
+        print(f"  {line}")
+    if code != 0:
+        raise SystemExit(f"the embedded example failed with exit code {code}")
+
+
+async def conduct(address: str) -> None:
+    conductor = BaseAgent("conductor", role="conductor")
+    await conductor.connect(address)
+    await conductor.broadcast_message(Start(by="conductor"))
+    await conductor.stop()
+
+
+def processes_demo() -> None:
+    section("agents: a playground and three workers, each its own process")
+    started = time.monotonic()
+    children: list[Process] = []
+    try:
+        playground = Process(python_command("-m", "ceylon", "playground", "--port", "0"), cwd=ROOT)
+        children.append(playground)
+        address = playground.wait_for_line(r"^listening on (\S+:\d+)").group(1)
+        print(f"  playground pid {playground.pid} listening on {address}")
+        workers = []
+        for name in ("w1", "w2", "w3"):
+            worker = Process(
+                python_command(
+                    "-m", "ceylon", "worker", "--connect", address,
+                    "--agent", "examples.chat_agents:Chatter", "--name", name,
+                ),
+                cwd=ROOT,
+            )  # fmt: skip
+            children.append(worker)
+            workers.append(worker)
+        for name, worker in zip(("w1", "w2", "w3"), workers, strict=True):
+            worker.wait_for_line(rf"^agent {name} connected")
+            print(f"  worker {name} pid {worker.pid} connected")
+        asyncio.run(conduct(address))
+        print("  conductor broadcast Start; what the workers saw:")
+        for name, worker in zip(("w1", "w2", "w3"), workers, strict=True):
+            for _ in range(2):
+                worker.wait_for_line(rf"^{name}: broadcast from w\d")
+            worker.wait_for_line(rf"^{name}: direct from w\d")
+            for line in worker.lines:
+                if line.startswith(f"{name}: "):
+                    print(f"    {line}")
+        for worker in workers:
+            worker.signal(signal.SIGTERM)
+        codes = [w.wait(timeout=10) for w in workers]
+        playground.signal(signal.SIGTERM)
+        codes.append(playground.wait(timeout=10))
+        if any(codes):
+            raise SystemExit(f"exit codes {codes}")
+        left = [line for line in playground.drain() if " left: " in line]
+        print(
+            f"  {len(left)} workers said goodbye; every process exited 0 "
+            f"({time.monotonic() - started:.1f} s)"
+        )
+    finally:
+        for child in children:
+            child.stop()
 
 
 def main() -> int:
     started = time.monotonic()
     transport_demo()
-    print(f"demo finished in {time.monotonic() - started:.1f} s")
+    embedded_demo()
+    processes_demo()
+    print(f"\ndemo finished in {time.monotonic() - started:.1f} s")
     return 0
 
 
