@@ -247,6 +247,10 @@ class Session:
             if self._forget(message.agent.id) is not None or self.agent.wants_membership:
                 self.agent._agent_left(message.agent, workspace)
         elif isinstance(message, system.Resolved | system.AgentList):
+            if isinstance(message, system.Resolved) and message.agent is not None:
+                # Known from now on: the playground will not introduce it again, and its
+                # messages may follow in this very batch.
+                self._remember(message.agent)
             future = self._requests.pop(message.request, None)
             if future is not None and not future.done():
                 future.set_result(message)

@@ -106,6 +106,46 @@ class Process:
             if match:
                 return match
 
+    def wait_for_lines(self, patterns: list[str], timeout: float = 15.0) -> None:
+        """Wait until every regex in `patterns` matched its own line, in any order.
+
+        Lines printed before the call count too (unlike `wait_for_line`).
+
+        Raises:
+            TimeoutError, RuntimeError: as `wait_for_line`.
+        """
+        deadline = time.monotonic() + timeout
+        pending = [re.compile(p) for p in patterns]
+        checked = 0
+        while True:
+            self.drain()
+            for index in range(checked, len(self.lines)):
+                for regex in pending:
+                    if regex.search(self.lines[index]):
+                        pending.remove(regex)
+                        break
+            checked = len(self.lines)
+            if not pending:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"no lines matching {[r.pattern for r in pending]} from {self.command!r} "
+                    f"in {timeout} s; output so far:\n{self.output()}"
+                )
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                self._queue.put(None)
+                self.popen.wait(timeout=5)
+                raise RuntimeError(
+                    f"{self.command!r} exited with {self.popen.returncode} before printing "
+                    f"lines matching {[r.pattern for r in pending]}; output:\n{self.output()}"
+                )
+            self.lines.append(line)
+
     def drain(self) -> list[str]:
         """Collect every line already printed, without waiting."""
         while True:
@@ -139,8 +179,13 @@ class Process:
             subprocess.TimeoutExpired: it is still running after `timeout`.
         """
         code = self.popen.wait(timeout=timeout)
-        self._reader.join(timeout=timeout)
+        self._close_pipe(timeout)
         return code
+
+    def _close_pipe(self, timeout: float) -> None:
+        self._reader.join(timeout=timeout)
+        if self.popen.stdout is not None and not self._reader.is_alive():
+            self.popen.stdout.close()
 
     def stop(self, timeout: float = 10.0) -> int:
         """Terminate, wait up to `timeout`, then kill; return the exit code."""
@@ -151,9 +196,7 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(timeout=timeout)
-        self._reader.join(timeout=timeout)
-        if self.popen.stdout is not None:
-            self.popen.stdout.close()
+        self._close_pipe(timeout)
         return self.popen.returncode
 
     def __enter__(self) -> Process:

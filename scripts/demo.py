@@ -7,6 +7,7 @@ and stopped (terminate, wait, kill) by its PID.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
 import time
@@ -92,9 +93,13 @@ def processes_demo() -> None:
         asyncio.run(conduct(address))
         print("  conductor broadcast Start; what the workers saw:")
         for name, worker in zip(("w1", "w2", "w3"), workers, strict=True):
-            for _ in range(2):
-                worker.wait_for_line(rf"^{name}: broadcast from w\d")
-            worker.wait_for_line(rf"^{name}: direct from w\d")
+            worker.wait_for_lines(
+                [
+                    rf"^{name}: broadcast from w\d",
+                    rf"^{name}: broadcast from w\d",
+                    rf"^{name}: direct from w\d",
+                ]
+            )
             for line in worker.lines:
                 if line.startswith(f"{name}: "):
                     print(f"    {line}")
@@ -105,7 +110,9 @@ def processes_demo() -> None:
         codes.append(playground.wait(timeout=10))
         if any(codes):
             raise SystemExit(f"exit codes {codes}")
-        left = [line for line in playground.drain() if " left: " in line]
+        left = {
+            m.group(1) for line in playground.drain() if (m := re.search(r"agent (w\d) left", line))
+        }
         print(
             f"  {len(left)} workers said goodbye; every process exited 0 "
             f"({time.monotonic() - started:.1f} s)"
