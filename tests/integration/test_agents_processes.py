@@ -141,8 +141,8 @@ async def test_workers_reconnect_to_a_restarted_playground(spawn: Any) -> None:
     assert await asyncio.to_thread(first.wait, seconds(10)) == 0
     second = spawn("-m", "ceylon", "playground", "--port", port, *BEAT)
     second.wait_for_line(r"^listening on", timeout=seconds(20))
-    await asyncio.to_thread(second.wait_for_line, r"agent A .*joined", seconds(20))
-    await asyncio.to_thread(second.wait_for_line, r"agent B .*joined", seconds(20))
+    joined = [r"agent A .*joined", r"agent B .*joined"]
+    await asyncio.to_thread(second.wait_for_lines, joined, seconds(20))
 
 
 def test_sigterm_and_sigint_end_processes_in_order(spawn: Any) -> None:
