@@ -1,19 +1,22 @@
-"""Running message handlers: in order per sender, concurrently across senders, bounded.
+"""Running handlers: in order per sender, concurrently across senders, bounded.
 
 Every sender gets a queue and, while it has work, one task that runs its messages'
 handlers one after the other, so one sender's messages are handled in the order it sent
 them. A slow handler holds up only its own sender's queue; the read path, heartbeats and
-other senders go on. Work waiting in the queues is bounded per origin (the connection it
-came in on): past `max_pending`, the origin is asked to pause, which turns a flood into
-TCP backpressure; it is released at half. A handler that raises is logged with the
-agent, the message type and the sender, and the next message is handled.
+other senders go on. Work arrives in batches (the messages one frame brought), which
+keeps the per-message cost to the handler call itself.
+
+Work waiting in the queues is bounded per origin (the connection it came in on): past
+`max_pending` messages the origin is asked to pause, which turns a flood into TCP
+backpressure; it is released at half. A handler that raises is logged with the agent,
+the message type and the sender, and the next message is handled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from loguru import logger
@@ -21,38 +24,58 @@ from loguru import logger
 from .handlers import HandlerSpec
 from .peer import AgentDetail
 
-__all__ = ["DEFAULT_MAX_PENDING", "Dispatcher", "invoke"]
+__all__ = ["DEFAULT_MAX_PENDING", "Batch", "Dispatcher", "invoke"]
 
 DEFAULT_MAX_PENDING: Final = 10_000
 
 #: Called with (origin, True) to pause an origin and (origin, False) to release it.
 PressureCallback = Callable[[str, bool], None]
+#: The handlers of one message, and the message (or, for on_connect/on_disconnect, the topic).
+Item = tuple[tuple[HandlerSpec, ...], Any]
 
 
-async def invoke(spec: HandlerSpec, owner: Any, message: Any, sender: AgentDetail, now: int) -> Any:
-    """Call one handler with what it declared.
+def invoke(
+    spec: HandlerSpec, owner: Any, message: Any, sender: AgentDetail, now: int
+) -> Awaitable[Any]:
+    """Start one handler with what it declared; returns what to await.
 
     For on_connect/on_disconnect handlers `message` is the topic.
     """
     func = spec.func
-    args = (message,) if spec.bound else (owner, message)
+    if spec.bound:
+        if spec.kind != "message":
+            return func(message, sender)
+        if spec.wants_time:
+            if spec.wants_agent:
+                return func(message, time=now, agent=sender)
+            return func(message, time=now)
+        return func(message, agent=sender) if spec.wants_agent else func(message)
     if spec.kind != "message":
-        return await func(*args, sender)
+        return func(owner, message, sender)
     if spec.wants_time:
         if spec.wants_agent:
-            return await func(*args, time=now, agent=sender)
-        return await func(*args, time=now)
-    if spec.wants_agent:
-        return await func(*args, agent=sender)
-    return await func(*args)
+            return func(owner, message, time=now, agent=sender)
+        return func(owner, message, time=now)
+    return func(owner, message, agent=sender) if spec.wants_agent else func(owner, message)
+
+
+class Batch:
+    """Messages of one sender that arrived together."""
+
+    __slots__ = ("items", "sender", "now", "origin")
+
+    def __init__(self, items: list[Item], sender: AgentDetail, now: int, origin: str) -> None:
+        self.items = items
+        self.sender = sender
+        self.now = now
+        self.origin = origin
 
 
 class _Queue:
-    __slots__ = ("items", "task")
+    __slots__ = ("batches", "task")
 
     def __init__(self) -> None:
-        self.items: collections.deque[tuple[tuple[HandlerSpec, ...], Any, AgentDetail, int, str]]
-        self.items = collections.deque()
+        self.batches: collections.deque[Batch] = collections.deque()
         self.task: asyncio.Task[None] | None = None
 
 
@@ -76,7 +99,7 @@ class Dispatcher:
         self.max_pending = max_pending
         self._on_pressure = on_pressure
         self._queues: dict[str, _Queue] = {}
-        self._pending: collections.Counter[str] = collections.Counter()
+        self._pending: dict[str, int] = {}
         self._paused: set[str] = set()
         self._closed = False
         self._idle = asyncio.Event()
@@ -96,14 +119,19 @@ class Dispatcher:
         now: int,
         origin: str = "",
     ) -> None:
-        """Queue `message` from `sender` for `specs`, behind that sender's earlier ones."""
-        if self._closed or not specs:
+        """Queue one message from `sender`, behind that sender's earlier ones."""
+        if specs:
+            self.submit_batch([(specs, message)], sender, now, origin)
+
+    def submit_batch(self, items: list[Item], sender: AgentDetail, now: int, origin: str) -> None:
+        """Queue messages from `sender`, in order, behind that sender's earlier ones."""
+        if self._closed or not items:
             return
         queue = self._queues.get(sender.id)
         if queue is None:
             queue = self._queues[sender.id] = _Queue()
-        queue.items.append((specs, message, sender, now, origin))
-        count = self._pending[origin] = self._pending[origin] + 1
+        queue.batches.append(Batch(items, sender, now, origin))
+        count = self._pending[origin] = self._pending.get(origin, 0) + len(items)
         self._idle.clear()
         if count > self.max_pending and origin not in self._paused:
             self._paused.add(origin)
@@ -113,37 +141,43 @@ class Dispatcher:
             queue.task = asyncio.get_running_loop().create_task(self._drain(sender.id, queue))
 
     async def _drain(self, key: str, queue: _Queue) -> None:
-        items = queue.items
+        batches = queue.batches
+        owner = self.owner
         try:
-            while items:
-                specs, message, sender, now, origin = items[0]
-                for spec in specs:
-                    try:
-                        await invoke(spec, self.owner, message, sender, now)
-                    except Exception:
-                        what = type(message).__name__ if spec.kind == "message" else spec.kind
-                        self._log.exception(
-                            "handler {} for {} from {} raised; the agent goes on",
-                            spec.name,
-                            what,
-                            sender.name or sender.id,
-                        )
-                items.popleft()
-                self._done(origin)
+            while batches:
+                batch = batches[0]
+                sender, now = batch.sender, batch.now
+                for specs, message in batch.items:
+                    for spec in specs:
+                        try:
+                            await invoke(spec, owner, message, sender, now)
+                        except Exception:
+                            self._failed(spec, message, sender)
+                batches.popleft()
+                self._done(batch.origin, len(batch.items))
         finally:
             queue.task = None
-            if not items and self._queues.get(key) is queue:
+            if not batches and self._queues.get(key) is queue:
                 del self._queues[key]
 
-    def _done(self, origin: str) -> None:
-        count = self._pending[origin] - 1
-        if count:
-            self._pending[origin] = count
+    def _failed(self, spec: HandlerSpec, message: Any, sender: AgentDetail) -> None:
+        what = type(message).__name__ if spec.kind == "message" else spec.kind
+        self._log.exception(
+            "handler {} for {} from {} raised; the agent goes on",
+            spec.name,
+            what,
+            sender.name or sender.id,
+        )
+
+    def _done(self, origin: str, count: int) -> None:
+        left = self._pending[origin] - count
+        if left:
+            self._pending[origin] = left
         else:
             del self._pending[origin]
             if not self._pending:
                 self._idle.set()
-        if origin in self._paused and count <= self.max_pending // 2:
+        if origin in self._paused and left <= self.max_pending // 2:
             self._paused.discard(origin)
             if self._on_pressure is not None:
                 self._on_pressure(origin, False)

@@ -21,6 +21,7 @@ from transport import Connection, ConnectionClosed, DecodeError, HandshakeError,
 from . import system
 from .config import Settings
 from .errors import AgentNotFoundError, NotConnectedError
+from .link import Link
 from .peer import AgentDetail
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def hello_extra(agent: BaseAgent) -> dict[str, Any]:
     return {"extra_data": dict(agent.extra_data), "subscribe": agent.wants_membership}
 
 
-class Session:
+class Session(Link):
     """The link of one client agent to one playground."""
 
     def __init__(self, agent: BaseAgent, host: str, port: int, settings: Settings) -> None:
@@ -195,15 +196,15 @@ class Session:
         conn = self._conn
         assert conn is not None
         build = conn.build
+        handlers_for = agent._handlers_for
         now = int(time.time() * 1000)
         for group in groups:
-            sender = self.known.get(group.sender)
+            items = []
             for tag, body in group.pairs():
-                if system.is_system(tag):
+                if tag[:11] == system.SYSTEM_PREFIX:
                     self._system(build, tag, body)
-                    sender = self.known.get(group.sender)
                     continue
-                specs = agent._handlers_for(tag, body)
+                specs = handlers_for(tag, body)
                 if not specs:
                     if group.target is not None:
                         self._log.warning("no handler for direct message {} ignored", tag)
@@ -212,17 +213,18 @@ class Session:
                     missing = transport.codec.find_unresolved(body)
                     if missing is not None:
                         self._log.warning(
-                            "dropped {}: nested type {} is not known here", tag, missing
+                            "dropped {}: nested type {} is unknown here", tag, missing
                         )
                         continue
                 try:
-                    message = build(tag, body)
+                    items.append((specs, build(tag, body)))
                 except DecodeError as exc:
                     self._log.warning("dropped an undecodable message: {}", exc)
-                    continue
+            if items:
+                sender = self.known.get(group.sender)
                 if sender is None:  # not introduced: should not happen, stay usable
                     sender = AgentDetail(group.sender, group.sender)
-                agent._submit(specs, message, sender, now, PLAYGROUND_ORIGIN)
+                agent._submit_batch(items, sender, now, PLAYGROUND_ORIGIN)
 
     def _system(self, build: Any, tag: str, body: Any) -> None:
         try:
@@ -271,15 +273,36 @@ class Session:
             raise NotConnectedError(f"agent {self.agent.name!r} is not connected to a playground")
         return conn
 
-    async def broadcast(self, message: Any) -> None:
-        await self._connection().send(message, sender=self.agent.id)
+    @property
+    def congested(self) -> bool:
+        conn = self._conn
+        return conn is not None and conn.writing_paused
 
-    async def send(self, key: str, message: Any) -> None:
-        conn = self._connection()
+    async def drain(self) -> None:
+        await self._connection().drain()
+
+    def broadcast_nowait(self, message: Any) -> None:
+        self._connection().send_nowait(message, sender=self.agent.id)
+
+    def _lookup(self, key: str) -> AgentDetail | None:
         target = self.known.get(key)
         if target is None:
             agent_id = self._names.get(key)
-            target = self.known.get(agent_id) if agent_id is not None else None
+            if agent_id is not None:
+                target = self.known.get(agent_id)
+        return target
+
+    def send_nowait(self, key: str, message: Any) -> bool:
+        conn = self._connection()
+        target = self._lookup(key)
+        if target is None:
+            return False
+        conn.send_nowait(message, target=target.id, sender=self.agent.id)
+        return True
+
+    async def send(self, key: str, message: Any) -> None:
+        conn = self._connection()
+        target = self._lookup(key)
         if target is None:  # not known here (yet): ask the playground
             reply = await self._request(system.Resolve(0, key))
             if reply.agent is None:

@@ -64,7 +64,7 @@ class Row:
 
     @property
     def ratio(self) -> float:
-        return self.ceylon / self.raw if self.raw else float("nan")
+        return self.ceylon / self.raw if self.raw == self.raw and self.raw else float("nan")
 
 
 def transport_suite(args: argparse.Namespace) -> list[Row]:
@@ -118,11 +118,194 @@ def transport_suite(args: argparse.Namespace) -> list[Row]:
     ]
 
 
-SUITES: dict[str, Callable[[argparse.Namespace], list[Row]]] = {"transport": transport_suite}
+AGENT_PEERS = "scripts/benchpeers/agent_peers.py"
+
+
+class Cluster:
+    """Processes of one measurement: a listener (pinned to CPU 0) and peers (CPU 1)."""
+
+    def __init__(self, listener: list[str]) -> None:
+        self.children: list[Process] = []
+        self.listener = self.start(listener, cpu=0)
+        match = self.listener.wait_for_line(r"listening on \S+:(\d+)", timeout=30)
+        self.port = match.group(1)
+
+    def start(self, args: list[str], cpu: int = 1) -> Process:
+        process = Process(python_command(*args), cwd=ROOT)
+        self.children.append(process)
+        pin(process, cpu)
+        return process
+
+    def peer(self, args: list[str], ready: str | None = None) -> Process:
+        process = self.start([*args, "--port", self.port])
+        if ready is not None:
+            process.wait_for_line(ready, timeout=60)
+        return process
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for child in self.children:
+            child.stop()
+
+
+def result_of(process: Process, timeout: float) -> dict[str, float]:
+    line = process.wait_for_line(r"^result ", timeout=timeout)
+    return dict(json.loads(line.string.removeprefix("result ")))
+
+
+def agent_rtt(impl: str, count: int) -> dict[str, float]:
+    if impl == "raw":
+        return run_pair(
+            [TRANSPORT_PEERS, "raw", "echo-server"],
+            [TRANSPORT_PEERS, "raw", "rtt-client", "--count", str(count)],
+            timeout=120,
+        )
+    with Cluster([AGENT_PEERS, "hub"]) as cluster:
+        pinger = cluster.peer([AGENT_PEERS, "pinger", "--target", "hub", "--count", str(count)])
+        return result_of(pinger, 120)
+
+
+def relay_rtt(impl: str, count: int) -> dict[str, float]:
+    if impl == "raw":
+        with Cluster([AGENT_PEERS, "raw-relay"]) as cluster:
+            pair = cluster.peer([AGENT_PEERS, "raw-relay-pair", "--count", str(count)])
+            return result_of(pair, 120)
+    with Cluster([AGENT_PEERS, "hub"]) as cluster:
+        cluster.peer([AGENT_PEERS, "echo"], ready="^ready")
+        pinger = cluster.peer([AGENT_PEERS, "pinger", "--target", "echo", "--count", str(count)])
+        return result_of(pinger, 120)
+
+
+def one_way_to_handler(impl: str, seconds: float) -> float:
+    if impl == "raw":
+        return run_pair(
+            [TRANSPORT_PEERS, "raw", "sink", "--seconds", str(seconds)],
+            [TRANSPORT_PEERS, "raw", "source", "--seconds", str(seconds)],
+            timeout=seconds * 4 + 30,
+        )["msgs_per_s"]
+    with Cluster([AGENT_PEERS, "hub", "--seconds", str(seconds)]) as cluster:
+        cluster.peer([AGENT_PEERS, "source", "--target", "hub", "--seconds", str(seconds),
+                      "--start-at", str(time.time() + 1)])  # fmt: skip
+        return result_of(cluster.listener, seconds * 4 + 30)["msgs_per_s"]
+
+
+def spread(total: int, processes: int) -> list[tuple[int, int]]:
+    """(first index, count) per process, `total` agents over at most `processes`."""
+    processes = min(processes, total)
+    sizes = [total // processes + (i < total % processes) for i in range(processes)]
+    return [(sum(sizes[:i]), size) for i, size in enumerate(sizes)]
+
+
+def fan_out(impl: str, receivers: int, messages: int) -> tuple[float, int, int]:
+    """Deliveries/s of `messages` broadcast to `receivers` agents, and received/expected."""
+    listener = [AGENT_PEERS, "hub"] if impl == "ceylon" else [
+        AGENT_PEERS, "raw-fanout", "--agents", str(receivers)]  # fmt: skip
+    role = "receivers" if impl == "ceylon" else "raw-sinks"
+    with Cluster(listener) as cluster:
+        groups = [
+            cluster.peer([AGENT_PEERS, role, "--agents", str(size), "--first", str(first),
+                          "--count", str(messages), "--seconds", "120"], ready="^ready")
+            for first, size in spread(receivers, 4)
+        ]  # fmt: skip
+        start_at = time.time() + 1.0
+        source = cluster.peer([AGENT_PEERS, "source" if impl == "ceylon" else "raw-source",
+                               "--count", str(messages), "--start-at", str(start_at)])  # fmt: skip
+        results = [result_of(g, 150) for g in groups]
+        result_of(source, 30)
+    received = int(sum(r["received"] for r in results))
+    expected = int(sum(r["expected"] for r in results))
+    elapsed = max(r["last_at"] for r in results) - start_at
+    return received / elapsed, received, expected
+
+
+def connect_many(impl: str, agents: int) -> dict[str, float]:
+    start_at = time.time() + 3.0
+    hub = [AGENT_PEERS, "hub" if impl == "ceylon" else "raw-accept", "--agents", str(agents),
+           "--start-at", str(start_at)]  # fmt: skip
+    with Cluster(hub) as cluster:
+        for first, size in spread(agents, 4):
+            cluster.peer([AGENT_PEERS, "swarm" if impl == "ceylon" else "raw-swarm",
+                          "--agents", str(size), "--first", str(first),
+                          "--start-at", str(start_at)], ready="^ready")  # fmt: skip
+        return result_of(cluster.listener, 120)
+
+
+def idle_cpu(agents: int, seconds: float) -> float:
+    with Cluster([AGENT_PEERS, "hub", "--agents", str(agents), "--seconds", str(seconds)]) as c:
+        for first, size in spread(agents, 2):
+            c.peer([AGENT_PEERS, "swarm", "--agents", str(size), "--first", str(first),
+                    "--start-at", "0"])  # fmt: skip
+        return result_of(c.listener, seconds + 120)["cpu_percent"]
+
+
+def agents_suite(args: argparse.Namespace) -> list[Row]:
+    samples: dict[str, dict[str, list[float]]] = {"raw": {}, "ceylon": {}}
+    lost: list[str] = []
+
+    def add(impl: str, key: str, value: float) -> None:
+        samples[impl].setdefault(key, []).append(value)
+
+    for rep in range(args.repeat):
+        for impl in ("raw", "ceylon"):
+            print(f"  agents, {impl}, run {rep + 1}/{args.repeat}", file=sys.stderr)
+            rtt = agent_rtt(impl, args.rtt_count)
+            add(impl, "rtt50", rtt["p50_us"])
+            add(impl, "rtt99", rtt["p99_us"])
+            relay = relay_rtt(impl, args.rtt_count)
+            add(impl, "relay50", relay["p50_us"])
+            add(impl, "relay99", relay["p99_us"])
+            add(impl, "oneway", one_way_to_handler(impl, args.seconds))
+            for receivers, messages in ((10, 20_000), (100, 4_000)):
+                rate, received, expected = fan_out(impl, receivers, messages)
+                add(impl, f"fan{receivers}", rate)
+                if received != expected:
+                    lost.append(f"{impl} to {receivers}: {expected - received} lost")
+            joined = connect_many(impl, 1000)
+            add(impl, "join", joined["seconds"])
+            add(impl, "rss", joined["rss_mb"])
+    med = {impl: {k: statistics.median(v) for k, v in d.items()} for impl, d in samples.items()}
+    cpu = idle_cpu(100, 10.0)
+    raw, cey = med["raw"], med["ceylon"]
+    zero_lost = not lost
+    rows = [
+        Row("playground<->worker p50", raw["rtt50"], cey["rtt50"], "us", "<= 1.5x raw",
+            lambda r: r <= 1.5),
+        Row("playground<->worker p99", raw["rtt99"], cey["rtt99"], "us", "(reported)",
+            lambda r: True),
+        Row("worker->pg->worker p50", raw["relay50"], cey["relay50"], "us", "(reported)",
+            lambda r: True),
+        Row("worker->pg->worker p99", raw["relay99"], cey["relay99"], "us", "(reported)",
+            lambda r: True),
+        Row("one-way into @on (msg/s)", raw["oneway"], cey["oneway"], "msg/s", ">= 0.5x raw",
+            lambda r: r >= 0.5),
+        Row("broadcast to 10", raw["fan10"], cey["fan10"], "dlv/s", ">= 0.5x, 0 lost",
+            lambda r: r >= 0.5 and zero_lost),
+        Row("broadcast to 100", raw["fan100"], cey["fan100"], "dlv/s", ">= 0.5x, 0 lost",
+            lambda r: r >= 0.5 and zero_lost),
+        Row("1,000 agents join (s)", raw["join"], cey["join"], "s", "< 2 s",
+            lambda r, v=cey["join"]: v < 2.0),
+        Row("playground RSS, 1,000 agents", raw["rss"], cey["rss"], "MB", "< 80 MB",
+            lambda r, v=cey["rss"]: v < 80.0),
+        Row("CPU, 100 idle agents", float("nan"), cpu, "%core", "< 2%",
+            lambda r, v=cpu: v < 2.0),
+    ]  # fmt: skip
+    if lost:
+        print("  LOST: " + "; ".join(lost), file=sys.stderr)
+    return rows
+
+
+SUITES: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
+    "transport": transport_suite,
+    "agents": agents_suite,
+}
 
 
 def fmt(value: float) -> str:
-    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+    if value != value:
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.2f}"
 
 
 def print_table(title: str, rows: list[Row]) -> None:

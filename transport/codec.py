@@ -200,6 +200,8 @@ class TypeRegistry:
         self.by_tag: dict[str, TypeSpec] = {}
         self.by_type: dict[type, TypeSpec] = {}
         self._misses: set[str] = set()  # tags `resolve` found nothing for
+        #: bumped on every registration, so caches keyed by tag know to start over
+        self.version = 0
 
     def register(self, cls: type, tag: str | None = None) -> str:
         """Register `cls` (and the dataclasses/enums its fields name) for decoding.
@@ -237,6 +239,7 @@ class TypeRegistry:
             del self.by_tag[previous.tag]
         spec = _spec_for(cls, tag)
         self._misses.clear()  # a new type may make a missed tag resolvable
+        self.version += 1
         self.by_tag[tag] = spec
         self.by_type[cls] = spec
         return spec

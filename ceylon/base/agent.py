@@ -14,13 +14,14 @@ from loguru import logger
 from transport import PLAIN_TAG, default_registry
 
 from ..config import Settings, parse_address
-from ..dispatch import DEFAULT_MAX_PENDING, Dispatcher
+from ..dispatch import DEFAULT_MAX_PENDING, Dispatcher, Item
 from ..errors import NotConnectedError
 from ..handlers import HandlerSpec, HandlerTable, pattern_matches, validate_handler
+from ..link import Link
 from ..peer import AgentDetail, PeerMode
 from ..session import Session
 
-__all__ = ["Admin", "BaseAgent", "Link", "Worker", "register"]
+__all__ = ["Admin", "BaseAgent", "Worker", "register"]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 T = TypeVar("T", bound=type)
@@ -42,19 +43,6 @@ def register(cls: T | None = None, *, tag: str | None = None) -> Any:
         return klass
 
     return apply if cls is None else apply(cls)
-
-
-class Link:
-    """How an agent reaches the others; a session for a client, the router for an admin."""
-
-    async def broadcast(self, message: Any) -> None:
-        raise NotImplementedError
-
-    async def send(self, key: str, message: Any) -> None:
-        raise NotImplementedError
-
-    async def agents(self) -> list[AgentDetail]:
-        raise NotImplementedError
 
 
 class BaseAgent:
@@ -93,7 +81,9 @@ class BaseAgent:
         self.extra_data: dict[str, Any] = dict(extra_data or {})
         self.id = uuid.uuid4().hex
         self._table = type(self)._ceylon_table.copy()
-        self._link: Link | Session | None = None
+        self._by_tag: dict[str, tuple[HandlerSpec, ...]] = {}  # see _handlers_for
+        self._by_tag_version = -1
+        self._link: Link | None = None
         self._dispatcher: Dispatcher | None = None
         self._run_tasks: set[asyncio.Task[Any]] = set()
         self.max_pending = DEFAULT_MAX_PENDING
@@ -117,6 +107,7 @@ class BaseAgent:
             for t in types:
                 self._table.add(validate_handler(func, "message", bound=True, message_type=t))
                 _register_quietly(t)
+            self._by_tag.clear()
             return func
 
         return decorate
@@ -130,10 +121,18 @@ class BaseAgent:
         """The handlers for a received message, found by its tag before it is built."""
         if tag == PLAIN_TAG:  # a plain value (str, dict, list...) is its own message
             return self._table.for_message(type(body))
-        spec = default_registry.resolve(tag)
-        if spec is None:
-            return ()
-        return self._table.for_message(spec.cls)
+        cache = self._by_tag
+        if self._by_tag_version != default_registry.version:
+            cache.clear()
+            self._by_tag_version = default_registry.version
+        found = cache.get(tag)
+        if found is None:
+            spec = default_registry.resolve(tag)
+            found = self._table.for_message(spec.cls) if spec is not None else ()
+            if len(cache) >= 10_000:  # tags come from peers: keep the cache bounded
+                cache.clear()
+            cache[tag] = found
+        return found
 
     def _submit(
         self,
@@ -145,6 +144,10 @@ class BaseAgent:
     ) -> None:
         if self._dispatcher is not None:
             self._dispatcher.submit(specs, message, sender, now, origin)
+
+    def _submit_batch(self, items: list[Item], sender: AgentDetail, now: int, origin: str) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.submit_batch(items, sender, now, origin)
 
     def _agent_joined(self, detail: AgentDetail, topic: str) -> None:
         self._membership(self._table.connect, detail, topic)
@@ -166,7 +169,7 @@ class BaseAgent:
     def _address(self) -> str:
         return ""
 
-    def _require_link(self) -> Link | Session:
+    def _require_link(self) -> Link:
         if self._link is None:
             raise NotConnectedError(f"agent {self.name!r} is not connected to a playground")
         return self._link
@@ -178,7 +181,10 @@ class BaseAgent:
             NotConnectedError: the agent has no playground.
             EncodeError: the message cannot be encoded.
         """
-        await self._require_link().broadcast(message)
+        link = self._require_link()
+        link.broadcast_nowait(message)
+        if link.congested:
+            await link.drain()
 
     async def send_message(self, target: str, message: Any) -> None:
         """Send `message` to one agent, by id or name.
@@ -188,7 +194,11 @@ class BaseAgent:
             NotConnectedError: the agent has no playground.
             EncodeError: the message cannot be encoded.
         """
-        await self._require_link().send(target, message)
+        link = self._require_link()
+        if not link.send_nowait(target, message):
+            await link.send(target, message)
+        elif link.congested:
+            await link.drain()
 
     async def get_connected_agents(self) -> list[AgentDetail]:
         """The other agents connected now (the playground included, for a client)."""

@@ -25,9 +25,10 @@ from transport import Connection, ConnectionClosed, DecodeError, MessageGroup, P
 from .. import system
 from ..config import DEFAULT_PORT, Settings
 from ..errors import AgentNotFoundError, WorkersMissingError
+from ..link import Link
 from ..peer import AgentDetail, PeerMode
 from ..routing import Directory
-from .agent import BaseAgent, Link
+from .agent import BaseAgent
 
 __all__ = ["BasePlayGround"]
 
@@ -39,12 +40,46 @@ class _RouterLink(Link):
 
     def __init__(self, playground: BasePlayGround) -> None:
         self.playground = playground
+        self._congested: list[Connection] = []
 
-    async def broadcast(self, message: Any) -> None:
-        await self.playground._broadcast_own(message)
+    @property
+    def congested(self) -> bool:
+        return any(conn.writing_paused for conn in self._congested)
+
+    async def drain(self) -> None:
+        congested, self._congested = self._congested, []
+        for conn in congested:
+            with contextlib.suppress(ConnectionClosed):
+                await conn.drain()
+
+    def broadcast_nowait(self, message: Any) -> None:
+        playground = self.playground
+        tag, body = playground._codec.encode(message)
+        for conn in list(playground._conns.values()):
+            if not conn.closed:
+                conn.send_packed_nowait(playground.id, None, tag, body)
+                if conn.writing_paused:
+                    self._congested.append(conn)
+
+    def send_nowait(self, key: str, message: Any) -> bool:
+        playground = self.playground
+        detail = playground.directory.find(key)
+        if detail is None:
+            raise AgentNotFoundError(key)
+        if detail.id == playground.id:
+            playground._deliver_to_self(message)
+            return True
+        conn = playground._conns.get(detail.id)
+        if conn is None or conn.closed:
+            raise AgentNotFoundError(key)
+        conn.send_nowait(message, target=detail.id, sender=playground.id)
+        if conn.writing_paused:
+            self._congested.append(conn)
+        return True
 
     async def send(self, key: str, message: Any) -> None:
-        await self.playground._send_own(key, message)
+        self.send_nowait(key, message)
+        await self.drain()
 
     async def agents(self) -> list[AgentDetail]:
         return [m.detail for m in self.playground.directory]
@@ -386,33 +421,31 @@ class BasePlayGround(BaseAgent):
         self, origin: AgentDetail, group: MessageGroup, now: int, *, direct: bool
     ) -> None:
         build = self._codec.build
+        handlers_for = self._handlers_for
+        items = []
         for tag, body in group.pairs():
-            if system.is_system(tag):
+            if tag[:11] == system.SYSTEM_PREFIX:
                 if direct:
                     self._answer(origin, build, tag, body)
                 continue
-            specs = self._handlers_for(tag, body)
+            specs = handlers_for(tag, body)
             if not specs:
                 if direct:
                     self._log.warning("no handler for direct message {} from {}", tag, origin.name)
                 continue
-            missing = (
-                transport.codec.find_unresolved(body) if group.unresolved is not None else None
-            )
-            if missing is not None:
-                self._log.warning(
-                    "dropped {} from {}: nested type {} is not known here",
-                    tag,
-                    origin.name,
-                    missing,
-                )
-                continue
+            if group.unresolved is not None:
+                missing = transport.codec.find_unresolved(body)
+                if missing is not None:
+                    self._log.warning(
+                        "dropped {} from {}: nested type {} is unknown", tag, origin.name, missing
+                    )
+                    continue
             try:
-                message = build(tag, body)
+                items.append((specs, build(tag, body)))
             except DecodeError as exc:
                 self._log.warning("dropped a message from {}: {}", origin.name, exc)
-                continue
-            self._submit(specs, message, origin, now, origin.id)
+        if items:
+            self._submit_batch(items, origin, now, origin.id)
 
     def _answer(self, origin: AgentDetail, build: Any, tag: str, body: Any) -> None:
         conn = self._conns.get(origin.id)
@@ -463,32 +496,10 @@ class BasePlayGround(BaseAgent):
 
     # -- the playground's own messages ------------------------------------------------
 
-    async def _broadcast_own(self, message: Any) -> None:
+    def _deliver_to_self(self, message: Any) -> None:
         tag, body = self._codec.encode(message)
-        congested = []
-        for conn in list(self._conns.values()):
-            if conn.closed:
-                continue
-            conn.send_packed_nowait(self.id, None, tag, body)
-            if conn.writing_paused:
-                congested.append(conn)
-        for conn in congested:
-            with contextlib.suppress(ConnectionClosed):
-                await conn.drain()
-
-    async def _send_own(self, key: str, message: Any) -> None:
-        detail = self.directory.find(key)
-        if detail is None:
-            raise AgentNotFoundError(key)
-        if detail.id == self.id:
-            tag, body = self._codec.encode(message)
-            specs = self._handlers_for(tag, self._codec.unpack(body))
-            self._submit(specs, message, self.details(), int(time.time() * 1000), "")
-            return
-        conn = self._conns.get(detail.id)
-        if conn is None or conn.closed:
-            raise AgentNotFoundError(key)
-        await conn.send(message, target=detail.id, sender=self.id)
+        specs = self._handlers_for(tag, self._codec.unpack(body))
+        self._submit(specs, message, self.details(), int(time.time() * 1000), "")
 
 
 def _call_safely(callback: JoinCallback, detail: AgentDetail, log: Any) -> None:
