@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import importlib
 import ipaddress
+import json
 import os
 import signal
 import sys
@@ -107,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--name", default=None, help="agent name (default: CLASS-PID)")
     wk.add_argument("--role", default=None, help="agent role (default: the class's own)")
     wk.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra keyword for the agent class (repeatable; VALUE is JSON if it parses), "
+        "e.g. --option max_concurrent_tasks=10",
+    )
+    wk.add_argument(
         "--no-reconnect",
         action="store_true",
         help="exit when the playground goes away instead of reconnecting",
@@ -128,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Plugins ``ceylon playground --plugin NAME`` can host: name -> "module:factory".
-PLUGINS: dict[str, str] = {}
+PLUGINS: dict[str, str] = {"tasks": "ceylon.task.plugin:attach"}
 #: Extra subcommands: functions that add a subparser to the given subparsers action.
 COMMANDS: list[Callable[[Any], None]] = []
 
@@ -224,6 +233,14 @@ def _make_agent(args: argparse.Namespace) -> BaseAgent:
     kwargs: dict[str, Any] = {"name": name}
     if args.role is not None:
         kwargs["role"] = args.role
+    for option in args.option:
+        key, sep, value = option.partition("=")
+        if not sep or not key.isidentifier():
+            raise SystemExit(f"error: --option takes KEY=VALUE, got {option!r}")
+        try:
+            kwargs[key] = json.loads(value)
+        except ValueError:
+            kwargs[key] = value
     agent = cls(**kwargs)
     if not isinstance(agent, BaseAgent):
         raise SystemExit(f"error: {args.agent} did not make a ceylon agent")

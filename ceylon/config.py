@@ -9,9 +9,19 @@ from typing import Final
 
 import transport
 
-__all__ = ["DEFAULT_PORT", "Settings", "parse_address"]
+__all__ = ["DEFAULT_PORT", "Settings", "default_port", "parse_address"]
 
 DEFAULT_PORT: Final = 8888
+
+
+def default_port() -> int:
+    """``CEYLON_PORT`` from the environment, else 8888 (the tutorials' port).
+
+    Raises:
+        ValueError: ``CEYLON_PORT`` is not a number.
+    """
+    value = os.environ.get("CEYLON_PORT")
+    return int(value) if value else DEFAULT_PORT
 
 
 def parse_address(address: str | tuple[str, int]) -> tuple[str, int]:

@@ -23,10 +23,11 @@ import transport
 from transport import Connection, ConnectionClosed, DecodeError, MessageGroup, PeerInfo
 
 from .. import system
-from ..config import DEFAULT_PORT, Settings
-from ..errors import AgentNotFoundError, WorkersMissingError
+from ..config import Settings, default_port
+from ..errors import AgentNotFoundError, PluginError, WorkersMissingError
 from ..link import Link
 from ..peer import AgentDetail, PeerMode
+from ..plugin import Plugin
 from ..routing import Directory
 from .agent import BaseAgent
 
@@ -90,7 +91,8 @@ class BasePlayGround(BaseAgent):
 
     Args:
         name: the playground's agent name.
-        port: where to listen; 0 picks a free port (then read `port`).
+        port: where to listen; 0 picks a free port (then read `port`). By default 8888,
+            or ``CEYLON_PORT`` from the environment.
         host: interface to bind (loopback by default).
         workspace: agents must name the same workspace.
         token: shared secret agents must prove they know (``CEYLON_TOKEN`` otherwise).
@@ -102,7 +104,7 @@ class BasePlayGround(BaseAgent):
     def __init__(
         self,
         name: str = "playground",
-        port: int = DEFAULT_PORT,
+        port: int | None = None,
         host: str = "127.0.0.1",
         workspace: str = "default",
         token: str | None = None,
@@ -117,7 +119,7 @@ class BasePlayGround(BaseAgent):
         kwargs.pop("mode", None)
         super().__init__(name, PeerMode.ADMIN, role, **kwargs)
         self.host = host
-        self.requested_port = port
+        self.requested_port = default_port() if port is None else port
         self.settings = Settings(
             workspace=workspace,
             token=token,
@@ -135,7 +137,9 @@ class BasePlayGround(BaseAgent):
         self._join_callbacks: list[JoinCallback] = []
         self._leave_callbacks: list[JoinCallback] = []
         self._finished = False
-        self._link = _RouterLink(self)
+        self._router = _RouterLink(self)
+        self._link = self._router
+        self.plugins: list[Plugin] = []
 
     # -- where -----------------------------------------------------------------------
 
@@ -187,6 +191,8 @@ class BasePlayGround(BaseAgent):
         )
         self.directory.own = self.details()
         self._log.info("listening on {}", self.address)
+        for plugin in self.plugins:
+            await plugin.start()
         self._start_run_loops()
 
     async def finish(self) -> None:
@@ -201,6 +207,11 @@ class BasePlayGround(BaseAgent):
             task.cancel()
         if self._holds:
             await asyncio.wait(self._holds)
+        for plugin in self.plugins:
+            try:
+                await plugin.stop()
+            except Exception:
+                self._log.exception("plugin {} failed to stop", plugin.name)
         await self._stop_running()
         self._log.info("playground {} finished", self.name)
 
@@ -243,6 +254,27 @@ class BasePlayGround(BaseAgent):
             await self.finish()
 
     # -- membership ------------------------------------------------------------------
+
+    def add_plugin(self, plugin: Plugin) -> Plugin:
+        """Host `plugin`: it attaches now, starts with the playground and stops with it."""
+        if any(p.name == plugin.name for p in self.plugins):
+            raise PluginError(plugin.name, "a plugin of that name is already hosted")
+        plugin.attach(self)
+        self.plugins.append(plugin)
+        self.add_join_callback(plugin.agent_joined, plugin.agent_left)
+        return plugin
+
+    def send_message_nowait(self, target: str, message: Any) -> None:
+        """Queue a direct message without waiting (for plugins reacting on the read path).
+
+        Raises:
+            AgentNotFoundError: no connected agent has that id or name.
+        """
+        self._router.send_nowait(target, message)
+
+    def broadcast_message_nowait(self, message: Any) -> None:
+        """Queue a broadcast to every agent without waiting."""
+        self._router.broadcast_nowait(message)
 
     def add_join_callback(self, on_join: JoinCallback, on_leave: JoinCallback) -> None:
         """Call `on_join`/`on_leave` (synchronously) as agents join and leave (plugins)."""

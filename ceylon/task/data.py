@@ -1,0 +1,180 @@
+"""The task processor's data: tasks, groups, goals and the messages about them.
+
+Import path and field names are those of the original framework's tutorial
+(``from ceylon.task.data import TaskMessage, TaskGroup, TaskGroupGoal, GoalStatus,
+TaskStatus``). `TaskMessage` is keyword-only, so a tutorial-style subclass such as
+``CustomTask(TaskMessage)`` may add required fields of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from transport import default_registry
+
+__all__ = [
+    "GoalStatus",
+    "GroupAccepted",
+    "GroupDone",
+    "SubmitGroup",
+    "TaskGroup",
+    "TaskGroupGoal",
+    "TaskMessage",
+    "TaskRequest",
+    "TaskStatus",
+    "TaskStatusUpdate",
+]
+
+
+class TaskStatus(enum.Enum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class GoalStatus(enum.Enum):
+    NOT_STARTED = "not_started"
+    IN_PROGRESS = "in_progress"
+    ACHIEVED = "achieved"
+    FAILED = "failed"
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclasses.dataclass(kw_only=True)
+class TaskMessage:
+    """One unit of work, sent to a worker whose role is `required_role`."""
+
+    task_id: str = dataclasses.field(default_factory=_new_id)
+    name: str = ""
+    description: str = ""
+    duration: float = 0.0
+    required_role: str = ""
+    parent_id: str | None = None
+    group_id: str | None = None
+    subtask_ids: set[str] = dataclasses.field(default_factory=set)
+    assigned_to: str | None = None
+    completed: bool = False
+    start_time: float | None = None
+    end_time: float | None = None
+    max_concurrent: int = 3
+    status: TaskStatus = TaskStatus.PENDING
+    metadata: dict[str, Any] | None = None
+    result: Any = None
+
+
+#: Decides whether a group's goal is met: (task groups by task_id, completed tasks by task_id).
+GoalCheck = Callable[[dict[str, "TaskGroup"], dict[str, TaskMessage]], bool]
+
+
+@dataclasses.dataclass
+class TaskGroupGoal:
+    """A condition over the completed tasks; the group's goal is ACHIEVED when it first holds.
+
+    It lives in the playground (it holds a function), never on the wire.
+    """
+
+    name: str
+    description: str
+    check_condition: GoalCheck
+    success_message: str = ""
+    failure_message: str = ""
+    status: GoalStatus = GoalStatus.NOT_STARTED
+
+
+@dataclasses.dataclass(kw_only=True)
+class TaskGroup:
+    """Tasks that belong together, with a goal, dependencies and a priority.
+
+    Attributes:
+        dependencies: task_id -> the task_ids (of this group) it must wait for.
+        depends_on: task_ids of the groups that must complete before this one starts.
+        required_by: task_ids of the groups waiting for this one (filled in for you).
+        priority: higher first.
+    """
+
+    task_id: str = dataclasses.field(default_factory=_new_id)
+    name: str = ""
+    description: str = ""
+    subtasks: list[TaskMessage] = dataclasses.field(default_factory=list)
+    goal: TaskGroupGoal | None = None
+    id: str = dataclasses.field(default_factory=_new_id)
+    dependencies: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    depends_on: list[str] = dataclasses.field(default_factory=list)
+    required_by: list[str] = dataclasses.field(default_factory=list)
+    status: TaskStatus = TaskStatus.PENDING
+    priority: int = 1
+
+
+@dataclasses.dataclass
+class TaskRequest:
+    """A worker asks for work (sent when it has free slots)."""
+
+    worker_id: str
+    role: str
+    capacity: int
+
+
+@dataclasses.dataclass
+class TaskStatusUpdate:
+    """A worker reports on a task: started, completed (with its result) or failed."""
+
+    task_id: str
+    status: TaskStatus
+    worker: str = ""
+    result: Any = None
+    error: str | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+
+
+@dataclasses.dataclass
+class SubmitGroup:
+    """Ask a playground hosting the task plugin to run a group (no goal: it stays with you).
+
+    The playground answers `GroupAccepted`, then forwards every `TaskStatusUpdate` of the
+    group's tasks and finally a `GroupDone`.
+    """
+
+    request: int
+    name: str
+    description: str
+    tasks: list[TaskMessage]
+    dependencies: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    depends_on: list[str] = dataclasses.field(default_factory=list)
+    priority: int = 1
+    group_id: str = ""
+
+
+@dataclasses.dataclass
+class GroupAccepted:
+    request: int
+    group_id: str
+    error: str | None = None
+
+
+@dataclasses.dataclass
+class GroupDone:
+    group_id: str
+    status: TaskStatus
+
+
+_TAGS: list[tuple[type, str]] = [
+    (TaskStatus, "ceylon.task.TaskStatus"),
+    (GoalStatus, "ceylon.task.GoalStatus"),
+    (TaskMessage, "ceylon.task.TaskMessage"),
+    (TaskRequest, "ceylon.task.TaskRequest"),
+    (TaskStatusUpdate, "ceylon.task.TaskStatusUpdate"),
+    (SubmitGroup, "ceylon.task.SubmitGroup"),
+    (GroupAccepted, "ceylon.task.GroupAccepted"),
+    (GroupDone, "ceylon.task.GroupDone"),
+]
+for _cls, _tag in _TAGS:
+    default_registry.register(_cls, tag=_tag)

@@ -1,0 +1,267 @@
+"""Task groups, dependencies and goals, sans-I/O: events in, newly runnable tasks out.
+
+A task becomes *ready* when its group may start (every group it ``depends_on`` has
+completed) and every task it depends on (``TaskGroup.dependencies``) has completed. A
+task ends exactly once: COMPLETED, or FAILED (its own error, or a dependency that
+failed). A group is IN_PROGRESS from its first started task, COMPLETED when all its
+tasks completed, FAILED when all ended and one failed. A goal is checked as completions
+arrive and flips to ACHIEVED the first time its condition holds, while the other tasks
+carry on; if the group ends without that, the goal is FAILED.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+from .data import GoalStatus, TaskGroup, TaskGroupGoal, TaskMessage, TaskStatus
+
+__all__ = ["TaskManager"]
+
+
+@dataclasses.dataclass
+class _GroupState:
+    waiting_on: set[str]  # groups that must complete first
+    open_tasks: int
+    failed: bool = False
+    started: bool = False
+
+
+class TaskManager:
+    """Tracks every group and task the playground was given."""
+
+    def __init__(self) -> None:
+        #: every group, by its ``task_id``; the objects given, updated in place
+        self.task_groups: dict[str, TaskGroup] = {}
+        #: every task, by ``task_id``
+        self.tasks: dict[str, TaskMessage] = {}
+        self.completed_tasks: dict[str, TaskMessage] = {}
+        self.failed_tasks: dict[str, TaskMessage] = {}
+        self.errors: dict[str, str] = {}
+        self._groups: dict[str, _GroupState] = {}
+        self._group_of: dict[str, str] = {}
+        self._blocked_by: dict[str, set[str]] = {}  # task -> unfinished tasks it needs
+        self._dependents: dict[str, list[str]] = {}  # task -> tasks that need it
+        self._released: set[str] = set()  # tasks handed out as ready
+
+    @staticmethod
+    def create_task_group(
+        name: str,
+        description: str,
+        subtasks: list[TaskMessage],
+        goal: TaskGroupGoal | None = None,
+        dependencies: dict[str, list[str]] | None = None,
+        depends_on: list[str] | None = None,
+        priority: int = 1,
+    ) -> TaskGroup:
+        """A new group with a fresh ``task_id``; each subtask's ``group_id`` is set to it."""
+        group = TaskGroup(
+            name=name,
+            description=description,
+            subtasks=list(subtasks),
+            goal=goal,
+            dependencies=dict(dependencies or {}),
+            depends_on=list(depends_on or []),
+            priority=priority,
+        )
+        for task in group.subtasks:
+            task.group_id = group.task_id
+        return group
+
+    # -- adding -----------------------------------------------------------------------
+
+    def add_groups(self, groups: Iterable[TaskGroup]) -> list[TaskMessage]:
+        """Take groups in; return the tasks that may run now.
+
+        Raises:
+            ValueError: a duplicate task or group id, or a dependency on a task that is not
+                in the group.
+        """
+        groups = list(groups)
+        for group in groups:
+            self._check(group)
+        for group in groups:
+            self.task_groups[group.task_id] = group
+            for task in group.subtasks:
+                task.group_id = group.task_id
+                self.tasks[task.task_id] = task
+                self._group_of[task.task_id] = group.task_id
+            waiting = {g for g in group.depends_on if not self._group_done(g)}
+            self._groups[group.task_id] = _GroupState(waiting, len(group.subtasks))
+            for other in group.depends_on:
+                upstream = self.task_groups.get(other)
+                if upstream is not None and group.task_id not in upstream.required_by:
+                    upstream.required_by.append(group.task_id)
+            for task in group.subtasks:
+                needs = set(group.dependencies.get(task.task_id, ()))
+                self._blocked_by[task.task_id] = {t for t in needs if t not in self.completed_tasks}
+                for need in needs:
+                    self._dependents.setdefault(need, []).append(task.task_id)
+        ready: list[TaskMessage] = []
+        for group in groups:
+            if not group.subtasks:
+                self._finish_group(group.task_id, ready)
+        for group in groups:
+            ready += self._release(group.task_id)
+        return ready
+
+    def _check(self, group: TaskGroup) -> None:
+        if group.task_id in self.task_groups:
+            raise ValueError(f"task group {group.task_id!r} was already added")
+        ids = [t.task_id for t in group.subtasks]
+        if len(set(ids)) != len(ids) or any(i in self.tasks for i in ids):
+            raise ValueError(f"task group {group.name!r} repeats a task_id")
+        for task_id, needs in group.dependencies.items():
+            for need in [task_id, *needs]:
+                if need not in ids:
+                    raise ValueError(
+                        f"task group {group.name!r}: dependency on {need!r}, not one of its tasks"
+                    )
+
+    def _group_done(self, group_id: str) -> bool:
+        group = self.task_groups.get(group_id)
+        return group is not None and group.status is TaskStatus.COMPLETED
+
+    def _release(self, group_id: str) -> list[TaskMessage]:
+        """Every task of a group that may start now (the group's upstream is done)."""
+        if self._groups[group_id].waiting_on:
+            return []
+        return [t for t in self.task_groups[group_id].subtasks if self._releasable(t.task_id)]
+
+    def _releasable(self, task_id: str) -> bool:
+        task = self.tasks[task_id]
+        if (
+            task_id in self._released
+            or self._blocked_by.get(task_id)
+            or task.status is not TaskStatus.PENDING
+            or self._groups[self._group_of[task_id]].waiting_on
+        ):
+            return False
+        self._released.add(task_id)
+        return True
+
+    # -- events -----------------------------------------------------------------------
+
+    def started(self, task_id: str, worker: str) -> None:
+        """A task was handed to `worker`."""
+        task = self.tasks[task_id]
+        task.status = TaskStatus.IN_PROGRESS
+        task.assigned_to = worker
+        state = self._groups[self._group_of[task_id]]
+        if not state.started:
+            state.started = True
+            group = self.task_groups[self._group_of[task_id]]
+            group.status = TaskStatus.IN_PROGRESS
+            if group.goal is not None and group.goal.status is GoalStatus.NOT_STARTED:
+                group.goal.status = GoalStatus.IN_PROGRESS
+
+    def requeued(self, task_id: str) -> None:
+        """A task goes back to waiting (its worker left, or it is retried)."""
+        task = self.tasks[task_id]
+        task.status = TaskStatus.PENDING
+        task.assigned_to = None
+
+    def completed(
+        self,
+        task_id: str,
+        result: Any = None,
+        start_time: float | None = None,
+        end_time: float | None = None,
+    ) -> list[TaskMessage]:
+        """A task completed; return the tasks that may run now.
+
+        Raises:
+            KeyError: unknown task. A task that already ended is left as it was.
+        """
+        task = self.tasks[task_id]
+        if task.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+            return []
+        task.status = TaskStatus.COMPLETED
+        task.completed = True
+        task.result = result
+        task.start_time = start_time
+        task.end_time = end_time
+        self.completed_tasks[task_id] = task
+        ready: list[TaskMessage] = []
+        for dependent in self._dependents.get(task_id, ()):
+            blocked = self._blocked_by.get(dependent)
+            if blocked is not None:
+                blocked.discard(task_id)
+                if not blocked and self._releasable(dependent):
+                    ready.append(self.tasks[dependent])
+        group_id = self._group_of[task_id]
+        self._check_goal(self.task_groups[group_id])
+        self._task_ended(group_id, ready)
+        return ready
+
+    def failed(self, task_id: str, error: str) -> list[TaskMessage]:
+        """A task failed for good; whatever needs it fails too. Returns newly ready tasks.
+
+        Raises:
+            KeyError: unknown task.
+        """
+        ready: list[TaskMessage] = []
+        self._fail(task_id, error, ready)
+        return ready
+
+    def _fail(self, task_id: str, error: str, ready: list[TaskMessage]) -> None:
+        task = self.tasks[task_id]
+        if task.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+            return
+        task.status = TaskStatus.FAILED
+        self.failed_tasks[task_id] = task
+        self.errors[task_id] = error
+        group_id = self._group_of[task_id]
+        self._groups[group_id].failed = True
+        self._task_ended(group_id, ready)
+        for dependent in self._dependents.get(task_id, ()):
+            self._fail(dependent, f"dependency {task_id} failed: {error}", ready)
+
+    def _task_ended(self, group_id: str, ready: list[TaskMessage]) -> None:
+        state = self._groups[group_id]
+        state.open_tasks -= 1
+        if state.open_tasks == 0:
+            self._finish_group(group_id, ready)
+
+    def _finish_group(self, group_id: str, ready: list[TaskMessage]) -> None:
+        state = self._groups[group_id]
+        group = self.task_groups[group_id]
+        group.status = TaskStatus.FAILED if state.failed else TaskStatus.COMPLETED
+        goal = group.goal
+        if goal is not None and goal.status is not GoalStatus.ACHIEVED:
+            self._check_goal(group)
+            if not _achieved(goal):  # (a function: mypy would keep `status` narrowed)
+                goal.status = GoalStatus.FAILED
+        for other_id, other in self._groups.items():
+            if group_id in other.waiting_on:
+                if group.status is TaskStatus.COMPLETED:
+                    other.waiting_on.discard(group_id)
+                    ready += self._release(other_id)
+                else:
+                    for task in self.task_groups[other_id].subtasks:
+                        self._fail(task.task_id, f"group {group.name!r} failed", ready)
+
+    def _check_goal(self, group: TaskGroup) -> None:
+        goal = group.goal
+        if goal is None or goal.status in (GoalStatus.ACHIEVED, GoalStatus.FAILED):
+            return
+        if goal.check_condition(self.task_groups, self.completed_tasks):
+            goal.status = GoalStatus.ACHIEVED
+
+    # -- questions --------------------------------------------------------------------
+
+    def group_of(self, task_id: str) -> TaskGroup:
+        return self.task_groups[self._group_of[task_id]]
+
+    @property
+    def unfinished(self) -> int:
+        """Tasks that have not ended yet."""
+        return len(self.tasks) - len(self.completed_tasks) - len(self.failed_tasks)
+
+    def all_done(self) -> bool:
+        return self.unfinished == 0
+
+
+def _achieved(goal: TaskGroupGoal) -> bool:
+    return goal.status is GoalStatus.ACHIEVED

@@ -1,0 +1,83 @@
+"""`TaskPlayGround`: a playground hosting the task plugin, with the tutorial's API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..base.playground import BasePlayGround
+from .data import TaskGroup, TaskMessage
+from .manager import TaskManager
+from .plugin import TaskPlugin
+from .stats import TaskStatistics
+
+__all__ = ["TaskPlayGround"]
+
+
+class TaskPlayGround(BasePlayGround):
+    """A playground that runs task groups on its `TaskExecutionAgent` workers.
+
+    Args:
+        name, port, **kwargs: as `BasePlayGround`.
+        max_retries: how many more times a task that raised is tried.
+        role_timeout: seconds a task may wait for a worker of its role to exist before it
+            fails; None (the default) waits, with a warning.
+    """
+
+    def __init__(
+        self,
+        name: str = "task_playground",
+        port: int | None = None,
+        *,
+        max_retries: int = 0,
+        role_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name=name, port=port, **kwargs)
+        self.task_plugin = TaskPlugin(max_retries=max_retries, role_timeout=role_timeout)
+        self.add_plugin(self.task_plugin)
+
+    @property
+    def task_manager(self) -> TaskManager:
+        """The groups (``task_manager.task_groups``) and tasks, updated as work progresses."""
+        return self.task_plugin.manager
+
+    async def assign_task_groups(self, groups: list[TaskGroup]) -> None:
+        """Start running `groups` (in dependency and priority order) on the workers.
+
+        Raises:
+            ValueError: a duplicate id or a dependency outside its group.
+        """
+        self.task_plugin.add_groups(list(groups))
+
+    async def wait_for_completion(self, timeout: float | None = None) -> None:
+        """Wait until every task given so far has ended (completed or failed).
+
+        Raises:
+            TimeoutError: `timeout` passed first.
+        """
+        await self.task_plugin.wait_for_completion(timeout)
+
+    def get_completed_tasks(self) -> dict[str, TaskMessage]:
+        """Completed tasks by task_id (with ``completed``, times, ``assigned_to``, ``result``)."""
+        return dict(self.task_manager.completed_tasks)
+
+    def get_failed_tasks(self) -> dict[str, TaskMessage]:
+        return dict(self.task_manager.failed_tasks)
+
+    def get_task_results(self) -> dict[str, Any]:
+        """The result of every completed task, by task_id."""
+        return {task_id: task.result for task_id, task in self.task_manager.completed_tasks.items()}
+
+    def get_task_errors(self) -> dict[str, str]:
+        """Why each failed task failed, by task_id."""
+        return dict(self.task_manager.errors)
+
+    def statistics(self) -> TaskStatistics:
+        """Counts, per-worker counts, average and p95 duration, throughput."""
+        return self.task_plugin.statistics()
+
+    async def print_all_statistics(self) -> TaskStatistics:
+        """Print the statistics (and return them)."""
+        stats = self.statistics()
+        print("\n".join(["Task statistics:", *stats.lines()]), flush=True)
+        return stats

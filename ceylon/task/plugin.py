@@ -1,0 +1,267 @@
+"""The task plugin: the glue between the sans-I/O core and the playground.
+
+Workers are agents that declare ``task_worker`` and ``max_concurrent_tasks`` in their
+extra data (`TaskExecutionAgent` does). Ready tasks go to them as they have room; their
+`TaskStatusUpdate`s come back to this plugin's handler. Everything that decides lives in
+`TaskManager` and `Assigner`; this module only turns their decisions into messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from ..errors import AgentNotFoundError
+from ..peer import AgentDetail
+from ..plugin import Plugin
+from .assign import Assigner, Assignment
+from .data import (
+    GroupAccepted,
+    GroupDone,
+    SubmitGroup,
+    TaskGroup,
+    TaskMessage,
+    TaskStatus,
+    TaskStatusUpdate,
+)
+from .manager import TaskManager
+from .stats import TaskStatistics, summarize
+
+if TYPE_CHECKING:
+    from ..base.playground import BasePlayGround
+
+__all__ = ["TaskPlugin", "attach"]
+
+WATCH_INTERVAL = 1.0
+
+
+class TaskPlugin(Plugin):
+    """Runs task groups on the workers connected to a playground.
+
+    Args:
+        max_retries: how many more times a task that raised is tried.
+        role_timeout: seconds a ready task may wait for a worker of its role to exist;
+            then it fails with a clear error. None waits for ever (with a warning).
+    """
+
+    name = "tasks"
+
+    def __init__(self, max_retries: int = 0, role_timeout: float | None = None) -> None:
+        super().__init__()
+        self.manager = TaskManager()
+        self.assigner = Assigner(max_retries)
+        self.role_timeout = role_timeout
+        self._names: dict[str, str] = {}  # worker id -> name
+        self._watchers: dict[str, str] = {}  # group id -> id of the agent that submitted it
+        self._changed = asyncio.Event() if _in_loop() else None
+        self._watch: asyncio.Task[None] | None = None
+        self._orphaned_since: dict[str, float] = {}
+        self._warned: set[str] = set()
+        self._log = logger.bind(agent="tasks")
+
+    def attach(self, playground: BasePlayGround) -> None:
+        super().attach(playground)
+        playground.on(TaskStatusUpdate)(self._on_update)
+        playground.on(SubmitGroup)(self._on_submit)
+
+    @property
+    def _pg(self) -> BasePlayGround:
+        assert self.playground is not None, "the plugin is not attached to a playground"
+        return self.playground
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        self._watch = asyncio.get_running_loop().create_task(self._watch_roles())
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.wait({self._watch})
+            self._watch = None
+
+    # -- workers ----------------------------------------------------------------------
+
+    def agent_joined(self, agent: AgentDetail) -> None:
+        extra = agent.extra_data
+        if not extra.get("task_worker"):
+            return
+        self._names[agent.id] = agent.name
+        capacity = int(extra.get("max_concurrent_tasks") or 1)
+        self._log.info("worker {} ({}) offers {} slot(s)", agent.name, agent.role, capacity)
+        self._dispatch(self.assigner.join(agent.id, agent.role, capacity))
+
+    def agent_left(self, agent: AgentDetail) -> None:
+        returned, assignments = self.assigner.leave(agent.id)
+        for task_id in returned:
+            self.manager.requeued(task_id)
+        if returned:
+            self._log.warning(
+                "worker {} left holding {} task(s); they go to other workers",
+                agent.name,
+                len(returned),
+            )
+        self._dispatch(assignments)
+        self._notify()
+
+    # -- tasks ------------------------------------------------------------------------
+
+    def add_groups(self, groups: list[TaskGroup]) -> None:
+        """Take task groups in and hand out what can run now."""
+        ready = self.manager.add_groups(groups)
+        self._ready(ready)
+        self._notify()
+
+    def _ready(self, tasks: list[TaskMessage]) -> None:
+        roles = set()
+        for task in tasks:
+            self.assigner.add(
+                task.task_id, task.required_role, self.manager.group_of(task.task_id).priority
+            )
+            roles.add(task.required_role)
+        for role in roles:
+            self._dispatch(self.assigner.assign(role))
+
+    def _dispatch(self, assignments: list[Assignment]) -> None:
+        for task_id, worker_id in assignments:
+            task = self.manager.tasks[task_id]
+            self.manager.started(task_id, self._names.get(worker_id, worker_id))
+            try:
+                self._pg.send_message_nowait(worker_id, task)
+            except AgentNotFoundError:
+                pass  # it is leaving: agent_left gives the task back
+
+    async def _on_update(self, update: TaskStatusUpdate, agent: AgentDetail) -> None:
+        task_id = update.task_id
+        if task_id not in self.manager.tasks:
+            self._log.warning("update for unknown task {} from {}", task_id, agent.name)
+            return
+        if update.status is TaskStatus.COMPLETED:
+            accepted, assignments = self.assigner.completed(task_id, agent.id)
+            if accepted:
+                ready = self.manager.completed(
+                    task_id, update.result, update.start_time, update.end_time
+                )
+                self._dispatch(assignments)
+                self._ready(ready)
+                self._report(task_id, update)
+        elif update.status is TaskStatus.FAILED:
+            outcome, assignments = self.assigner.failed(task_id, agent.id)
+            if outcome == "retry":
+                self.manager.requeued(task_id)
+                self._log.info(
+                    "task {} failed on {}, retrying: {}", task_id, agent.name, update.error
+                )
+            elif outcome == "failed":
+                self._log.warning("task {} failed on {}: {}", task_id, agent.name, update.error)
+                ready = self.manager.failed(task_id, update.error or "failed")
+                self._ready(ready)
+                self._report(task_id, update)
+            self._dispatch(assignments)
+        self._notify()
+
+    def _report(self, task_id: str, update: TaskStatusUpdate) -> None:
+        group = self.manager.group_of(task_id)
+        watcher = self._watchers.get(group.task_id)
+        if watcher is None:
+            return
+        with contextlib.suppress(AgentNotFoundError):
+            self._pg.send_message_nowait(watcher, update)
+            if group.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+                self._pg.send_message_nowait(watcher, GroupDone(group.task_id, group.status))
+
+    async def _on_submit(self, request: SubmitGroup, agent: AgentDetail) -> None:
+        group = TaskManager.create_task_group(
+            request.name,
+            request.description,
+            request.tasks,
+            dependencies=request.dependencies,
+            depends_on=request.depends_on,
+            priority=request.priority,
+        )
+        if request.group_id:
+            group.task_id = request.group_id
+            for task in group.subtasks:
+                task.group_id = group.task_id
+        try:
+            self.add_groups([group])
+        except ValueError as exc:
+            await self._pg.send_message(agent.id, GroupAccepted(request.request, "", str(exc)))
+            return
+        self._watchers[group.task_id] = agent.id
+        await self._pg.send_message(agent.id, GroupAccepted(request.request, group.task_id))
+
+    # -- roles nobody serves -----------------------------------------------------------
+
+    async def _watch_roles(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)  # a periodic check, not a synchronisation
+            self.check_roles(time.monotonic())
+
+    def check_roles(self, now: float) -> None:
+        """Warn about roles no worker has; past `role_timeout`, fail their tasks."""
+        orphaned = set(self.assigner.roles_without_workers())
+        for role in list(self._orphaned_since):
+            if role not in orphaned:
+                del self._orphaned_since[role]
+                self._warned.discard(role)
+        for role in orphaned:
+            since = self._orphaned_since.setdefault(role, now)
+            if role not in self._warned:
+                self._warned.add(role)
+                self._log.warning(
+                    "{} task(s) need a worker with role {!r} and none is connected",
+                    self.assigner.waiting(role),
+                    role,
+                )
+            if self.role_timeout is not None and now - since >= self.role_timeout:
+                reason = f"no worker with role {role!r} joined within {self.role_timeout} s"
+                for task_id in self.assigner.drop_role(role):
+                    self._ready(self.manager.failed(task_id, reason))
+                    self._log.error("task {} failed: {}", task_id, reason)
+                del self._orphaned_since[role]
+                self._notify()
+
+    # -- results ----------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    async def wait_for_completion(self, timeout: float | None = None) -> None:
+        """Wait until every task given so far has ended.
+
+        Raises:
+            TimeoutError: `timeout` passed first.
+        """
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        async with asyncio.timeout(timeout):
+            while not self.manager.all_done():
+                self._changed.clear()
+                await self._changed.wait()
+
+    def statistics(self) -> TaskStatistics:
+        manager = self.manager
+        return summarize(
+            manager.tasks.values(), manager.completed_tasks.values(), len(manager.failed_tasks)
+        )
+
+
+def attach(playground: BasePlayGround, **options: Any) -> TaskPlugin:
+    """Host the task plugin on `playground` (what ``--plugin tasks`` does)."""
+    return playground.add_plugin(TaskPlugin(**options))  # type: ignore[return-value]
+
+
+def _in_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
