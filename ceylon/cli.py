@@ -14,7 +14,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from loguru import logger
@@ -131,15 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_liveness(wk)
     wk.set_defaults(run=run_worker)
 
-    for register_command in COMMANDS:
-        register_command(sub)
+    for spec in COMMANDS:
+        load_object(spec)(sub)
     return parser
 
 
 #: Plugins ``ceylon playground --plugin NAME`` can host: name -> "module:factory".
 PLUGINS: dict[str, str] = {"tasks": "ceylon.task.plugin:attach"}
-#: Extra subcommands: functions that add a subparser to the given subparsers action.
-COMMANDS: list[Callable[[Any], None]] = []
+#: Extra subcommands: "module:function"s that add a subparser to the subparsers action.
+COMMANDS: list[str] = ["ceylon.task.cli:add_command"]
 
 
 def _server_tls(args: argparse.Namespace) -> Any:

@@ -162,6 +162,12 @@ class BaseAgent:
 
     # -- the API ---------------------------------------------------------------------
 
+    @property
+    def connected_playground(self) -> AgentDetail | None:
+        """The playground a client agent is connected to (None when it is not)."""
+        session = self._link
+        return session.playground if isinstance(session, Session) else None
+
     def details(self) -> AgentDetail:
         """This agent's own `AgentDetail`."""
         return AgentDetail(self.id, self.name, self.role, self._address(), dict(self.extra_data))

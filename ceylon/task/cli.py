@@ -1,0 +1,258 @@
+"""``ceylon tasks run MODULE:FACTORY``: run task groups with a progress bar and statistics.
+
+FACTORY is a function (or coroutine function) returning a `TaskGroup` or a list of them.
+By default the command hosts its own playground and starts local worker processes
+(``--workers`` per role the tasks need); ``--remote N`` waits for N workers started
+elsewhere instead; ``--connect HOST:PORT`` submits the groups to a running
+``ceylon playground --plugin tasks`` and follows them from here (goals are evaluated
+here, where their functions live).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import itertools
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from loguru import logger
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+import transport
+
+from ..base.agent import BaseAgent
+from ..cli import EXIT_FAILED, load_object
+from ..config import parse_address
+from ..handlers import on
+from ..testing import Process, python_command
+from .data import GroupAccepted, GroupDone, SubmitGroup, TaskGroup, TaskStatus, TaskStatusUpdate
+from .manager import TaskManager
+from .playground import TaskPlayGround
+from .stats import TaskStatistics
+
+__all__ = ["add_command"]
+
+
+def add_command(sub: Any) -> None:
+    """Add ``tasks run`` to the ``ceylon`` command line."""
+    tasks = sub.add_parser("tasks", help="run task groups (the task-processor plugin)")
+    actions = tasks.add_subparsers(dest="tasks_command", metavar="ACTION", required=True)
+    run = actions.add_parser("run", help="run the groups a factory function returns")
+    run.add_argument("factory", metavar="MODULE:FACTORY", help="returns TaskGroup(s)")
+    run.add_argument("--workers", type=int, default=2, help="local workers per role (2)")
+    run.add_argument("--max-concurrent", type=int, default=4, help="tasks per worker (4)")
+    run.add_argument(
+        "--agent",
+        default="ceylon.task:TaskExecutionAgent",
+        metavar="MODULE:CLASS",
+        help="worker class for local workers (default: TaskExecutionAgent)",
+    )
+    run.add_argument("--remote", type=int, default=0, metavar="N",
+                     help="start no workers; wait for N remote ones")  # fmt: skip
+    run.add_argument("--connect", metavar="HOST:PORT",
+                     help="submit to a running playground hosting --plugin tasks")  # fmt: skip
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=0, help="port of the hosted playground (0)")
+    run.add_argument("--token", default=None, help="shared secret (default: $CEYLON_TOKEN)")
+    run.add_argument("--timeout", type=float, default=3600.0, metavar="S",
+                     help="give up after S seconds (exit 1)")  # fmt: skip
+    run.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    run.set_defaults(run=run_tasks)
+
+
+async def _groups_from(spec: str) -> list[TaskGroup]:
+    factory: Callable[[], Any] = load_object(spec)
+    made = factory()
+    if inspect.isawaitable(made):
+        made = await made
+    groups = [made] if isinstance(made, TaskGroup) else list(made)
+    if not groups or not all(isinstance(g, TaskGroup) for g in groups):
+        raise SystemExit(f"error: {spec} must return TaskGroup(s), got {made!r}")
+    return groups
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8.1f} tasks/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _table(stats: TaskStatistics, groups: list[TaskGroup]) -> Table:
+    table = Table(title="Task statistics")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("tasks", f"{stats.total:,}"),
+        ("completed", f"{stats.completed:,}"),
+        ("failed", f"{stats.failed:,}"),
+        ("average duration", f"{stats.average_duration:.3f} s"),
+        ("p95 duration", f"{stats.p95_duration:.3f} s"),
+        ("throughput", f"{stats.throughput:,.1f} tasks/s"),
+        ("wall time", f"{stats.wall_time:.2f} s"),
+    ]
+    rows += [(f"worker {w}", f"{n:,}") for w, n in sorted(stats.per_worker.items())]
+    for group in groups:
+        goal = f", goal {group.goal.status.value}" if group.goal is not None else ""
+        rows.append((f"group {group.name}", f"{group.status.value}{goal}"))
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+async def _follow(manager: TaskManager, total: int, done: Callable[[], bool], console: Console,
+                  timeout: float) -> None:  # fmt: skip
+    started = time.monotonic()
+    with _progress(console) as progress:
+        bar = progress.add_task("tasks", total=total, rate=0.0)
+        async with asyncio.timeout(timeout):
+            while not done():
+                ended = len(manager.completed_tasks) + len(manager.failed_tasks)
+                rate = len(manager.completed_tasks) / max(time.monotonic() - started, 1e-9)
+                progress.update(bar, completed=ended, rate=rate)
+                await asyncio.sleep(0.1)  # refresh period of the progress bar
+        ended = len(manager.completed_tasks) + len(manager.failed_tasks)
+        progress.update(bar, completed=ended)
+
+
+async def _run_hosted(args: argparse.Namespace, groups: list[TaskGroup], console: Console) -> int:
+    playground = TaskPlayGround(name="tasks", port=args.port, host=args.host, token=args.token)
+    await playground.start()
+    print(f"listening on {playground.address}", flush=True)
+    roles = sorted({t.required_role for g in groups for t in g.subtasks})
+    children: list[Process] = []
+    try:
+        if args.remote:
+            console.print(f"waiting for {args.remote} remote worker(s) on {playground.address}")
+            await playground.wait_for_agents(count=args.remote, timeout=args.timeout)
+        else:
+            for role, n in itertools.product(roles, range(args.workers)):
+                command = python_command(
+                    "-m", "ceylon", "worker", "--connect", playground.address,
+                    "--agent", args.agent, "--role", role, "--name", f"{role}-{n}",
+                    "--option", f"max_concurrent_tasks={args.max_concurrent}",
+                )  # fmt: skip
+                if args.token:
+                    command += ["--token", args.token]
+                children.append(Process(command))
+            await playground.wait_for_agents(count=len(children), timeout=min(args.timeout, 60.0))
+        await playground.assign_task_groups(groups)
+        manager = playground.task_manager
+        await _follow(manager, len(manager.tasks), manager.all_done, console, args.timeout)
+        console.print(_table(playground.statistics(), groups))
+        return 0 if not manager.failed_tasks else EXIT_FAILED
+    finally:
+        await playground.finish()
+        for child in children:
+            child.stop()
+
+
+class _Submitter(BaseAgent):
+    """Submits groups to a remote task playground and mirrors their progress."""
+
+    def __init__(self, manager: TaskManager) -> None:
+        super().__init__(f"task-runner-{id(self):x}", role="task-runner")
+        self.manager = manager
+        self.accepted: dict[int, asyncio.Future[GroupAccepted]] = {}
+        self.groups_done: set[str] = set()
+        self.changed = asyncio.Event()
+
+    @on(GroupAccepted)
+    async def _accepted(self, reply: GroupAccepted) -> None:
+        future = self.accepted.get(reply.request)
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    @on(TaskStatusUpdate)
+    async def _update(self, update: TaskStatusUpdate) -> None:
+        if update.task_id not in self.manager.tasks:
+            return
+        if update.status is TaskStatus.COMPLETED:
+            self.manager.started(update.task_id, update.worker)
+            self.manager.completed(update.task_id, update.result, update.start_time,
+                                   update.end_time)  # fmt: skip
+        elif update.status is TaskStatus.FAILED:
+            self.manager.failed(update.task_id, update.error or "failed")
+        self.changed.set()
+
+    @on(GroupDone)
+    async def _group_done(self, done: GroupDone) -> None:
+        self.groups_done.add(done.group_id)
+        self.changed.set()
+
+
+async def _run_remote(args: argparse.Namespace, groups: list[TaskGroup], console: Console) -> int:
+    manager = TaskManager()
+    manager.add_groups(groups)  # mirrored here: goals and progress are evaluated locally
+    runner = _Submitter(manager)
+    await runner.connect(parse_address(args.connect), token=args.token)
+    loop = asyncio.get_running_loop()
+    try:
+        for request, group in enumerate(groups, 1):
+            runner.accepted[request] = loop.create_future()
+            submit = SubmitGroup(
+                request, group.name, group.description, group.subtasks, group.dependencies,
+                group.depends_on, group.priority, group.task_id,
+            )  # fmt: skip
+            playground = runner.connected_playground
+            assert playground is not None
+            await runner.send_message(playground.id, submit)
+            async with asyncio.timeout(30):
+                reply = await runner.accepted[request]
+            if reply.error:
+                console.print(f"[red]refused: {reply.error}")
+                return EXIT_FAILED
+        await _follow(manager, len(manager.tasks), manager.all_done, console, args.timeout)
+        stats = manager_statistics(manager)
+        console.print(_table(stats, groups))
+        return 0 if not manager.failed_tasks else EXIT_FAILED
+    finally:
+        await runner.stop()
+
+
+def manager_statistics(manager: TaskManager) -> TaskStatistics:
+    from .stats import summarize
+
+    return summarize(manager.tasks.values(), manager.completed_tasks.values(),
+                     len(manager.failed_tasks))  # fmt: skip
+
+
+async def _main(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    groups = await _groups_from(args.factory)
+    if args.connect:
+        if ":" not in args.connect:
+            raise SystemExit("error: --connect takes HOST:PORT")
+        return await _run_remote(args, groups, console)
+    return await _run_hosted(args, groups, console)
+
+
+def run_tasks(args: argparse.Namespace) -> int:
+    try:
+        return transport.run(_main(args))
+    except TimeoutError:
+        logger.error("the run did not finish within {} s", args.timeout)
+        return EXIT_FAILED
+    except (ValueError, ImportError, AttributeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
