@@ -296,9 +296,46 @@ def agents_suite(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+TASK_PEERS = "scripts/benchpeers/task_peers.py"
+
+
+def task_run(tasks: int, duration: float, workers: int, slots: int) -> dict[str, float]:
+    hub = [TASK_PEERS, "--tasks", str(tasks), "--duration", str(duration),
+           "--workers", str(workers)]  # fmt: skip
+    with Cluster(hub) as cluster:
+        for n in range(workers):
+            cluster.start(
+                ["-m", "ceylon", "worker", "--connect", f"127.0.0.1:{cluster.port}",
+                 "--agent", "ceylon.task:TaskExecutionAgent", "--role", "processor",
+                 "--name", f"worker{n}", "--option", f"max_concurrent_tasks={slots}"],
+                cpu=1,
+            )  # fmt: skip
+        return result_of(cluster.listener, 600)
+
+
+def tasks_suite(args: argparse.Namespace) -> list[Row]:
+    throughput, makespan = [], []
+    for rep in range(args.repeat):
+        print(f"  tasks, run {rep + 1}/{args.repeat}", file=sys.stderr)
+        run = task_run(args.task_count, 0.0, 4, 100)
+        if run["completed"] != run["expected"]:
+            raise SystemExit(f"task run lost tasks: {run}")
+        throughput.append(run["tasks_per_s"])
+        makespan.append(task_run(400, 0.05, 4, 5)["makespan"])
+    rate, span = statistics.median(throughput), statistics.median(makespan)
+    bound = 400 * 0.05 / (4 * 5)
+    return [
+        Row(f"zero-duration tasks/s ({args.task_count:,})", float("nan"), rate, "task/s",
+            ">= 20,000", lambda r, v=rate: v >= 20_000),
+        Row("makespan 400 x 50 ms, 4x5", float("nan"), span, "s",
+            f"<= {1.1 * bound:.2f} (1.1x)", lambda r, v=span: v <= 1.1 * bound),
+    ]  # fmt: skip
+
+
 SUITES: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "transport": transport_suite,
     "agents": agents_suite,
+    "tasks": tasks_suite,
 }
 
 
@@ -333,6 +370,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median kept)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of throughput runs")
     parser.add_argument("--rtt-count", type=int, default=5000, help="sequential round trips")
+    parser.add_argument("--task-count", type=int, default=100_000, help="zero-duration tasks")
     args = parser.parse_args()
     unknown = set(args.suites) - set(SUITES)
     if unknown:
