@@ -122,11 +122,66 @@ def processes_demo() -> None:
             child.stop()
 
 
+def task_tutorial_demo() -> None:
+    section("tasks: the task-processing tutorial, unmodified (playground on a free port)")
+    run = Process(python_command("examples/task_processing.py"), cwd=ROOT, env={"CEYLON_PORT": "0"})
+    code = run.wait(timeout=60)
+    shown = ("Progress:", "Goal", "Final Statistics", "Completed Tasks", "Average Duration")
+    for line in run.output().splitlines():
+        if any(key in line for key in shown):
+            print("  " + line.split(" - ", 1)[-1])
+    if code != 0:
+        raise SystemExit(f"the task tutorial failed with exit code {code}")
+
+
+def task_processes_demo() -> None:
+    section("tasks: ceylon playground --plugin tasks, two worker processes, ceylon tasks run")
+    children: list[Process] = []
+    try:
+        playground = Process(
+            python_command("-m", "ceylon", "playground", "--port", "0", "--plugin", "tasks"),
+            cwd=ROOT,
+        )
+        children.append(playground)
+        address = playground.wait_for_line(r"^listening on (\S+:\d+)").group(1)
+        print(f"  playground with the task plugin on {address}")
+        for n in range(2):
+            worker = Process(
+                python_command(
+                    "-m", "ceylon", "worker", "--connect", address,
+                    "--agent", "ceylon.task:TaskExecutionAgent", "--role", "processor",
+                    "--name", f"processor-{n}", "--option", "max_concurrent_tasks=4",
+                ),
+                cwd=ROOT,
+            )  # fmt: skip
+            children.append(worker)
+            worker.wait_for_line(rf"^agent processor-{n} connected")
+            print(f"  worker processor-{n} pid {worker.pid} connected")
+        run = Process(
+            python_command(
+                "-m", "ceylon", "tasks", "run", "examples.task_groups:demo", "--connect", address
+            ),
+            cwd=ROOT,
+            env={"COLUMNS": "90"},
+        )
+        code = run.wait(timeout=60)
+        for line in run.output().splitlines():
+            if "|" not in line[:20]:
+                print(f"  {line}")
+        if code != 0:
+            raise SystemExit(f"ceylon tasks run failed with exit code {code}")
+    finally:
+        for child in children:
+            child.stop()
+
+
 def main() -> int:
     started = time.monotonic()
     transport_demo()
     embedded_demo()
     processes_demo()
+    task_tutorial_demo()
+    task_processes_demo()
     print(f"\ndemo finished in {time.monotonic() - started:.1f} s")
     return 0
 
