@@ -273,17 +273,28 @@ def _ruin_and_recreate(day: _Day, state: _State, deadline: float, rng: random.Ra
     return best
 
 
-def _exact(day: _Day, incumbent: _State, node_budget: int) -> _State:
-    """Branch and bound; returns the best found (the optimum unless the budget ran out)."""
-    order = _order(day)
-    suffix = [0] * (len(order) + 1)
-    for i in range(len(order) - 1, -1, -1):
-        suffix[i] = suffix[i + 1] + day.needs[order[i]].priority
-    best = [incumbent.copy(), incumbent.weight()]
-    nodes = [0]
+class _Exact:
+    """Branch and bound over one day; keeps the best found (the optimum unless the node
+    budget runs out)."""
 
-    def classes(free: int, start: int, duration: int, state: _State) -> list[list[int]]:
+    def __init__(self, day: _Day, incumbent: _State, node_budget: int) -> None:
+        self.day = day
+        self.order = _order(day)
+        self.suffix = [0] * (len(self.order) + 1)
+        for i in range(len(self.order) - 1, -1, -1):
+            self.suffix[i] = self.suffix[i + 1] + day.needs[self.order[i]].priority
+        self.best = incumbent.copy()
+        self.best_weight = incumbent.weight()
+        self.nodes = 0
+        self.budget = node_budget
+
+    def run(self) -> _State:
+        self._search(0, _State(self.day), 0)
+        return self.best
+
+    def _classes(self, free: int, state: _State) -> list[list[int]]:
         # People alike for what is left: same availability and busy hours on this date.
+        day = self.day
         groups: dict[tuple[object, ...], list[int]] = defaultdict(list)
         for i in _bits(free):
             sig = tuple((mask >> i) & 1 for opts in day.avail for mask in opts.values())
@@ -291,51 +302,51 @@ def _exact(day: _Day, incumbent: _State, node_budget: int) -> _State:
             groups[(sig, busy)].append(i)
         return list(groups.values())
 
-    def choices(m: int, s: int, free: int, state: _State) -> Iterator[int]:
-        need = day.needs[m]
-        req = day.required[m]
-        pick = need.seats - _popcount(req)
-        groups = classes(free & ~req, s, need.duration, state)
-        sizes = [len(g) for g in groups]
+    def _choices(self, m: int, free: int, state: _State) -> Iterator[int]:
+        need = self.day.needs[m]
+        req = self.day.required[m]
+        groups = self._classes(free & ~req, state)
 
         def spread(i: int, left: int) -> Iterator[list[int]]:
             if i == len(groups):
                 if left == 0:
                     yield []
                 return
-            for n in range(min(left, sizes[i]), -1, -1):
+            for n in range(min(left, len(groups[i])), -1, -1):
                 for rest in spread(i + 1, left - n):
                     yield [n, *rest]
 
-        for counts in spread(0, pick):
+        for counts in spread(0, need.seats - _popcount(req)):
             mask = req
             for group, n in zip(groups, counts, strict=True):
                 for i in group[:n]:
                     mask |= 1 << i
             yield mask
 
-    def search(i: int, state: _State, weight: int) -> None:
-        nodes[0] += 1
-        if weight > best[1]:
-            best[0], best[1] = state.copy(), weight
-        if i == len(order) or weight + suffix[i] <= best[1] or nodes[0] > node_budget:
+    def _search(self, i: int, state: _State, weight: int) -> None:
+        self.nodes += 1
+        if weight > self.best_weight:
+            self.best, self.best_weight = state.copy(), weight
+        if (
+            i == len(self.order)
+            or weight + self.suffix[i] <= self.best_weight
+            or self.nodes > self.budget
+        ):
             return
-        m = order[i]
+        day = self.day
+        m = self.order[i]
         need = day.needs[m]
         for s, available in day.avail[m].items():
             free = available & ~state.blocked(s, need.duration)
             if free & day.required[m] != day.required[m] or _popcount(free) < need.seats:
                 continue
-            for attendees in choices(m, s, free, state):
+            for attendees in self._choices(m, free, state):
                 state.place(m, s, attendees)
-                search(i + 1, state, weight + need.priority)
+                self._search(i + 1, state, weight + need.priority)
                 state.remove(m)
-                if nodes[0] > node_budget or best[1] == weight + suffix[i]:
+                if self.nodes > self.budget or self.best_weight == weight + self.suffix[i]:
                     return
-        search(i + 1, state, weight)
-
-    search(0, _State(day), 0)
-    return best[0]  # type: ignore[return-value]
+        self._search(i + 1, state, weight)
 
 
 def _small(day: _Day) -> bool:
@@ -373,7 +384,7 @@ def solve(
     # Share the budget by how much each date has left to gain.
     for index, day in enumerate(days):
         if _small(day):
-            states[index] = _exact(day, states[index], EXACT_NODES)
+            states[index] = _Exact(day, states[index], EXACT_NODES).run()
     gaps = [
         sum(day.needs[m].priority for m in _order(day)) - states[i].weight()
         for i, day in enumerate(days)
