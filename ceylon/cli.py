@@ -137,9 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Plugins ``ceylon playground --plugin NAME`` can host: name -> "module:factory".
-PLUGINS: dict[str, str] = {"tasks": "ceylon.task.plugin:attach"}
+PLUGINS: dict[str, str] = {
+    "tasks": "ceylon.task.plugin:attach",
+    "meetings": "ceylon.scheduling.playground:attach",
+}
 #: Extra subcommands: "module:function"s that add a subparser to the subparsers action.
-COMMANDS: list[str] = ["ceylon.task.cli:add_command"]
+COMMANDS: list[str] = ["ceylon.task.cli:add_command", "ceylon.scheduling.cli:add_command"]
 
 
 def _server_tls(args: argparse.Namespace) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 __all__ = ["Need", "Placement", "Problem", "Solution", "violations"]
 
@@ -44,6 +44,8 @@ class Problem:
     earliest: int = 9
     latest: int = 17
     min_gap: int = 0
+    #: an extra rule: may this meeting start at this hour? (custom scheduling rules)
+    allow: Callable[[Need, int], bool] | None = None
 
     @property
     def total_weight(self) -> int:

@@ -71,6 +71,8 @@ class _Day:
                     req |= 1 << index[r]
             self.required.append(req)
             for s in range(self.lo, self.hi - need.duration + 1):
+                if problem.allow is not None and not problem.allow(need, s):
+                    continue
                 mask = -1
                 for h in range(s, s + need.duration):
                     mask &= free_at[h]

@@ -1,0 +1,119 @@
+"""``ceylon meetings solve INSTANCE.json``: schedule an instance over the protocol.
+
+It starts a playground and one participant agent per participant (each over TCP), lets
+the playground learn everyone's calendar from the agents, solve and book, and prints the
+solution JSON of ``shared/meetings/README.md`` (or writes it with ``--out``). Progress
+goes to stderr. A malformed instance is refused with the bad field named (exit 2) and
+nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from loguru import logger
+
+import transport
+
+from .data import MeetingOutput
+from .instance import Instance, InstanceError, parse_instance
+from .participant import ParticipantAgent
+from .playground import SchedulingPlayground
+from .solver import DEFAULT_TIME_LIMIT
+
+__all__ = ["add_command"]
+
+
+def add_command(sub: Any) -> None:
+    """Add ``meetings solve`` to the ``ceylon`` command line."""
+    meetings = sub.add_parser("meetings", help="schedule meetings (the meeting plugin)")
+    actions = meetings.add_subparsers(dest="meetings_command", metavar="ACTION", required=True)
+    solve = actions.add_parser("solve", help="solve an instance file over the protocol")
+    solve.add_argument("instance", metavar="INSTANCE.json")
+    solve.add_argument("--out", metavar="FILE", help="write the solution here (not stdout)")
+    solve.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT, metavar="S",
+                       help=f"seconds for the solver to improve the schedule "
+                       f"({DEFAULT_TIME_LIMIT})")  # fmt: skip
+    solve.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    solve.set_defaults(run=run_solve)
+
+
+def _entries(instance: Instance, outputs: dict[str, MeetingOutput]) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    for meeting in instance.meetings:
+        out = outputs[meeting.name]
+        if out.scheduled and out.time_slot is not None:
+            entries.append(
+                {
+                    "meeting": meeting.name,
+                    "scheduled": True,
+                    "date": out.time_slot.date,
+                    "start": out.time_slot.start_time,
+                    "end": out.time_slot.end_time,
+                    "participants": sorted(out.participants),
+                }
+            )
+        else:
+            entries.append({"meeting": meeting.name, "scheduled": False, "reason": out.error})
+    return entries
+
+
+async def _solve(instance: Instance, time_limit: float) -> dict[str, Any]:
+    started = time.monotonic()
+
+    def progress(line: str) -> None:
+        print(f"[{time.monotonic() - started:6.2f} s] {line}", file=sys.stderr, flush=True)
+
+    playground = SchedulingPlayground(
+        name="meeting_scheduler",
+        port=0,
+        constraints=instance.constraints,
+        time_limit=time_limit,
+        progress=progress,
+    )
+    participants = [ParticipantAgent(n, slots) for n, slots in instance.participants.items()]
+    progress(f"{instance.name}: {len(participants)} participant agents, "
+             f"{len(instance.meetings)} meetings")  # fmt: skip
+    outputs = await playground.schedule_meetings(instance.meetings, participants)
+    elapsed = time.monotonic() - started
+    progress(f"done in {elapsed:.2f} s")
+    return {
+        "schedule": _entries(instance, outputs),
+        "instance": instance.name,
+        "solver": "ceylon",
+        "seconds": round(elapsed, 3),
+    }
+
+
+def run_solve(args: argparse.Namespace) -> int:
+    if not args.verbose:  # a thousand joins and leaves are not news: progress lines are
+        logger.remove()
+        logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
+    try:
+        with open(args.instance) as file:
+            data = json.load(file)
+        instance = parse_instance(data)
+    except OSError as exc:
+        print(f"error: cannot read {args.instance}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as exc:
+        print(f"error: {args.instance} is not JSON: {exc}", file=sys.stderr)
+        return 2
+    except InstanceError as exc:
+        print(f"error: {args.instance}: {exc}", file=sys.stderr)
+        return 2
+    solution = transport.run(_solve(instance, args.time_limit))
+    text = json.dumps(solution, indent=1)
+    if args.out:
+        tmp = f"{args.out}.tmp"
+        with open(tmp, "w") as file:
+            file.write(text + "\n")
+        os.replace(tmp, args.out)  # nothing partial is ever left at --out
+    else:
+        print(text)
+    return 0

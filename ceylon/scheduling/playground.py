@@ -1,0 +1,343 @@
+"""The meeting plugin and `SchedulingPlayground`: learn, solve, book, re-plan.
+
+1. *Learn*: every participant agent is asked for its free windows (`CalendarRequest`);
+   the playground knows nothing about anyone's calendar but what they answer.
+2. *Solve*: the sans-I/O solver (in a worker thread, so heartbeats carry on).
+3. *Book*: each attendee is asked to hold the slot (`BookingProposal`) and decides against
+   its own calendar; a meeting every attendee accepted is confirmed (`MeetingScheduled`).
+4. *Re-plan*: a meeting someone refused, or whose attendee left, is released
+   (`MeetingCancelled`) and solved again with what is left, for a few rounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+from loguru import logger
+
+from ..base.agent import BaseAgent
+from ..base.playground import BasePlayGround
+from ..errors import AgentNotFoundError
+from ..peer import AgentDetail
+from ..plugin import Plugin
+from .data import (
+    BookingProposal,
+    BookingReply,
+    CalendarReply,
+    CalendarRequest,
+    Meeting,
+    MeetingCancelled,
+    MeetingOutput,
+    MeetingScheduled,
+    TimeConstraints,
+    TimeSlot,
+)
+from .instance import problem_for
+from .solver import DEFAULT_TIME_LIMIT, solve
+
+__all__ = ["MeetingPlugin", "SchedulingPlayground", "SchedulingRule", "attach"]
+
+REPLY_TIMEOUT = 10.0
+ROUNDS = 5
+
+Windows = dict[str, dict[str, list[tuple[int, int]]]]
+
+
+class SchedulingRule(Protocol):
+    """A custom rule: may `meeting` take place in `slot`?"""
+
+    def allows(self, meeting: Meeting, slot: TimeSlot) -> bool: ...
+
+
+def _subtract(windows: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    out = []
+    for a, b in windows:
+        for part in ((a, min(b, start)), (max(a, end), b)):
+            if part[0] < part[1]:
+                out.append(part)
+    return out
+
+
+class MeetingPlugin(Plugin):
+    """Schedules meetings with the participant agents connected to a playground."""
+
+    name = "meetings"
+
+    def __init__(
+        self,
+        constraints: TimeConstraints | None = None,
+        time_limit: float = DEFAULT_TIME_LIMIT,
+        rules: Sequence[SchedulingRule] = (),
+        role: str = "participant",
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.constraints = constraints or TimeConstraints()
+        self.time_limit = time_limit
+        self.rules = list(rules)
+        self.role = role
+        self.progress = progress or (lambda line: logger.info("{}", line))
+        self._requests = itertools.count(1)
+        self._calendars: dict[int, dict[str, list[TimeSlot]]] = {}
+        self._calendar_done: dict[int, asyncio.Event] = {}
+        self._expected: dict[int, set[str]] = {}
+        self._replies: dict[str, dict[str, BookingReply]] = {}
+        self._reply_waiters: dict[str, asyncio.Event] = {}
+        self._left: set[str] = set()
+        self._people: dict[str, str] = {}  # name -> agent id
+
+    def attach(self, playground: BasePlayGround) -> None:
+        super().attach(playground)
+        playground.on(CalendarReply)(self._on_calendar)
+        playground.on(BookingReply)(self._on_booking)
+
+    def agent_left(self, agent: AgentDetail) -> None:
+        if agent.role == self.role:
+            self._left.add(agent.name)
+            for request, expected in self._expected.items():
+                expected.discard(agent.name)
+                if not expected:
+                    self._calendar_done[request].set()
+            for waiter in self._reply_waiters.values():
+                waiter.set()  # the booking round re-checks who is still there
+
+    @property
+    def _pg(self) -> BasePlayGround:
+        assert self.playground is not None, "the plugin is not attached to a playground"
+        return self.playground
+
+    # -- learning ---------------------------------------------------------------------
+
+    async def _on_calendar(self, reply: CalendarReply) -> None:
+        calendar = self._calendars.get(reply.request)
+        if calendar is None:
+            return
+        calendar[reply.participant] = reply.free
+        expected = self._expected[reply.request]
+        expected.discard(reply.participant)
+        if not expected:
+            self._calendar_done[reply.request].set()
+
+    async def _gather(self, people: list[AgentDetail], dates: list[str]) -> Windows:
+        request = next(self._requests)
+        self._calendars[request] = {}
+        self._expected[request] = {p.name for p in people}
+        self._calendar_done[request] = done = asyncio.Event()
+        c = self.constraints
+        ask = CalendarRequest(request, dates, c.earliest_start, c.latest_end)
+        for person in people:
+            with contextlib.suppress(AgentNotFoundError):
+                self._pg.send_message_nowait(person.id, ask)
+        if not people:
+            done.set()
+        try:
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                await done.wait()
+        except TimeoutError:
+            silent = sorted(self._expected[request])
+            logger.warning("no calendar from {} participant(s): {}", len(silent), silent[:10])
+        calendars = self._calendars.pop(request)
+        del self._expected[request], self._calendar_done[request]
+        windows: Windows = {}
+        for name, slots in calendars.items():
+            days = windows.setdefault(name, {})
+            for slot in slots:
+                days.setdefault(slot.date, []).append((slot.start_time, slot.end_time))
+        return windows
+
+    # -- booking ----------------------------------------------------------------------
+
+    async def _on_booking(self, reply: BookingReply) -> None:
+        replies = self._replies.get(reply.meeting_id)
+        if replies is None:
+            return
+        replies[reply.participant] = reply
+        waiter = self._reply_waiters.get(reply.meeting_id)
+        if waiter is not None:
+            waiter.set()
+
+    async def _book(self, meeting: Meeting, slot: TimeSlot, people: list[str]) -> list[str]:
+        """Ask each attendee to hold `slot`; returns those who did not accept."""
+        replies: dict[str, BookingReply] = {}
+        self._replies[meeting.name] = replies
+        self._reply_waiters[meeting.name] = waiter = asyncio.Event()
+        proposal = BookingProposal(meeting.name, meeting.name, slot, self.constraints.min_gap)
+        unreachable = []
+        for person in people:
+            try:
+                self._pg.send_message_nowait(self._people.get(person, person), proposal)
+            except AgentNotFoundError:
+                unreachable.append(person)
+        try:
+            async with asyncio.timeout(REPLY_TIMEOUT):
+                while True:
+                    waiting = [p for p in people if p not in replies and p not in self._left]
+                    if not waiting:
+                        break
+                    waiter.clear()
+                    await waiter.wait()
+        except TimeoutError:
+            pass
+        finally:
+            del self._replies[meeting.name], self._reply_waiters[meeting.name]
+        refused = [p for p in people if not (p in replies and replies[p].accepted)]
+        return sorted(set(refused) | set(unreachable))
+
+    async def _cancel(self, meeting_id: str, people: Iterable[str]) -> None:
+        for person in people:
+            with contextlib.suppress(AgentNotFoundError):
+                self._pg.send_message_nowait(self._people.get(person, person),
+                                             MeetingCancelled(meeting_id))  # fmt: skip
+
+    # -- planning ---------------------------------------------------------------------
+
+    async def plan(self, meetings: Sequence[Meeting]) -> dict[str, MeetingOutput]:
+        """Schedule `meetings` with the participants connected now.
+
+        Returns:
+            One `MeetingOutput` per meeting, by name; an unscheduled one says why.
+        """
+        started = time.monotonic()
+        people = [a for a in await self._pg.get_connected_agents() if a.role == self.role]
+        self._people = {p.name: p.id for p in people}
+        self._left = set()
+        dates = sorted({m.date for m in meetings})
+        self.progress(f"asking {len(people)} participants for their calendars")
+        windows = await self._gather(people, dates)
+        self.progress(
+            f"calendars from {len(windows)} participants in {time.monotonic() - started:.2f} s"
+        )
+        by_name = {m.name: m for m in meetings}
+        outputs: dict[str, MeetingOutput] = {}
+        confirmed: dict[str, tuple[TimeSlot, list[str]]] = {}
+        open_meetings = list(meetings)
+        gap = self.constraints.min_gap
+        for round_no in range(1, ROUNDS + 1):
+            for name in self._left:
+                windows.pop(name, None)
+            problem = problem_for(open_meetings, windows, self.constraints)
+            if self.rules:
+                problem.allow = self._rule_check(by_name)
+            budget = self.time_limit if round_no == 1 else min(1.0, self.time_limit)
+            self.progress(f"round {round_no}: solving {len(open_meetings)} meeting(s)")
+            solution = await asyncio.to_thread(solve, problem, budget, round_no, self.progress)
+            retry: list[Meeting] = []
+            bookings = [(by_name[mid], placement) for mid, placement in solution.placements.items()]
+            results = await asyncio.gather(
+                *(
+                    self._book(m, TimeSlot(p.date, p.start, p.end), list(p.attendees))
+                    for m, p in bookings
+                )
+            )
+            for (meeting, placement), refused in zip(bookings, results, strict=True):
+                slot = TimeSlot(placement.date, placement.start, placement.end)
+                if refused:
+                    await self._cancel(meeting.name, set(placement.attendees) - set(refused))
+                    for person in refused:
+                        days = windows.get(person, {})
+                        if placement.date in days:
+                            days[placement.date] = _subtract(
+                                days[placement.date], placement.start, placement.end
+                            )
+                    retry.append(meeting)
+                    continue
+                confirmed[meeting.name] = (slot, list(placement.attendees))
+                for person in placement.attendees:
+                    days = windows.get(person, {})
+                    if placement.date in days:
+                        days[placement.date] = _subtract(
+                            days[placement.date], placement.start - gap, placement.end + gap
+                        )
+            # Anyone who left since loses the meetings they were in: plan those again.
+            for name, (slot, attendees) in list(confirmed.items()):
+                if set(attendees) & self._left:
+                    del confirmed[name]
+                    await self._cancel(name, set(attendees) - self._left)
+                    for person in attendees:
+                        if person not in self._left:
+                            days = windows.get(person, {})
+                            days.setdefault(slot.date, []).append((slot.start_time, slot.end_time))
+                    retry.append(by_name[name])
+            for meeting_id, reason in solution.reasons.items():
+                outputs[meeting_id] = MeetingOutput(meeting_id, meeting_id, False, error=reason)
+            if not retry:
+                break
+            self.progress(f"round {round_no}: {len(retry)} meeting(s) to plan again")
+            open_meetings = retry
+        for meeting in meetings:
+            if meeting.name in confirmed:
+                slot, attendees = confirmed[meeting.name]
+                outputs[meeting.name] = MeetingOutput(meeting.name, meeting.name, True, slot,
+                                                      attendees)  # fmt: skip
+                scheduled = MeetingScheduled(meeting.name, slot, attendees)
+                for person in attendees:
+                    with contextlib.suppress(AgentNotFoundError):
+                        self._pg.send_message_nowait(self._people.get(person, person), scheduled)
+            elif meeting.name not in outputs or outputs[meeting.name].scheduled:
+                outputs[meeting.name] = MeetingOutput(
+                    meeting.name, meeting.name, False, error="participants kept refusing"
+                )
+        done = sum(o.scheduled for o in outputs.values())
+        self.progress(
+            f"scheduled {done}/{len(meetings)} meetings in {time.monotonic() - started:.2f} s"
+        )
+        return {m.name: outputs[m.name] for m in meetings}
+
+    def _rule_check(self, by_name: dict[str, Meeting]) -> Callable[[Any, int], bool]:
+        def allow(need: Any, start: int) -> bool:
+            meeting = by_name[need.id]
+            slot = TimeSlot(meeting.date, start, start + meeting.duration)
+            return all(rule.allows(meeting, slot) for rule in self.rules)
+
+        return allow
+
+
+class SchedulingPlayground(BasePlayGround):
+    """A playground with the meeting plugin, and the tutorial's `schedule_meetings`.
+
+    Args:
+        name, port, **kwargs: as `BasePlayGround`.
+        constraints: earliest start, latest end, minimum gap (`TimeConstraints`).
+        time_limit: seconds the solver may spend improving a schedule.
+        rules: custom `SchedulingRule`s every meeting's slot must satisfy.
+    """
+
+    def __init__(
+        self,
+        name: str = "meeting_scheduler",
+        port: int | None = None,
+        *,
+        constraints: TimeConstraints | None = None,
+        time_limit: float = DEFAULT_TIME_LIMIT,
+        rules: Sequence[SchedulingRule] = (),
+        progress: Callable[[str], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name=name, port=port, **kwargs)
+        self.meeting_plugin = MeetingPlugin(constraints, time_limit, rules, progress=progress)
+        self.add_plugin(self.meeting_plugin)
+
+    async def schedule_meetings(
+        self, meetings: Sequence[Meeting], participants: Sequence[BaseAgent] = ()
+    ) -> dict[str, MeetingOutput]:
+        """Connect the participants (in this process), schedule, book; one output per meeting.
+
+        With no participants given, the ones already connected (e.g. other processes) are
+        used.
+        """
+        if participants:
+            async with self.play(workers=participants, timeout=60.0):
+                return await self.meeting_plugin.plan(meetings)
+        if not self.started:
+            await self.start()
+        return await self.meeting_plugin.plan(meetings)
+
+
+def attach(playground: BasePlayGround, **options: Any) -> MeetingPlugin:
+    """Host the meeting plugin on `playground` (what ``--plugin meetings`` does)."""
+    return playground.add_plugin(MeetingPlugin(**options))  # type: ignore[return-value]
