@@ -295,13 +295,15 @@ class _Exact:
         return self.best
 
     def _classes(self, free: int, state: _State) -> list[list[int]]:
-        # People alike for what is left: same availability and busy hours on this date.
+        # People alike for what is left: same availability, required by the same
+        # meetings, busy at the same hours on this date.
         day = self.day
         groups: dict[tuple[object, ...], list[int]] = defaultdict(list)
         for i in _bits(free):
             sig = tuple((mask >> i) & 1 for opts in day.avail for mask in opts.values())
+            needed = tuple((req >> i) & 1 for req in day.required)  # required somewhere
             busy = tuple((b >> i) & 1 for b in state.busy)
-            groups[(sig, busy)].append(i)
+            groups[(sig, needed, busy)].append(i)
         return list(groups.values())
 
     def _choices(self, m: int, free: int, state: _State) -> Iterator[int]:
