@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -332,10 +333,52 @@ def tasks_suite(args: argparse.Namespace) -> list[Row]:
     ]  # fmt: skip
 
 
+def meetings_dir() -> Path:
+    shared = ROOT.parent / "shared" / "meetings"
+    return shared if (shared / "score.py").exists() else ROOT / "tests" / "data" / "meetings"
+
+
+def meetings_suite(args: argparse.Namespace) -> list[Row]:
+    """`ceylon meetings solve` on every instance, end to end, scored by score.py."""
+    data = meetings_dir()
+    out = ROOT / "bench-results" / "meetings"
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    for path in sorted((data / "instances").glob("*_*.json")):
+        name = path.stem
+        print(f"  meetings: {name}", file=sys.stderr)
+        started = time.monotonic()
+        run = Process(python_command("-m", "ceylon", "meetings", "solve", str(path), "--out",
+                                     str(out / f"{name}.json")), cwd=ROOT)  # fmt: skip
+        code = run.wait(timeout=300)
+        timings[name] = time.monotonic() - started
+        if code != 0:
+            print(run.output(), file=sys.stderr)
+    score = Process(python_command(str(data / "score.py"), str(out)), cwd=ROOT)
+    score.wait(timeout=120)
+    report = score.output()
+    print("\n" + report)
+    print("\n| instance | seconds (end to end, connect included) |\n|---|---|")
+    for name, seconds in timings.items():
+        print(f"| {name} | {seconds:.2f} |")
+    match = re.search(r"score: ([\d.]+)% of optimal weighted meetings, (\d+) invalid", report)
+    pct, invalid = (float(match.group(1)), int(match.group(2))) if match else (0.0, -1)
+    xl = max((t for n, t in timings.items() if n.startswith("xl")), default=float("nan"))
+    others = max((t for n, t in timings.items() if not n.startswith("xl")), default=float("nan"))
+    return [
+        Row("score (% of optimum)", float("nan"), pct, "%", ">= 99.5, 0 invalid",
+            lambda r, v=pct, bad=invalid: v >= 99.5 and bad == 0),
+        Row("xl_11 end to end", float("nan"), xl, "s", "< 20 s", lambda r, v=xl: v < 20),
+        Row("slowest other instance", float("nan"), others, "s", "< 5 s",
+            lambda r, v=others: v < 5),
+    ]  # fmt: skip
+
+
 SUITES: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "transport": transport_suite,
     "agents": agents_suite,
     "tasks": tasks_suite,
+    "meetings": meetings_suite,
 }
 
 
@@ -346,16 +389,17 @@ def fmt(value: float) -> str:
 
 
 def print_table(title: str, rows: list[Row]) -> None:
-    header = f"| {'metric':<26} | {'raw':>12} | {'ceylon':>12} | {'unit':<6} | {'ratio':>6} | "
-    header += f"{'target':<12} | met |"
+    header = f"| {'metric':<34} | {'raw':>12} | {'ceylon':>12} | {'unit':<6} | {'ratio':>6} | "
+    header += f"{'target':<20} | met |"
     print(f"\n### {title}\n")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for row in rows:
         met = "yes" if row.ok(row.ratio) else "NO"
+        ratio = f"{row.ratio:>5.2f}x" if row.ratio == row.ratio else f"{'-':>6}"
         print(
-            f"| {row.metric:<26} | {fmt(row.raw):>12} | {fmt(row.ceylon):>12} | "
-            f"{row.unit:<6} | {row.ratio:>5.2f}x | {row.target:<12} | {met:<3} |"
+            f"| {row.metric:<34} | {fmt(row.raw):>12} | {fmt(row.ceylon):>12} | "
+            f"{row.unit:<6} | {ratio} | {row.target:<20} | {met:<3} |"
         )
 
 
