@@ -175,6 +175,61 @@ def task_processes_demo() -> None:
             child.stop()
 
 
+def double_bookings(lines: list[str]) -> list[str]:
+    """People in two overlapping meetings, from "Name: date start-end with A, B" lines."""
+    booked: dict[str, list[tuple[int, int]]] = {}
+    for line in lines:
+        match = re.match(r"^.+?: (\S+) (\d+)-(\d+) with (.+)$", line)
+        if match:
+            start, end = int(match.group(2)), int(match.group(3))
+            for person in match.group(4).split(", "):
+                booked.setdefault(person, []).append((start, end))
+    return sorted(
+        person
+        for person, spans in booked.items()
+        if any(a < d and c < b for i, (a, b) in enumerate(spans) for c, d in spans[i + 1 :])
+    )
+
+
+def meetings_demo() -> None:
+    section("meetings: the tutorial's own algorithm, then the shipped scheduler, same data")
+    for script, label in (("examples/meeting_scheduling.py", "tutorial code"),
+                          ("examples/meeting_plugin.py", "meeting plugin")):  # fmt: skip
+        run = Process(python_command(script), cwd=ROOT)
+        code = run.wait(timeout=60)
+        lines = [line for line in run.output().splitlines() if "|" not in line]
+        for line in lines:
+            print(f"  [{label}] {line}")
+        if code != 0:
+            raise SystemExit(f"{script} failed with exit code {code}")
+        clashes = double_bookings(lines)
+        if clashes:
+            print(f"  [{label}] double-booked: {', '.join(clashes)}")
+    section("meetings: ceylon meetings solve, one participant agent per person over TCP")
+    instances = ROOT / "tests" / "data" / "meetings"
+    out = ROOT / "bench-results" / "demo-medium_11.json"
+    out.parent.mkdir(exist_ok=True)
+    solve = Process(
+        python_command("-m", "ceylon", "meetings", "solve",
+                       str(instances / "instances" / "medium_11.json"), "--out", str(out)),
+        cwd=ROOT,
+    )  # fmt: skip
+    if solve.wait(timeout=120) != 0:
+        raise SystemExit(f"ceylon meetings solve failed:\n{solve.output()}")
+    for line in solve.output().splitlines():
+        print(f"  {line}")
+    check = Process(
+        python_command(str(instances / "validate.py"),
+                       str(instances / "instances" / "medium_11.json"), str(out)),
+        cwd=ROOT,
+    )  # fmt: skip
+    code = check.wait(timeout=60)
+    for line in check.output().splitlines()[-3:]:
+        print(f"  validate.py: {line}")
+    if code != 0:
+        raise SystemExit("the schedule did not validate")
+
+
 def main() -> int:
     started = time.monotonic()
     transport_demo()
@@ -182,6 +237,7 @@ def main() -> int:
     processes_demo()
     task_tutorial_demo()
     task_processes_demo()
+    meetings_demo()
     print(f"\ndemo finished in {time.monotonic() - started:.1f} s")
     return 0
 
