@@ -71,23 +71,13 @@ class Process:
             self._queue.put(line.rstrip("\n"))
         self._queue.put(None)
 
-    def wait_for_line(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
-        """Wait until the child prints a line matching the regex `pattern`.
-
-        Lines before it are kept in `lines` (and in `output()`).
-
-        Raises:
-            TimeoutError: no such line within `timeout` seconds; the message shows
-                what the child printed.
-            RuntimeError: the child exited first.
-        """
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
+    def _next_line(self, deadline: float, wanted: str, timeout: float) -> str:
+        """The next line printed, kept in `lines`; raises when time or output runs out."""
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(
-                    f"no line matching {pattern!r} from {self.command!r} in {timeout} s; "
+                    f"no {wanted} from {self.command!r} in {timeout} s; "
                     f"output so far:\n{self.output()}"
                 )
             try:
@@ -99,10 +89,26 @@ class Process:
                 self.popen.wait(timeout=5)
                 raise RuntimeError(
                     f"{self.command!r} exited with {self.popen.returncode} before printing "
-                    f"a line matching {pattern!r}; output:\n{self.output()}"
+                    f"{wanted}; output:\n{self.output()}"
                 )
             self.lines.append(line)
-            match = regex.search(line)
+            return line
+
+    def wait_for_line(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+        """Wait until the child prints a line matching the regex `pattern`.
+
+        Only lines printed after those already seen count; lines before the match are
+        kept in `lines` (and in `output()`).
+
+        Raises:
+            TimeoutError: no such line within `timeout` seconds; the message shows
+                what the child printed.
+            RuntimeError: the child exited first.
+        """
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            match = regex.search(self._next_line(deadline, f"a line matching {pattern!r}", timeout))
             if match:
                 return match
 
@@ -116,35 +122,18 @@ class Process:
         """
         deadline = time.monotonic() + timeout
         pending = [re.compile(p) for p in patterns]
-        checked = 0
+        self.drain()
+        candidates = list(self.lines)
         while True:
-            self.drain()
-            for index in range(checked, len(self.lines)):
+            for line in candidates:
                 for regex in pending:
-                    if regex.search(self.lines[index]):
+                    if regex.search(line):
                         pending.remove(regex)
                         break
-            checked = len(self.lines)
             if not pending:
                 return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(
-                    f"no lines matching {[r.pattern for r in pending]} from {self.command!r} "
-                    f"in {timeout} s; output so far:\n{self.output()}"
-                )
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                self._queue.put(None)
-                self.popen.wait(timeout=5)
-                raise RuntimeError(
-                    f"{self.command!r} exited with {self.popen.returncode} before printing "
-                    f"lines matching {[r.pattern for r in pending]}; output:\n{self.output()}"
-                )
-            self.lines.append(line)
+            wanted = f"lines matching {[r.pattern for r in pending]}"
+            candidates = [self._next_line(deadline, wanted, timeout)]
 
     def drain(self) -> list[str]:
         """Collect every line already printed, without waiting."""

@@ -425,10 +425,8 @@ class Protocol:
             try:
                 item = unpack(payload)
             except DecodeError as exc:
-                if self.state is OPEN:
-                    self._events.append(FrameDropped(exc))
+                if self._bad_frame(exc):
                     continue
-                self._refuse(HandshakeError(f"bad handshake frame: {exc}"))
                 return
             # Hot path: a group of messages, checked inline.
             if type(item) is list and item and item[0] == KIND_MESSAGES and self.state is OPEN:
@@ -446,18 +444,25 @@ class Protocol:
             try:
                 record = record_from_item(item)
             except DecodeError as exc:
-                if self.state is OPEN:
-                    self._events.append(FrameDropped(exc))
+                if self._bad_frame(exc, item):
                     continue
-                version = peek_version(item) if self._step == _SERVER_AWAIT_HELLO else None
-                if version is not None and version != PROTOCOL_VERSION:
-                    self._refuse(VersionMismatchError(PROTOCOL_VERSION, version))
-                else:
-                    self._refuse(HandshakeError(f"bad handshake frame: {exc}"))
                 return
             self._handle(record)
             if self.closed is not None:  # (not `state`: mypy keeps it narrowed)
                 return
+
+    def _bad_frame(self, error: DecodeError, item: Any = None) -> bool:
+        """An undecodable frame: dropped on an open connection (True: read on), and a
+        refused handshake otherwise (naming a version mismatch when that is the cause)."""
+        if self.state is OPEN:
+            self._events.append(FrameDropped(error))
+            return True
+        version = peek_version(item) if self._step == _SERVER_AWAIT_HELLO else None
+        if version is not None and version != PROTOCOL_VERSION:
+            self._refuse(VersionMismatchError(PROTOCOL_VERSION, version))
+        else:
+            self._refuse(HandshakeError(f"bad handshake frame: {error}"))
+        return False
 
     def _unpack_group(self, item: list[Any], messages: list[MessageGroup]) -> None:
         if set(map(type, item[3::2])) != _STR_ONLY:

@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
 import os
 import resource
-import struct
 import sys
 import time
 from pathlib import Path
@@ -27,11 +25,11 @@ from loguru import logger
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from common import HEADER, HOST, listening, percentiles, result  # noqa: E402
+
 import transport  # noqa: E402
 from ceylon import AgentDetail, BaseAgent, BasePlayGround, on  # noqa: E402
 
-HOST = "127.0.0.1"
-HEADER = struct.Struct(">I")
 TEXT = "x" * 32
 
 
@@ -52,14 +50,6 @@ class Tick:
     text: str
 
 
-def result(**values: Any) -> None:
-    print("result " + json.dumps(values), flush=True)
-
-
-def listening(port: int) -> None:
-    print(f"listening on {HOST}:{port}", flush=True)
-
-
 def rss_mb() -> float:
     with open("/proc/self/statm") as statm:
         pages = int(statm.read().split()[1])
@@ -69,15 +59,6 @@ def rss_mb() -> float:
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    samples = sorted(samples)
-    return {
-        "p50_us": samples[len(samples) // 2] * 1e6,
-        "p99_us": samples[int(len(samples) * 0.99)] * 1e6,
-        "count": len(samples),
-    }
 
 
 async def sleep_until(epoch: float) -> None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
-import struct
 import sys
 import time
 from pathlib import Path
@@ -24,10 +22,9 @@ from loguru import logger
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import transport  # noqa: E402
+from common import HEADER, HOST, listening, percentiles, result  # noqa: E402
 
-HEADER = struct.Struct(">I")
-HOST = "127.0.0.1"
+import transport  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -42,23 +39,6 @@ TEXT = "x" * 32  # makes the message's msgpack encoding 62 bytes
 
 def message_dict(seq: int) -> dict[str, Any]:
     return {"seq": seq, "sent_at": time.time(), "text": TEXT}
-
-
-def result(**values: Any) -> None:
-    print("result " + json.dumps(values), flush=True)
-
-
-def listening(port: int) -> None:
-    print(f"listening on {HOST}:{port}", flush=True)
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    samples = sorted(samples)
-    return {
-        "p50_us": samples[len(samples) // 2] * 1e6,
-        "p99_us": samples[int(len(samples) * 0.99)] * 1e6,
-        "count": len(samples),
-    }
 
 
 # -- raw baseline ----------------------------------------------------------------------
