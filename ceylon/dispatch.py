@@ -28,6 +28,11 @@ __all__ = ["DEFAULT_MAX_PENDING", "Batch", "Dispatcher", "invoke"]
 
 DEFAULT_MAX_PENDING: Final = 10_000
 
+_NOTHING: Final[tuple[str, ...]] = ()
+_AGENT: Final = ("agent",)
+_TIME: Final = ("time",)
+_TIME_AGENT: Final = ("time", "agent")
+
 #: Called with (origin, True) to pause an origin and (origin, False) to release it.
 PressureCallback = Callable[[str, bool], None]
 #: The handlers of one message, and the message (or, for on_connect/on_disconnect, the topic).
@@ -42,21 +47,25 @@ def invoke(
     For on_connect/on_disconnect handlers `message` is the topic.
     """
     func = spec.func
-    if spec.bound:
-        if spec.kind != "message":
-            return func(message, sender)
-        if spec.wants_time:
-            if spec.wants_agent:
-                return func(message, time=now, agent=sender)
-            return func(message, time=now)
-        return func(message, agent=sender) if spec.wants_agent else func(message)
     if spec.kind != "message":
-        return func(owner, message, sender)
+        return func(message, sender) if spec.bound else func(owner, message, sender)
+    order = spec.positional
+    if order is not None and not spec.bound:  # the common case, by position
+        if order == _AGENT:
+            return func(owner, message, sender)
+        if order == _NOTHING:
+            return func(owner, message)
+        if order == _TIME_AGENT:
+            return func(owner, message, now, sender)
+        if order == _TIME:
+            return func(owner, message, now)
+        return func(owner, message, sender, now)
+    kwargs: dict[str, Any] = {}
     if spec.wants_time:
-        if spec.wants_agent:
-            return func(owner, message, time=now, agent=sender)
-        return func(owner, message, time=now)
-    return func(owner, message, agent=sender) if spec.wants_agent else func(owner, message)
+        kwargs["time"] = now
+    if spec.wants_agent:
+        kwargs["agent"] = sender
+    return func(message, **kwargs) if spec.bound else func(owner, message, **kwargs)
 
 
 class Batch:

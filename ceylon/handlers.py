@@ -54,6 +54,9 @@ class HandlerSpec:
     wants_inputs: bool = False
     #: registered on an instance: called without ``self``
     bound: bool = False
+    #: the injected parameters in their positional order after the message, when they
+    #: can be passed by position (faster than by keyword); None: pass them by keyword
+    positional: tuple[str, ...] | None = None
 
     @property
     def name(self) -> str:
@@ -152,12 +155,14 @@ def _message_spec(
         raise HandlerSignatureError(
             func, f"keyword-only parameter(s) {missing_kw} cannot be supplied"
         )
+    after = tuple(p.name for p in positional[1:])
     return HandlerSpec(
         "message",
         func,
         message_type=message_type,
         wants_time="time" in names or has_var_kw,
         wants_agent="agent" in names or has_var_kw,
+        positional=after if set(after) <= set(INJECTED) else None,
     )
 
 

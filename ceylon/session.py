@@ -196,30 +196,17 @@ class Session(Link):
         conn = self._conn
         assert conn is not None
         build = conn.build
-        handlers_for = agent._handlers_for
         now = int(time.time() * 1000)
         for group in groups:
-            items = []
-            for tag, body in group.pairs():
-                if tag[:11] == system.SYSTEM_PREFIX:
-                    self._system(build, tag, body)
-                    continue
-                specs = handlers_for(tag, body)
-                if not specs:
-                    if group.target is not None:
-                        self._log.warning("no handler for direct message {} ignored", tag)
-                    continue
-                if group.unresolved is not None:
-                    missing = transport.codec.find_unresolved(body)
-                    if missing is not None:
-                        self._log.warning(
-                            "dropped {}: nested type {} is unknown here", tag, missing
-                        )
-                        continue
-                try:
-                    items.append((specs, build(tag, body)))
-                except DecodeError as exc:
-                    self._log.warning("dropped an undecodable message: {}", exc)
+            sender = self.known.get(group.sender)
+            name = sender.name if sender is not None else group.sender
+            items = agent._read_group(
+                group,
+                build,
+                lambda tag, body: self._system(build, tag, body),
+                direct=group.target is not None,
+                sender=name,
+            )
             if items:
                 sender = self.known.get(group.sender)
                 if sender is None:  # not introduced: should not happen, stay usable

@@ -11,7 +11,8 @@ from typing import Any, ClassVar, TypeVar
 
 from loguru import logger
 
-from transport import PLAIN_TAG, default_registry
+from transport import PLAIN_TAG, DecodeError, MessageGroup, default_registry
+from transport.codec import find_unresolved
 
 from ..config import Settings, parse_address
 from ..dispatch import DEFAULT_MAX_PENDING, Dispatcher, Item
@@ -20,6 +21,7 @@ from ..handlers import HandlerSpec, HandlerTable, pattern_matches, validate_hand
 from ..link import Link
 from ..peer import AgentDetail, PeerMode
 from ..session import Session
+from ..system import SYSTEM_PREFIX
 
 __all__ = ["Admin", "BaseAgent", "Worker", "register"]
 
@@ -133,6 +135,48 @@ class BaseAgent:
                 cache.clear()
             cache[tag] = found
         return found
+
+    def _read_group(
+        self,
+        group: MessageGroup,
+        build: Callable[[str, Any], Any],
+        on_system: Callable[[str, Any], None],
+        *,
+        direct: bool,
+        sender: str,
+    ) -> list[Item]:
+        """The handler work in one received group: ``(handlers, message)`` per message.
+
+        Runtime messages go to `on_system`; messages nobody here handles are skipped (a
+        warning for a direct one); undecodable ones are dropped with a warning. The tag
+        is looked up once per run of equal tags: a frame's messages usually share one.
+        """
+        items: list[Item] = []
+        last_tag: str | None = None
+        specs: tuple[HandlerSpec, ...] = ()
+        unresolved = group.unresolved is not None
+        for tag, body in group.pairs():
+            if tag != last_tag or tag == PLAIN_TAG:  # a plain value's type is its own
+                if tag.startswith(SYSTEM_PREFIX):
+                    on_system(tag, body)
+                    last_tag = None
+                    continue
+                last_tag, specs = tag, self._handlers_for(tag, body)
+            if not specs:
+                if direct:
+                    self._log.warning("no handler for direct message {} from {}", tag, sender)
+                continue
+            if unresolved:
+                missing = find_unresolved(body)
+                if missing is not None:
+                    self._log.warning("dropped {} from {}: nested type {} is unknown here",
+                                      tag, sender, missing)  # fmt: skip
+                    continue
+            try:
+                items.append((specs, build(tag, body)))
+            except DecodeError as exc:
+                self._log.warning("dropped a message from {}: {}", sender, exc)
+        return items
 
     def _submit(
         self,

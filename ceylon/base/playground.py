@@ -453,29 +453,12 @@ class BasePlayGround(BaseAgent):
         self, origin: AgentDetail, group: MessageGroup, now: int, *, direct: bool
     ) -> None:
         build = self._codec.build
-        handlers_for = self._handlers_for
-        items = []
-        for tag, body in group.pairs():
-            if tag[:11] == system.SYSTEM_PREFIX:
-                if direct:
-                    self._answer(origin, build, tag, body)
-                continue
-            specs = handlers_for(tag, body)
-            if not specs:
-                if direct:
-                    self._log.warning("no handler for direct message {} from {}", tag, origin.name)
-                continue
-            if group.unresolved is not None:
-                missing = transport.codec.find_unresolved(body)
-                if missing is not None:
-                    self._log.warning(
-                        "dropped {} from {}: nested type {} is unknown", tag, origin.name, missing
-                    )
-                    continue
-            try:
-                items.append((specs, build(tag, body)))
-            except DecodeError as exc:
-                self._log.warning("dropped a message from {}: {}", origin.name, exc)
+
+        def on_system(tag: str, body: Any) -> None:
+            if direct:  # requests to the playground; broadcast ones are ignored
+                self._answer(origin, build, tag, body)
+
+        items = self._read_group(group, build, on_system, direct=direct, sender=origin.name)
         if items:
             self._submit_batch(items, origin, now, origin.id)
 
