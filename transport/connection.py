@@ -214,13 +214,12 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         protocol = self.protocol
         protocol.receive_data(data)
-        messages = protocol.messages_received()
-        if messages:
-            self._deliver(messages, len(data))
-        events = protocol.events_received()
-        if events:
-            self._process(events)
-        if protocol.bytes_pending and self._flush_handle is None:
+        # (The protocol's queues are read directly here: this runs for every read.)
+        if protocol._messages:
+            self._deliver(protocol.messages_received(), len(data))
+        if protocol._events:
+            self._process(protocol.events_received())
+        if protocol._pending and self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._end_of_tick)
 
     def eof_received(self) -> bool | None:
@@ -293,7 +292,7 @@ class Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         if not self._inbox_full and (
-            len(inbox) >= self.options.max_queue or inbox.bytes >= self.options.max_queue_bytes
+            inbox.count >= self.options.max_queue or inbox.bytes >= self.options.max_queue_bytes
         ):
             self._inbox_full = True
             self._update_reading()
@@ -516,7 +515,7 @@ class Connection(asyncio.Protocol):
             await self.drain()
 
     def _queued(self) -> None:
-        if self.protocol.bytes_pending >= FLUSH_BYTES:
+        if self.protocol._pending >= FLUSH_BYTES:
             self._flush()
         elif self._flush_handle is None:
             if self._eager:
@@ -529,8 +528,10 @@ class Connection(asyncio.Protocol):
         # little was left to coalesce, sending looks like request/response, and the
         # first message of an iteration goes out at once instead of a tick later.
         self._flush_handle = None
-        self._eager = self.protocol.bytes_pending < EAGER_BELOW
-        self._flush()
+        pending = self.protocol._pending
+        self._eager = pending < EAGER_BELOW
+        if pending:
+            self._flush()
 
     def _flush(self) -> None:
         transport = self._transport

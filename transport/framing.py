@@ -85,6 +85,17 @@ class FrameDecoder:
             raise self._error
         self._buffer += data
 
+    def feed_frames(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """`feed(data)` then `frames()`, in one call (the read path does it per read).
+
+        Raises:
+            The errors of `feed` and `frames`.
+        """
+        if self._eof or self._error is not None:
+            self.feed(data)  # raises the right error
+        self._buffer += data
+        return self.frames()
+
     def frames(self) -> list[bytes]:
         """Return every complete payload buffered so far, in order.
 

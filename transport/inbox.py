@@ -20,36 +20,35 @@ __all__ = ["Inbox"]
 class Inbox:
     """FIFO of received message groups with message and byte counts."""
 
-    __slots__ = ("_groups", "_head", "count", "_bytes")
+    __slots__ = ("_groups", "_head", "count", "bytes")
 
     def __init__(self) -> None:
         self._groups: collections.deque[MessageGroup] = collections.deque()
         self._head = 0  # messages of _groups[0] already taken
         #: messages waiting
         self.count = 0
-        self._bytes = 0
+        #: bytes the waiting messages arrived in (an estimate once partly taken)
+        self.bytes = 0
 
     def __len__(self) -> int:
         """Messages waiting."""
         return self.count
 
-    @property
-    def bytes(self) -> int:
-        """Bytes the waiting messages arrived in (an estimate once partly taken)."""
-        return self._bytes
-
     def put(self, groups: list[MessageGroup], nbytes: int) -> None:
         """Queue groups that arrived together in `nbytes` bytes."""
         self._groups.extend(groups)
-        self.count += (sum([len(g.items) for g in groups]) - 3 * len(groups)) >> 1
-        self._bytes += nbytes
+        if len(groups) == 1:
+            self.count += (len(groups[0].items) - 3) >> 1
+        else:
+            self.count += (sum([len(g.items) for g in groups]) - 3 * len(groups)) >> 1
+        self.bytes += nbytes
 
     def _taken(self, count: int) -> None:
         before = self.count
         self.count = before - count
         # Bodies are unpacked values: their memory is estimated by the bytes they
         # arrived in, shared out evenly as messages leave.
-        self._bytes = self._bytes * self.count // before if self.count else 0
+        self.bytes = self.bytes * self.count // before if self.count else 0
 
     def take(self) -> Envelope:
         """The next message.

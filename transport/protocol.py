@@ -139,6 +139,8 @@ _STR_ONLY: Final = {str}
 #: objects of one frame outgrow the CPU caches before they are consumed).
 MAX_GROUP: Final = 256
 _GROUP_ITEMS: Final = 2 * MAX_GROUP
+#: The array headers of message groups of every size up to MAX_GROUP, packed once.
+_HEADERS: Final = tuple(messages_header(n) for n in range(MAX_GROUP + 1))
 
 _CLIENT_AWAIT_SERVER: Final = "await-challenge-or-welcome"
 _CLIENT_AWAIT_WELCOME: Final = "await-welcome"
@@ -262,7 +264,9 @@ class Protocol:
             if len(self._routes) >= 4096:  # peers come and go; keep the cache bounded
                 self._routes.clear()
             route = self._routes[key] = messages_route(*key)
-        prefix = messages_header(len(group) // 2) + route
+        count = len(group) // 2
+        header = _HEADERS[count] if count <= MAX_GROUP else messages_header(count)
+        prefix = header + route
         size = len(prefix) + self._group_bytes
         self._out.append(size.to_bytes(HEADER_SIZE, "big") + prefix)
         self._out.append(b"".join(group))
@@ -411,10 +415,8 @@ class Protocol:
         """Feed bytes read from the peer. Never raises on what the peer sent."""
         if self.state is CLOSED:
             return
-        decoder = self._decoder
-        decoder.feed(data)
         try:
-            payloads = decoder.frames()
+            payloads = self._decoder.feed_frames(data)
         except ProtocolError as exc:
             self._protocol_error(str(exc), exc)
             return
