@@ -492,6 +492,13 @@ class Connection(asyncio.Protocol):
         self.protocol.send_message(sender, target, tag, body)
         self._queued()
 
+    def send_many_nowait(
+        self, sender: str, target: str | None, messages: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Queue ``(packed tag, packed body)`` pairs packed once for many connections."""
+        self.protocol.send_messages(sender, target, messages)
+        self._queued()
+
     def send_envelope_nowait(self, envelope: Envelope) -> None:
         """Queue a received envelope again, e.g. a relay forwarding it."""
         body = self.codec.pack(envelope.body)

@@ -290,6 +290,23 @@ class Protocol:
             raise self._not_open()
         self._append(sender, target, self.codec.tag_bytes(tag), body)
 
+    def send_messages(
+        self, sender: str, target: str | None, messages: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Queue several messages at once: ``(packed tag, packed body)`` pairs, in order.
+
+        What a relay uses to pass one sender's messages on to many connections: the
+        pairs are packed once (see `Codec.tag_bytes` and `Codec.pack`) and shared.
+
+        Raises:
+            The errors of `send_message`.
+        """
+        if self.state is not OPEN:
+            raise self._not_open()
+        append = self._append
+        for packed_tag, body in messages:
+            append(sender, target, packed_tag, body)
+
     def send_object(self, obj: object, sender: str = "", target: str | None = None) -> int:
         """Encode `obj` with the codec and queue it (see `send_message`).
 

@@ -417,15 +417,18 @@ class BasePlayGround(BaseAgent):
             conn.send_nowait(system.Introduce(sender), sender=self.id)
 
     def _relay_broadcast(self, origin: AgentDetail, group: MessageGroup, now: int) -> None:
-        pack = self._codec.pack
-        packed = [(tag, pack(body)) for tag, body in group.pairs() if not system.is_system(tag)]
+        pack, tag_bytes = self._codec.pack, self._codec.tag_bytes
+        packed = [
+            (tag_bytes(tag), pack(body))
+            for tag, body in group.pairs()
+            if not tag.startswith(system.SYSTEM_PREFIX)
+        ]  # packed once, shared by every connection
         congested: list[Connection] = []
         for agent_id, conn in self._conns.items():
             if agent_id == origin.id or conn.closed:
                 continue
             self._introduce(conn, agent_id, origin)
-            for tag, body in packed:
-                conn.send_packed_nowait(origin.id, None, tag, body)
+            conn.send_many_nowait(origin.id, None, packed)
             if conn.writing_paused:
                 congested.append(conn)
         self._deliver_local(origin, group, now, direct=False)
@@ -442,10 +445,13 @@ class BasePlayGround(BaseAgent):
                     source.send_nowait(notice, target=origin.id, sender=self.id)
             return
         self._introduce(conn, target, origin)
-        pack = self._codec.pack
-        for tag, body in group.pairs():
-            if not system.is_system(tag):
-                conn.send_packed_nowait(origin.id, target, tag, pack(body))
+        pack, tag_bytes = self._codec.pack, self._codec.tag_bytes
+        packed = [
+            (tag_bytes(tag), pack(body))
+            for tag, body in group.pairs()
+            if not tag.startswith(system.SYSTEM_PREFIX)
+        ]
+        conn.send_many_nowait(origin.id, target, packed)
         if conn.writing_paused:
             self._hold(origin.id, [conn])
 
