@@ -24,14 +24,9 @@ __all__ = [
     "Resolved",
     "Snapshot",
     "Undeliverable",
-    "is_system",
 ]
 
 SYSTEM_PREFIX: Final = "ceylon.sys."
-
-
-def is_system(tag: str) -> bool:
-    return tag.startswith(SYSTEM_PREFIX)
 
 
 @dataclasses.dataclass

@@ -115,7 +115,12 @@ class TaskGroup:
 
 @dataclasses.dataclass
 class TaskRequest:
-    """A worker asks for work (sent when it has free slots)."""
+    """A worker asking for work: a name of the original API, kept for code that uses it.
+
+    The shipped playground and worker do not need it: a worker declares its capacity when
+    it joins (``max_concurrent_tasks`` in its extra data) and is handed work as it frees
+    slots.
+    """
 
     worker_id: str
     role: str
