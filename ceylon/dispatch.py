@@ -152,6 +152,8 @@ class Dispatcher:
     async def _drain(self, key: str, queue: _Queue) -> None:
         batches = queue.batches
         owner = self.owner
+        this_task = asyncio.current_task()
+        assert this_task is not None
         try:
             while batches:
                 batch = batches[0]
@@ -162,6 +164,10 @@ class Dispatcher:
                             await invoke(spec, owner, message, sender, now)
                         except Exception:
                             self._failed(spec, message, sender)
+                        except asyncio.CancelledError:
+                            if this_task.cancelling():
+                                raise  # close() is stopping us
+                            self._failed(spec, message, sender)  # the handler's own
                 batches.popleft()
                 self._done(batch.origin, len(batch.items))
         finally:

@@ -156,13 +156,16 @@ def _message_spec(
             func, f"keyword-only parameter(s) {missing_kw} cannot be supplied"
         )
     after = tuple(p.name for p in positional[1:])
+    # By position only when the positional ones are all the handler takes of time/agent.
+    injected = set(INJECTED)
+    by_position = set(after) <= injected and not has_var_kw and names & injected <= set(after)
     return HandlerSpec(
         "message",
         func,
         message_type=message_type,
         wants_time="time" in names or has_var_kw,
         wants_agent="agent" in names or has_var_kw,
-        positional=after if set(after) <= set(INJECTED) else None,
+        positional=after if by_position else None,
     )
 
 

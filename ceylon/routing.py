@@ -62,6 +62,9 @@ class Directory:
         holder = self._ids_by_name.get(name)
         if holder is not None and holder != agent_id:
             return f"name {name!r} is already taken in this workspace"
+        member = self._members.get(agent_id)
+        if member is not None and member.detail.name != name:  # only the same agent returns
+            return f"id {agent_id!r} is already in use by agent {member.detail.name!r}"
         return None
 
     def join(self, detail: AgentDetail, *, subscribed: bool) -> Member | None:

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 import transport
-from transport import Connection, ConnectionClosed, DecodeError, HandshakeError, MessageGroup
+from transport import (
+    Connection,
+    ConnectionClosed,
+    ConnectionClosedError,
+    DecodeError,
+    HandshakeError,
+    MessageGroup,
+)
 
 from . import system
 from .config import Settings
@@ -105,11 +112,33 @@ class Session(Link):
         self._snapshot.clear()
         conn.set_message_callback(self._on_groups)
         if agent.wants_membership:  # the directory comes right after the welcome
-            async with asyncio.timeout(self.settings.open_timeout):
-                await self._snapshot.wait()
+            try:
+                await self._wait_snapshot(conn)
+            except BaseException:
+                self._conn = None
+                conn.abort()
+                for detail in self.known.values():
+                    if detail.id != peer.id:
+                        agent._agent_left(detail, self.settings.workspace)
+                self.known = {}
+                self._names = {}
+                raise
         self._connected.set()
         self._log.info("connected to playground {} at {}:{}", peer.name, self.host, self.port)
         agent._agent_joined(self.playground, self.settings.workspace)
+
+    async def _wait_snapshot(self, conn: Connection) -> None:
+        snapshot = asyncio.ensure_future(self._snapshot.wait())
+        closed = asyncio.ensure_future(conn.wait_closed())
+        try:
+            async with asyncio.timeout(self.settings.open_timeout):
+                await asyncio.wait((snapshot, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            snapshot.cancel()
+            closed.cancel()
+        if not self._snapshot.is_set():
+            reason = conn.close_reason or "connection lost"
+            raise ConnectionClosedError(f"{reason} before the directory came", by_peer=True)
 
     async def _supervise(self) -> None:
         while True:
@@ -224,10 +253,11 @@ class Session(Link):
             self._remember(message.agent)
         elif isinstance(message, system.Snapshot):
             for detail in message.agents:
-                if detail.id not in (self.agent.id, *self.known):
+                if detail.id != self.agent.id and detail.id not in self.known:
                     self._remember(detail)
                     self.agent._agent_joined(detail, workspace)
-            self._snapshot.set()
+            if message.final:
+                self._snapshot.set()
         elif isinstance(message, system.Joined):
             if message.agent.id != self.agent.id:
                 self._remember(message.agent)

@@ -31,9 +31,10 @@ SYSTEM_PREFIX: Final = "ceylon.sys."
 
 @dataclasses.dataclass
 class Snapshot:
-    """Every agent connected when a subscribing agent joins."""
+    """Agents connected when a subscribing agent joins (in chunks; the last is `final`)."""
 
     agents: list[AgentDetail]
+    final: bool = True
 
 
 @dataclasses.dataclass

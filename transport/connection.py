@@ -307,6 +307,8 @@ class Connection(asyncio.Protocol):
         elif type(event) is FrameDropped:
             self._log.warning("dropped an undecodable frame: {}", event.error)
         elif type(event) is PeerAuthenticated:
+            if self.protocol.closed is not None:  # a later frame in the same read broke it
+                return
             refusal = self._authorize(event.peer) if self._authorize is not None else None
             if refusal is None:
                 self.protocol.accept()

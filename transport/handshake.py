@@ -11,6 +11,10 @@ The transcript binds both fresh nonces and the client's claimed identity, so a p
 recorded on one connection is worthless on the next (the server's nonce differs), and
 the server proves it knows the secret too. The secret itself never crosses the wire.
 Without a secret the server answers Hello with Welcome directly.
+
+The server proves itself before the client does, so any client may take a server proof
+away and try passwords against it offline: the secret must be high-entropy (a random
+token), not something a person would remember.
 """
 
 from __future__ import annotations
@@ -22,10 +26,16 @@ from typing import Final
 
 import msgpack
 
-from .errors import AuthenticationError, VersionMismatchError, WorkspaceMismatchError
+from .errors import (
+    AuthenticationError,
+    HandshakeError,
+    VersionMismatchError,
+    WorkspaceMismatchError,
+)
 from .wire import PROTOCOL_VERSION, Hello
 
 __all__ = [
+    "MAX_IDENTITY_LENGTH",
     "NONCE_SIZE",
     "check_hello",
     "client_proof",
@@ -35,6 +45,8 @@ __all__ = [
 ]
 
 NONCE_SIZE: Final = 32
+#: Longest id, name or role a client may claim.
+MAX_IDENTITY_LENGTH: Final = 256
 
 
 def new_nonce() -> bytes:
@@ -88,6 +100,7 @@ def check_hello(hello: Hello, workspace: str) -> None:
         VersionMismatchError: `hello.version` is not ours.
         WorkspaceMismatchError: `hello.workspace` is not `workspace`.
         AuthenticationError: the nonce is too short to be fresh.
+        HandshakeError: the id, name or role is longer than `MAX_IDENTITY_LENGTH`.
     """
     if hello.version != PROTOCOL_VERSION:
         raise VersionMismatchError(PROTOCOL_VERSION, hello.version)
@@ -97,3 +110,6 @@ def check_hello(hello: Hello, workspace: str) -> None:
         raise AuthenticationError(
             f"client nonce of {len(hello.nonce)} bytes, expected {NONCE_SIZE}"
         )
+    for field in ("id", "name", "role"):
+        if len(getattr(hello, field)) > MAX_IDENTITY_LENGTH:
+            raise HandshakeError(f"the {field} is over {MAX_IDENTITY_LENGTH} characters")

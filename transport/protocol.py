@@ -19,6 +19,8 @@ import enum
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
+import msgpack
+
 from . import handshake
 from .codec import Codec
 from .errors import (
@@ -133,7 +135,9 @@ class Closed(NamedTuple):
 Event = PeerAuthenticated | HandshakeComplete | PongReceived | FrameDropped | Closed
 
 #: Room kept in a frame for the kind-0 prefix (array header, kind, sender, target).
-_PREFIX_ROOM: Final = 1024
+_PREFIX_ROOM: Final = 64  # a group's header, bar the route
+#: Largest frame accepted before the handshake completes.
+HANDSHAKE_MAX_FRAME_SIZE: Final = 64 * 2**10
 _STR_ONLY: Final = {str}
 #: Messages per group. Beyond a few hundred, unpacking gets slower per message (the
 #: objects of one frame outgrow the CPU caches before they are consumed).
@@ -190,7 +194,8 @@ class Protocol:
         self.codec = codec if codec is not None else Codec()
         self._specs = self.codec.registry.by_type
         self._pack_body = self.codec.pack_body
-        self._decoder = FrameDecoder(max_frame_size)
+        # Until the peer is known, frames are small: a stranger cannot make us buffer 8 MiB.
+        self._decoder = FrameDecoder(min(max_frame_size, HANDSHAKE_MAX_FRAME_SIZE))
         self._events: list[Event] = []
         self._messages: list[MessageGroup] = []
         self._out: list[bytes] = []
@@ -258,12 +263,7 @@ class Protocol:
 
     def _seal_group(self) -> None:
         group = self._group
-        key = (self._group_sender, self._group_target)
-        route = self._routes.get(key)
-        if route is None:
-            if len(self._routes) >= 4096:  # peers come and go; keep the cache bounded
-                self._routes.clear()
-            route = self._routes[key] = messages_route(*key)
+        route = self._route(self._group_sender, self._group_target)
         count = len(group) // 2
         header = _HEADERS[count] if count <= MAX_GROUP else messages_header(count)
         prefix = header + route
@@ -273,6 +273,15 @@ class Protocol:
         self._pending += HEADER_SIZE + len(prefix)
         self._group = []
         self._group_bytes = 0
+
+    def _route(self, sender: str, target: str | None) -> bytes:
+        key = (sender, target)
+        route = self._routes.get(key)
+        if route is None:
+            if len(self._routes) >= 4096:  # peers come and go; keep the cache bounded
+                self._routes.clear()
+            route = self._routes[key] = messages_route(sender, target)
+        return route
 
     # -- sending ------------------------------------------------------------------
 
@@ -358,8 +367,10 @@ class Protocol:
         ):
             self._seal_group()
         if not self._group:
+            route = self._route(sender, target)  # the frame's prefix leaves less room
+            self._group_limit = self.max_frame_size - _PREFIX_ROOM - len(route)
             if size > self._group_limit:
-                raise FrameSizeError(size + _PREFIX_ROOM, self.max_frame_size)
+                raise FrameSizeError(size + _PREFIX_ROOM + len(route), self.max_frame_size)
             self._group_sender = sender
             self._group_target = target
         self._group += (packed_tag, body)
@@ -395,9 +406,13 @@ class Protocol:
             self.identity = identity
         me = self.identity
         self._queue(encode_record(Welcome(me.id, me.name, me.role, me.extra)))
-        self.state = OPEN
+        self._open()
         assert self.peer is not None
         self._events.append(HandshakeComplete(self.peer))
+
+    def _open(self) -> None:
+        self.state = OPEN
+        self._decoder.max_frame_size = self.max_frame_size
 
     def reject(self, reason: str) -> None:
         """Server side: refuse the client with a reason it will be shown."""
@@ -437,6 +452,37 @@ class Protocol:
         except ProtocolError as exc:
             self._protocol_error(str(exc), exc)
             return
+        if self.state is HANDSHAKE:
+            self._receive_handshake(payloads)
+        else:
+            self._receive_open(payloads)
+
+    def _receive_handshake(self, payloads: list[bytes]) -> None:
+        # Plain msgpack, no extension hook: a stranger's bytes construct no app types.
+        for i, payload in enumerate(payloads):
+            try:
+                item = msgpack.unpackb(payload, strict_map_key=False)
+            except Exception as exc:  # msgpack raises several unrelated types
+                self._bad_frame(DecodeError(None, f"undecodable frame: {exc}"))
+                return
+            try:
+                record = record_from_item(item)
+            except DecodeError as exc:
+                self._bad_frame(exc, item)
+                return
+            self._handle(record)
+            if self.closed is not None:
+                return
+            if self.state is OPEN:  # frames after the Welcome may be larger: read on
+                try:
+                    rest = payloads[i + 1 :] + self._decoder.frames()
+                except ProtocolError as exc:
+                    self._protocol_error(str(exc), exc)
+                    return
+                self._receive_open(rest)
+                return
+
+    def _receive_open(self, payloads: list[bytes]) -> None:
         codec = self.codec
         unpack = codec.unpack
         messages = self._messages
@@ -516,6 +562,10 @@ class Protocol:
 
     def _protocol_error(self, reason: str, error: Exception) -> None:
         self._queue(encode_record(Goodbye(f"protocol error: {reason}")))
+        if self.state is HANDSHAKE:  # openers expect a HandshakeError, whatever the cause
+            handshake_error = HandshakeError(f"protocol error in the handshake: {reason}")
+            handshake_error.__cause__ = error
+            error = handshake_error
         self._close(reason, by_peer=True, error=error)
 
     def _refuse(self, error: HandshakeError) -> None:
@@ -608,7 +658,7 @@ class Protocol:
         elif kind is Welcome and (self._step == _CLIENT_AWAIT_WELCOME or self._secret is None):
             assert isinstance(record, Welcome)
             self.peer = PeerInfo(record.id, record.name, record.role, record.extra)
-            self.state = OPEN
+            self._open()
             self._events.append(HandshakeComplete(self.peer))
         elif kind is Welcome:
             self._refuse(

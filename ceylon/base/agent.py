@@ -7,7 +7,7 @@ import ssl as _ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 from loguru import logger
 
@@ -27,6 +27,8 @@ __all__ = ["Admin", "BaseAgent", "Worker", "register"]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 T = TypeVar("T", bound=type)
+#: Seconds `stop()` lets queued handlers finish before cancelling them.
+STOP_GRACE: Final = 1.0
 
 
 def register(cls: T | None = None, *, tag: str | None = None) -> Any:
@@ -291,6 +293,11 @@ class BaseAgent:
         if tasks:
             await asyncio.wait(tasks)
         if self._dispatcher is not None:
+            try:  # what is queued (on_disconnect handlers among it) gets a moment to finish
+                async with asyncio.timeout(STOP_GRACE):
+                    await self._dispatcher.wait_idle()
+            except TimeoutError:
+                self._log.warning("handlers still busy {} s after stop(); cancelling", STOP_GRACE)
             await self._dispatcher.close()
             self._dispatcher = None
 
@@ -317,6 +324,7 @@ class BaseAgent:
             HandshakeError: the playground refused the agent (wrong token, workspace,
                 name already taken...).
             OSError, TimeoutError: the playground could not be reached in time.
+            ConnectionClosed: the link dropped before the playground sent the directory.
         """
         if self.mode is not PeerMode.CLIENT:
             raise RuntimeError(f"{self!r} is an admin: it listens, it does not connect")

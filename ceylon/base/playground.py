@@ -20,7 +20,14 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import transport
-from transport import Connection, ConnectionClosed, DecodeError, MessageGroup, PeerInfo
+from transport import (
+    Connection,
+    ConnectionClosed,
+    DecodeError,
+    MessageGroup,
+    PeerInfo,
+    ProtocolError,
+)
 
 from .. import system
 from ..config import Settings, default_port
@@ -34,6 +41,8 @@ from .agent import BaseAgent
 __all__ = ["BasePlayGround"]
 
 JoinCallback = Callable[[AgentDetail], None]
+#: Agents per Snapshot message, so that a large directory never makes a large frame.
+SNAPSHOT_CHUNK = 500
 
 
 class _RouterLink(Link):
@@ -41,14 +50,15 @@ class _RouterLink(Link):
 
     def __init__(self, playground: BasePlayGround) -> None:
         self.playground = playground
-        self._congested: list[Connection] = []
+        self._congested: set[Connection] = set()  # paused when last written to
 
     @property
     def congested(self) -> bool:
-        return any(conn.writing_paused for conn in self._congested)
+        self._congested = {conn for conn in self._congested if conn.writing_paused}
+        return bool(self._congested)
 
     async def drain(self) -> None:
-        congested, self._congested = self._congested, []
+        congested, self._congested = self._congested, set()
         for conn in congested:
             with contextlib.suppress(ConnectionClosed):
                 await conn.drain()
@@ -60,7 +70,7 @@ class _RouterLink(Link):
             if not conn.closed:
                 conn.send_packed_nowait(playground.id, None, tag, body)
                 if conn.writing_paused:
-                    self._congested.append(conn)
+                    self._congested.add(conn)
 
     def send_nowait(self, key: str, message: Any) -> bool:
         playground = self.playground
@@ -75,7 +85,7 @@ class _RouterLink(Link):
             raise AgentNotFoundError(key)
         conn.send_nowait(message, target=detail.id, sender=playground.id)
         if conn.writing_paused:
-            self._congested.append(conn)
+            self._congested.add(conn)
         return True
 
     async def send(self, key: str, message: Any) -> None:
@@ -298,8 +308,8 @@ class BasePlayGround(BaseAgent):
             dict(peer.extra.get("extra_data") or {}),
         )
         subscribed = bool(peer.extra.get("subscribe"))
-        self._joined(conn, detail, subscribed)
         try:
+            self._joined(conn, detail, subscribed)
             await conn.wait_closed()
         finally:
             self._left(conn, detail)
@@ -316,9 +326,13 @@ class BasePlayGround(BaseAgent):
             previous_conn.start_close("replaced by a new connection of the same agent")
         self._log.info("agent {} ({}) joined from {}", detail.name, detail.role, detail.address)
         if subscribed:
-            conn.send_nowait(system.Snapshot(self.directory.details()), sender=self.id)
+            everyone = self.directory.details()
+            for start in range(0, len(everyone), SNAPSHOT_CHUNK):  # frames stay small
+                chunk = everyone[start : start + SNAPSHOT_CHUNK]
+                final = start + SNAPSHOT_CHUNK >= len(everyone)
+                self._tell(conn, system.Snapshot(chunk, final))
         for agent_id in self.directory.subscribers(exclude=detail.id):
-            self._conns[agent_id].send_nowait(system.Joined(detail), sender=self.id)
+            self._tell(self._conns.get(agent_id), system.Joined(detail))
         conn.set_message_callback(lambda groups: self._route(detail, groups))
         self._agent_joined(detail, self.settings.workspace)
         for callback in self._join_callbacks:
@@ -333,15 +347,22 @@ class BasePlayGround(BaseAgent):
         reason = conn.close_reason or "connection lost"
         self._log.info("agent {} left: {}", detail.name, reason)
         for agent_id in notify:
-            target = self._conns.get(agent_id)
-            if target is not None and not target.closed:
-                target.send_nowait(system.Left(detail), sender=self.id)
+            self._tell(self._conns.get(agent_id), system.Left(detail))
         if self._dispatcher is not None:
             self._dispatcher.forget_origin(detail.id)
         self._agent_left(detail, self.settings.workspace)
         for callback in self._leave_callbacks:
             _call_safely(callback, detail, self._log)
         self._membership_changed()
+
+    def _tell(self, conn: Connection | None, notice: Any, target: str | None = None) -> None:
+        """Queue a runtime notice; a connection that is closing just does not get it."""
+        if conn is None or conn.closed:
+            return
+        try:
+            conn.send_nowait(notice, target=target, sender=self.id)
+        except (ConnectionClosed, ProtocolError) as exc:
+            self._log.debug("could not tell {}: {}", conn.remote_address, exc)
 
     def _membership_changed(self) -> None:
         for ready, future in list(self._waiters):
@@ -414,7 +435,7 @@ class BasePlayGround(BaseAgent):
 
     def _introduce(self, conn: Connection, receiver: str, sender: AgentDetail) -> None:
         if self.directory.introduce(receiver, sender.id):
-            conn.send_nowait(system.Introduce(sender), sender=self.id)
+            self._tell(conn, system.Introduce(sender))
 
     def _relay_broadcast(self, origin: AgentDetail, group: MessageGroup, now: int) -> None:
         pack, tag_bytes = self._codec.pack, self._codec.tag_bytes
@@ -442,7 +463,7 @@ class BasePlayGround(BaseAgent):
             if source is not None and not source.closed:
                 for tag, _ in group.pairs():
                     notice = system.Undeliverable(target, tag, "the agent is not connected")
-                    source.send_nowait(notice, target=origin.id, sender=self.id)
+                    self._tell(source, notice, origin.id)
             return
         self._introduce(conn, target, origin)
         pack, tag_bytes = self._codec.pack, self._codec.tag_bytes

@@ -24,6 +24,7 @@ from ceylon import (
     on_disconnect,
     on_run,
 )
+from ceylon.base import playground as playground_module
 
 from ..conftest import seconds, wait_until
 
@@ -147,6 +148,7 @@ async def test_membership_events_and_directory(hub: Hub) -> None:
         assert names == {"hub", "a", "b"}
         assert {d.name for d in await hub.get_connected_agents()} == {"a", "b", "q"}
         await b.stop()
+        assert {"hub", "a", "q"} <= set(b.left)  # stop() let its on_disconnect handlers run
         async with asyncio.timeout(seconds(5)):
             await wait_until(lambda: "b" in a.left)
         assert "b" not in {d.name for d in await a.get_connected_agents()}
@@ -207,6 +209,39 @@ async def test_two_hundred_agents_join_through_play(hub: Hub) -> None:
         async with asyncio.timeout(seconds(10)):
             await wait_until(lambda: all(len(a.got) == 1 for a in agents[1:]))
     assert elapsed < seconds(15)
+
+
+async def test_a_large_directory_arrives_in_several_snapshots(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(playground_module, "SNAPSHOT_CHUNK", 7)
+    quiet = [Quiet(f"quiet-{i}") for i in range(30)]
+    async with hub.play(workers=quiet, timeout=seconds(30)) as p:
+        late = Listener("late")
+        await late.connect(p.address)  # returns once the last chunk is in
+        try:
+            await settle(late)
+            assert {f"quiet-{i}" for i in range(30)} | {"hub"} <= set(late.joined)
+            names = {d.name for d in await late.get_connected_agents()}
+            assert names == {f"quiet-{i}" for i in range(30)} | {"hub"}
+        finally:
+            await late.stop()
+
+
+async def test_a_link_lost_before_the_directory_came_fails_connect_at_once() -> None:
+    async def hang_up(conn: transport.Connection) -> None:
+        await conn.close("not a playground after all")
+
+    server = await transport.serve(hang_up, "127.0.0.1", 0)
+    try:
+        listener = Listener("early")
+        started = time.monotonic()
+        with pytest.raises(transport.ConnectionClosed, match="before the directory came"):
+            await listener.connect(("127.0.0.1", server.port))
+        assert time.monotonic() - started < seconds(2)  # not after open_timeout
+        assert listener.connected_playground is None
+    finally:
+        await server.aclose()
 
 
 async def test_play_without_workers_yields_at_once_and_leaks_no_tasks() -> None:

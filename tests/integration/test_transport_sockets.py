@@ -265,6 +265,21 @@ async def test_open_timeout_against_a_silent_server() -> None:
     await silent_server.wait_closed()
 
 
+async def test_a_server_sending_a_huge_frame_in_the_handshake_fails_the_open() -> None:
+    async def hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(4096)  # the Hello
+        writer.write((2**30).to_bytes(4, "big"))  # "a 1 GiB frame follows"
+        await read_until_eof(reader)
+        await close_writer(writer)
+
+    hostile_server = await asyncio.start_server(hostile, HOST, 0)
+    port = hostile_server.sockets[0].getsockname()[1]
+    with pytest.raises(transport.HandshakeError, match="protocol error in the handshake"):
+        await transport.connect(HOST, port, open_timeout=seconds(5))
+    hostile_server.close()
+    await hostile_server.wait_closed()
+
+
 FAST_BEAT = dict(heartbeat_interval=0.1, heartbeat_timeout=0.6)
 
 

@@ -24,6 +24,10 @@ class Owner:
         gate = self.gates.get(msg)
         if gate is not None:
             await gate.wait()
+        if msg == -2:  # awaits something that was cancelled: the handler's own failure
+            cancelled = asyncio.get_running_loop().create_future()
+            cancelled.cancel()
+            await cancelled
         if msg < 0:
             raise ValueError("negative")
         self.log.append((agent.id, msg))
@@ -54,11 +58,12 @@ async def test_per_sender_order_and_concurrency_across_senders() -> None:
 async def test_a_raising_handler_is_contained() -> None:
     owner = Owner()
     dispatcher = Dispatcher(owner)
-    for n in (-1, 5):
+    for n in (-1, -2, 5, 6):
         dispatcher.submit(specs(), n, A, 0, "x")
     async with asyncio.timeout(seconds(5)):
         await dispatcher.wait_idle()
-    assert owner.log == [("a", 5)]
+    assert owner.log == [("a", 5), ("a", 6)]
+    assert dispatcher.pending == 0
     await dispatcher.close()
 
 

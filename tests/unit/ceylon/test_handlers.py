@@ -68,6 +68,59 @@ async def test_injection_by_name() -> None:
     assert await call(agent, Other(2)) == [("other", 1234, SENDER)]
 
 
+class Shapes(BaseAgent):
+    """One handler per way of asking for the injected values."""
+
+    @on(Ping)
+    async def nothing(self, msg: Ping) -> Any:
+        return ("nothing", msg.n)
+
+    @on(Ping)
+    async def agent_only(self, msg: Ping, agent: AgentDetail) -> Any:
+        return ("agent", agent)
+
+    @on(Ping)
+    async def time_only(self, msg: Ping, time: int) -> Any:
+        return ("time", time)
+
+    @on(Ping)
+    async def agent_then_time(self, msg: Ping, agent: AgentDetail, time: int) -> Any:
+        return ("agent,time", agent, time)
+
+    @on(Ping)
+    async def keyword_only(self, msg: Ping, *, time: int, agent: AgentDetail) -> Any:
+        return ("kw", time, agent)
+
+    @on(Ping)
+    async def mixed(self, msg: Ping, agent: AgentDetail, *, time: int) -> Any:
+        return ("mixed", agent, time)
+
+    @on(Ping)
+    async def var_kw(self, msg: Ping, agent: AgentDetail, **rest: Any) -> Any:
+        return ("var_kw", agent, rest)
+
+    @on(Ping)
+    async def defaulted(self, msg: Ping, time: int = 0) -> Any:
+        return ("defaulted", time)
+
+
+async def test_every_signature_gets_the_values_it_asks_for() -> None:
+    results = await call(Shapes("s"), Ping(7))
+    assert sorted(results, key=lambda r: r[0]) == sorted(
+        [
+            ("nothing", 7),
+            ("agent", SENDER),
+            ("time", 1234),
+            ("agent,time", SENDER, 1234),
+            ("kw", 1234, SENDER),
+            ("mixed", SENDER, 1234),
+            ("var_kw", SENDER, {"time": 1234}),
+            ("defaulted", 1234),
+        ],
+        key=lambda r: r[0],
+    )
+
+
 async def test_inheritance_and_override() -> None:
     child = Child("c")
     assert await call(child, Ping(1)) == ["child from sender"]

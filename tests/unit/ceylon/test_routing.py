@@ -16,6 +16,7 @@ def test_names_are_unique_and_the_playground_name_is_reserved() -> None:
     d.join(agent(1), subscribed=False)
     assert "already taken" in (d.refusal("id-9", "agent-1") or "")
     assert d.refusal("id-1", "agent-1") is None  # the same agent reconnecting
+    assert "already in use" in (d.refusal("id-1", "impostor") or "")  # same id, other name
     assert "playground's own" in (d.refusal("id-9", "playground") or "")
     assert "non-empty" in (d.refusal("id-9", "") or "")
 

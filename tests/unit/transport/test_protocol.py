@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import msgpack
 import pytest
 
 from transport import handshake
+from transport.codec import Codec, TypeRegistry
 from transport.errors import (
     AuthenticationError,
     ConnectionClosedError,
@@ -24,6 +26,7 @@ from transport.protocol import (
     CLIENT,
     CLOSED,
     HANDSHAKE,
+    HANDSHAKE_MAX_FRAME_SIZE,
     OPEN,
     SERVER,
     Closed,
@@ -53,6 +56,12 @@ from transport.wire import (
 
 CLIENT_ID = PeerInfo("c-id", "worker-1", "worker", {"zone": "a"})
 SERVER_ID = PeerInfo("s-id", "playground", "admin", {})
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
 
 
 def nonces(prefix: bytes) -> Iterator[bytes]:
@@ -250,6 +259,80 @@ def test_short_nonce_is_refused() -> None:
     server.receive_data(encode_frame(encode_record(hello)))
     (closed,) = [e for e in server.events_received() if isinstance(e, Closed)]
     assert isinstance(closed.error, AuthenticationError)
+
+
+def test_a_large_frame_before_the_handshake_is_refused_and_allowed_after() -> None:
+    server = Protocol(SERVER, SERVER_ID)
+    server.receive_data((HANDSHAKE_MAX_FRAME_SIZE + 1).to_bytes(4, "big"))
+    (closed,) = server.events_received()
+    assert isinstance(closed, Closed) and isinstance(closed.error, HandshakeError)
+    assert isinstance(closed.error.__cause__, FrameSizeError)
+
+    pair = open_pair()
+    big = msgpack.packb(b"x" * (2 * HANDSHAKE_MAX_FRAME_SIZE))
+    pair.client.send_message("a", None, "T", big)
+    pair.server.send_message("b", None, "T", big)
+    pair.pump()
+    assert [len(e.body) for e in envelopes(pair.server_messages)] == [2 * HANDSHAKE_MAX_FRAME_SIZE]
+    assert [len(e.body) for e in envelopes(pair.client_messages)] == [2 * HANDSHAKE_MAX_FRAME_SIZE]
+
+
+def test_a_large_message_in_the_same_read_as_the_welcome_is_read() -> None:
+    client = Protocol(CLIENT, CLIENT_ID)
+    server = Protocol(SERVER, SERVER_ID)
+    server.receive_data(client.data_to_send())
+    server.events_received()
+    server.accept()
+    server.send_message("s", None, "T", msgpack.packb(b"y" * (2 * HANDSHAKE_MAX_FRAME_SIZE)))
+    client.receive_data(server.data_to_send())  # Welcome and the big frame together
+    assert client.state is OPEN and client.closed is None
+    (group,) = client.messages_received()
+    assert len(group.envelopes()[0].body) == 2 * HANDSHAKE_MAX_FRAME_SIZE
+
+
+def test_handshake_frames_construct_no_application_types() -> None:
+    codec = Codec(TypeRegistry())
+    codec.registry.register(Point)
+    tagged = msgpack.unpackb(codec.pack(Point(1, 2)))  # a Point, as an ext on the wire
+    assert isinstance(tagged, msgpack.ExtType)
+    hello = Hello(PROTOCOL_VERSION, "default", "x", "n", "r", {"p": tagged}, bytes(32))
+    server = Protocol(SERVER, SERVER_ID, codec=codec)
+    server.receive_data(encode_frame(encode_record(hello)))
+    (authenticated,) = server.events_received()
+    assert isinstance(authenticated, PeerAuthenticated)
+    assert not isinstance(authenticated.peer.extra["p"], Point)
+
+
+@pytest.mark.parametrize("field", ["id", "name", "role"])
+def test_overlong_identities_are_refused(field: str) -> None:
+    values = {"id": "x", "name": "n", "role": "r", field: "z" * (handshake.MAX_IDENTITY_LENGTH + 1)}
+    hello = Hello(
+        PROTOCOL_VERSION, "default", values["id"], values["name"], values["role"], {}, bytes(32)
+    )
+    server = Protocol(SERVER, SERVER_ID)
+    server.receive_data(encode_frame(encode_record(hello)))
+    (closed,) = server.events_received()
+    assert isinstance(closed, Closed) and f"the {field} is over" in closed.reason
+
+
+def test_a_long_route_leaves_the_group_within_the_frame_limit() -> None:
+    client = Protocol(CLIENT, CLIENT_ID, max_frame_size=8192)
+    server = Protocol(SERVER, SERVER_ID, max_frame_size=8192)
+    server.receive_data(client.data_to_send())
+    server.events_received()
+    server.accept()
+    server.events_received()
+    client.receive_data(server.data_to_send())
+    sender, target = "s" * 1500, "t" * 1500
+    for i in range(40):
+        client.send_message(sender, target, "T", msgpack.packb("x" * 100 + str(i)))
+    data = client.data_to_send()
+    assert all(len(p) <= 8192 for p in split_frames(data))
+    server.receive_data(data)
+    assert server.events_received() == []
+    assert len(envelopes(server.messages_received())) == 40
+    with pytest.raises(FrameSizeError):  # fits the limit alone, not with this route
+        client.send_message(sender, target, "T", msgpack.packb("x" * 7000))
 
 
 def test_garbage_during_handshake_closes_with_a_reason() -> None:
