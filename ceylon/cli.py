@@ -142,7 +142,11 @@ PLUGINS: dict[str, str] = {
     "meetings": "ceylon.scheduling.playground:attach",
 }
 #: Extra subcommands: "module:function"s that add a subparser to the subparsers action.
-COMMANDS: list[str] = ["ceylon.task.cli:add_command", "ceylon.scheduling.cli:add_command"]
+COMMANDS: list[str] = [
+    "ceylon.task.cli:add_command",
+    "ceylon.scheduling.cli:add_command",
+    "ceylon.monitor:add_command",
+]
 
 
 def _server_tls(args: argparse.Namespace) -> Any:

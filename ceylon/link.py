@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .peer import AgentDetail
+
+if TYPE_CHECKING:
+    from .system import PlaygroundStatus
 
 __all__ = ["Link"]
 
@@ -35,4 +38,8 @@ class Link:
         raise NotImplementedError
 
     async def agents(self) -> list[AgentDetail]:
+        raise NotImplementedError
+
+    async def status(self) -> PlaygroundStatus:
+        """What the playground reports of itself."""
         raise NotImplementedError

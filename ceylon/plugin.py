@@ -7,7 +7,8 @@ membership callbacks it is given here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .peer import AgentDetail
 
@@ -35,6 +36,10 @@ class Plugin:
 
     def agent_left(self, agent: AgentDetail) -> None:
         """An agent left the playground (called on the read path: do not block)."""
+
+    def status(self) -> Mapping[str, Any]:
+        """Figures for ``ceylon status`` (numbers and short strings), e.g. tasks done."""
+        return {}
 
     async def start(self) -> None:
         """The playground started listening."""

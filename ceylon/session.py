@@ -265,7 +265,7 @@ class Session(Link):
         elif isinstance(message, system.Left):
             if self._forget(message.agent.id) is not None or self.agent.wants_membership:
                 self.agent._agent_left(message.agent, workspace)
-        elif isinstance(message, system.Resolved | system.AgentList):
+        elif isinstance(message, system.Resolved | system.AgentList | system.PlaygroundStatus):
             if isinstance(message, system.Resolved) and message.agent is not None:
                 # Known from now on: the playground will not introduce it again, and its
                 # messages may follow in this very batch.
@@ -334,6 +334,11 @@ class Session(Link):
             return list(self.known.values())
         reply = await self._request(system.ListAgents(0))
         return [a for a in reply.agents if a.id != self.agent.id]
+
+    async def status(self) -> system.PlaygroundStatus:
+        reply = await self._request(system.StatusQuery(0))
+        assert isinstance(reply, system.PlaygroundStatus)
+        return reply
 
     async def _request(self, message: Any) -> Any:
         conn = self._connection()

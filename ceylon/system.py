@@ -7,7 +7,7 @@ agents handle internally and never pass to user handlers.
 from __future__ import annotations
 
 import dataclasses
-from typing import Final
+from typing import Any, Final
 
 from transport import default_registry
 
@@ -20,9 +20,11 @@ __all__ = [
     "Joined",
     "Left",
     "ListAgents",
+    "PlaygroundStatus",
     "Resolve",
     "Resolved",
     "Snapshot",
+    "StatusQuery",
     "Undeliverable",
 ]
 
@@ -80,6 +82,33 @@ class AgentList:
 
 
 @dataclasses.dataclass
+class StatusQuery:
+    """Ask the playground for a `PlaygroundStatus`."""
+
+    request: int
+
+
+@dataclasses.dataclass
+class PlaygroundStatus:
+    """How a playground is doing: what ``ceylon status`` shows.
+
+    Attributes:
+        playground: the playground itself.
+        uptime: seconds since it started listening.
+        agents: the agents connected now (the playground not among them).
+        messages_routed: application messages it has routed or handled since it started.
+        plugins: each plugin's own figures, by plugin name (see `Plugin.status`).
+    """
+
+    request: int
+    playground: AgentDetail
+    uptime: float
+    agents: list[AgentDetail]
+    messages_routed: int
+    plugins: dict[str, dict[str, Any]]
+
+
+@dataclasses.dataclass
 class Undeliverable:
     """A direct message could not be delivered."""
 
@@ -98,6 +127,8 @@ for _cls in (
     Resolved,
     ListAgents,
     AgentList,
+    StatusQuery,
+    PlaygroundStatus,
     Undeliverable,
 ):
     default_registry.register(_cls, tag=SYSTEM_PREFIX + _cls.__name__)

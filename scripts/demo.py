@@ -135,7 +135,7 @@ def task_tutorial_demo() -> None:
 
 
 def task_processes_demo() -> None:
-    section("tasks: ceylon playground --plugin tasks, two worker processes, ceylon tasks run")
+    section("tasks: ceylon playground --plugin tasks, two worker processes, tasks run, status")
     children: list[Process] = []
     try:
         playground = Process(
@@ -170,6 +170,18 @@ def task_processes_demo() -> None:
                 print(f"  {line}")
         if code != 0:
             raise SystemExit(f"ceylon tasks run failed with exit code {code}")
+        status = Process(
+            python_command("-m", "ceylon", "status", "--connect", address, "--once"),
+            cwd=ROOT,
+            env={"COLUMNS": "90"},
+        )
+        code = status.wait(timeout=30)
+        print(f"  ceylon status --connect {address} --once:")
+        for line in status.output().splitlines():
+            if "|" not in line[:20]:
+                print(f"    {line}")
+        if code != 0:
+            raise SystemExit(f"ceylon status failed with exit code {code}")
     finally:
         for child in children:
             child.stop()

@@ -21,7 +21,7 @@ from ..handlers import HandlerSpec, HandlerTable, pattern_matches, validate_hand
 from ..link import Link
 from ..peer import AgentDetail, PeerMode
 from ..session import Session
-from ..system import SYSTEM_PREFIX
+from ..system import SYSTEM_PREFIX, PlaygroundStatus
 
 __all__ = ["Admin", "BaseAgent", "Worker", "register"]
 
@@ -255,6 +255,15 @@ class BaseAgent:
     async def get_connected_agents(self) -> list[AgentDetail]:
         """The other agents connected now (the playground included, for a client)."""
         return await self._require_link().agents()
+
+    async def playground_status(self) -> PlaygroundStatus:
+        """What the playground reports of itself (what ``ceylon status`` shows).
+
+        Raises:
+            NotConnectedError: a client agent that is not connected.
+            TimeoutError: the playground did not answer in time.
+        """
+        return await self._require_link().status()
 
     # -- running ---------------------------------------------------------------------
 

@@ -95,6 +95,9 @@ class _RouterLink(Link):
     async def agents(self) -> list[AgentDetail]:
         return [m.detail for m in self.playground.directory]
 
+    async def status(self) -> system.PlaygroundStatus:
+        return self.playground.status()
+
 
 class BasePlayGround(BaseAgent):
     """A playground: listens for agents, routes their messages, runs plugins.
@@ -150,6 +153,9 @@ class BasePlayGround(BaseAgent):
         self._router = _RouterLink(self)
         self._link = self._router
         self.plugins: list[Plugin] = []
+        #: application messages routed or handled since the playground started
+        self.messages_routed = 0
+        self._started_at: float | None = None
 
     # -- where -----------------------------------------------------------------------
 
@@ -186,6 +192,7 @@ class BasePlayGround(BaseAgent):
             return
         self._finished = False
         self._start_dispatch(self._on_pressure)
+        self._started_at = time.monotonic()
         self._server = await transport.serve(
             self._serve_agent,
             self.host,
@@ -425,6 +432,7 @@ class BasePlayGround(BaseAgent):
     def _route(self, origin: AgentDetail, groups: list[MessageGroup]) -> None:
         now = int(time.time() * 1000)
         for group in groups:
+            self.messages_routed += group.size
             target = group.target
             if target is None:
                 self._relay_broadcast(origin, group, now)
@@ -493,6 +501,7 @@ class BasePlayGround(BaseAgent):
         conn = self._conns.get(origin.id)
         if conn is None or conn.closed:
             return
+        self.messages_routed -= 1  # a runtime request, not an application message
         try:
             request = build(tag, body)
         except DecodeError as exc:
@@ -500,15 +509,27 @@ class BasePlayGround(BaseAgent):
             return
         if isinstance(request, system.Resolve):
             found = self.directory.resolve(origin.id, request.key)
-            conn.send_nowait(
-                system.Resolved(request.request, found), target=origin.id, sender=self.id
-            )
+            self._tell(conn, system.Resolved(request.request, found), origin.id)
         elif isinstance(request, system.ListAgents):
-            conn.send_nowait(
-                system.AgentList(request.request, self.directory.details()),
-                target=origin.id,
-                sender=self.id,
-            )
+            self._tell(conn, system.AgentList(request.request, self.directory.details()), origin.id)
+        elif isinstance(request, system.StatusQuery):
+            status = self.status()
+            status.request = request.request
+            self._tell(conn, status, origin.id)
+
+    def status(self) -> system.PlaygroundStatus:
+        """How the playground is doing: agents, messages routed, each plugin's figures."""
+        uptime = time.monotonic() - self._started_at if self._started_at is not None else 0.0
+        plugins: dict[str, dict[str, Any]] = {}
+        for plugin in self.plugins:
+            try:
+                plugins[plugin.name] = dict(plugin.status())
+            except Exception:  # a plugin's bug must not cost the playground its answer
+                self._log.exception("plugin {} failed to report its status", plugin.name)
+        agents = [m.detail for m in self.directory]
+        return system.PlaygroundStatus(
+            0, self.details(), uptime, agents, self.messages_routed, plugins
+        )
 
     def _hold(self, origin_id: str, congested: list[Connection]) -> None:
         source = self._conns.get(origin_id)

@@ -90,6 +90,8 @@ class MeetingPlugin(Plugin):
         self._reply_waiters: dict[str, asyncio.Event] = {}
         self._left: set[str] = set()
         self._people: dict[str, str] = {}  # name -> agent id
+        self._plans = 0
+        self._planning = 0
 
     def attach(self, playground: BasePlayGround) -> None:
         super().attach(playground)
@@ -105,6 +107,11 @@ class MeetingPlugin(Plugin):
                     self._calendar_done[request].set()
             for waiter in self._reply_waiters.values():
                 waiter.set()  # the booking round re-checks who is still there
+
+    def status(self) -> dict[str, Any]:
+        """For ``ceylon status``: participants connected, plans made and under way."""
+        participants = sum(m.detail.role == self.role for m in self._pg.directory)
+        return {"participants": participants, "plans": self._plans, "planning": self._planning}
 
     @property
     def _pg(self) -> BasePlayGround:
@@ -202,6 +209,14 @@ class MeetingPlugin(Plugin):
         Returns:
             One `MeetingOutput` per meeting, by name; an unscheduled one says why.
         """
+        self._planning += 1
+        try:
+            return await self._plan(meetings)
+        finally:
+            self._planning -= 1
+            self._plans += 1
+
+    async def _plan(self, meetings: Sequence[Meeting]) -> dict[str, MeetingOutput]:
         started = time.monotonic()
         people = [a for a in await self._pg.get_connected_agents() if a.role == self.role]
         self._people = {p.name: p.id for p in people}

@@ -247,6 +247,22 @@ class TaskPlugin(Plugin):
                 self._changed.clear()
                 await self._changed.wait()
 
+    def status(self) -> dict[str, Any]:
+        """Counts for ``ceylon status``: groups, tasks by state, workers and free slots."""
+        manager, assigner = self.manager, self.assigner
+        groups = manager.task_groups.values()
+        return {
+            "groups": len(manager.task_groups),
+            "groups done": sum(g.status is TaskStatus.COMPLETED for g in groups),
+            "tasks": len(manager.tasks),
+            "waiting": assigner.waiting(),
+            "running": len(assigner.holder),
+            "completed": len(manager.completed_tasks),
+            "failed": len(manager.failed_tasks),
+            "workers": len(assigner.workers),
+            "free slots": sum(slot.free for slot in assigner.workers.values()),
+        }
+
     def statistics(self) -> TaskStatistics:
         manager = self.manager
         return summarize(

@@ -244,6 +244,21 @@ async def test_a_link_lost_before_the_directory_came_fails_connect_at_once() -> 
         await server.aclose()
 
 
+async def test_playground_status_from_a_client_and_from_the_playground(hub: Hub) -> None:
+    a, q = Listener("a"), Quiet("q")
+    async with hub.play(workers=[a, q]):
+        for seq in range(25):
+            await a.send_message("q", Chat(seq))
+        async with asyncio.timeout(seconds(5)):
+            await wait_until(lambda: len(q.got) == 25)
+        for status in (await q.playground_status(), await hub.playground_status()):
+            assert status.playground.name == "hub"
+            assert sorted(d.name for d in status.agents) == ["a", "q"]
+            assert status.messages_routed == 25  # the status requests are not counted
+            assert 0 < status.uptime < seconds(30)
+            assert status.plugins == {}
+
+
 async def test_play_without_workers_yields_at_once_and_leaks_no_tasks() -> None:
     before = asyncio.all_tasks()
     playground = Hub()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import signal
 import time
 from pathlib import Path
@@ -201,3 +202,24 @@ async def test_a_raising_or_busy_handler_does_not_stop_a_worker_process(spawn: A
         assert any("raised" in line and "Command" in line for line in a.drain())
     finally:
         await observer.stop()
+
+
+def test_status_live_refused_and_unreachable(spawn: Any) -> None:
+    playground, address = start_playground(spawn, "--token", "right")
+    refused = spawn("-m", "ceylon", "status", "--connect", address, "--once", "--token", "wrong")
+    assert refused.wait(seconds(30)) == 2
+    assert "refused" in refused.output()
+    live = spawn("-m", "ceylon", "status", "--connect", address, "--token", "right",
+                 "--interval", "0.1", "--json")  # fmt: skip
+    views = [
+        json.loads(live.wait_for_line(r'^\{"playground".*', timeout=seconds(20)).group(0))
+        for _ in range(2)  # it refreshes
+    ]
+    assert [v["agents"] for v in views] == [[], []]  # the observer does not count itself
+    assert views[0]["uptime"] < views[1]["uptime"]
+    live.signal(signal.SIGINT)
+    assert live.wait(seconds(20)) == 0
+    playground.stop(timeout=seconds(10))
+    gone = spawn("-m", "ceylon", "status", "--connect", address, "--once", "--timeout", "5")
+    assert gone.wait(seconds(30)) == 1
+    assert "cannot reach the playground" in gone.output()

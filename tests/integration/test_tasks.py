@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import random
 import signal
 import sys
@@ -181,3 +182,17 @@ def test_tasks_run_submits_to_a_cli_playground_hosting_the_plugin(spawn: Any) ->
                 "--connect", address)  # fmt: skip
     assert run.wait(seconds(60)) == 0, run.output()
     assert "completed, goal achieved" in run.output()
+    # `ceylon status` sees the workers and what the plugin did.
+    status = spawn("-m", "ceylon", "status", "--connect", address, "--once", "--json")
+    assert status.wait(seconds(30)) == 0, status.output()
+    (line,) = [x for x in status.output().splitlines() if x.startswith("{")]
+    view = json.loads(line)
+    assert sorted(a["name"] for a in view["agents"]) == ["p0", "p1"]
+    tasks = view["plugins"]["tasks"]
+    assert (tasks["tasks"], tasks["completed"], tasks["failed"]) == (60, 60, 0)
+    assert (tasks["workers"], tasks["running"], tasks["waiting"]) == (2, 0, 0)
+    assert view["messages_routed"] >= 60  # every result came in through the playground
+    table = spawn("-m", "ceylon", "status", "--connect", address, "--once")
+    assert table.wait(seconds(30)) == 0, table.output()
+    shown = table.output()
+    assert "agents by role" in shown and "p0, p1" in shown
