@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import ssl as _ssl
-from typing import Final
+from typing import Any, Final
 
 import transport
 
@@ -67,6 +67,17 @@ class Settings:
     def resolved_token(self) -> str | None:
         """The token, or ``CEYLON_TOKEN`` from the environment, or None."""
         return self.token if self.token is not None else (os.environ.get("CEYLON_TOKEN") or None)
+
+    def transport_kwargs(self) -> dict[str, Any]:
+        """What `transport.serve` and `transport.connect` both take from these settings."""
+        return {
+            "workspace": self.workspace,
+            "token": self.resolved_token(),
+            "ssl": self.ssl,
+            "options": self.connection_options(),
+            "max_frame_size": self.max_frame_size,
+            "open_timeout": self.open_timeout,
+        }
 
     def connection_options(self) -> transport.ConnectionOptions:
         return transport.ConnectionOptions(

@@ -90,12 +90,7 @@ class Session(Link):
             self.host,
             self.port,
             identity=identity,
-            workspace=self.settings.workspace,
-            token=self.settings.resolved_token(),
-            ssl=self.settings.ssl,
-            options=self.settings.connection_options(),
-            max_frame_size=self.settings.max_frame_size,
-            open_timeout=self.settings.open_timeout,
+            **self.settings.transport_kwargs(),
         )
         peer = conn.peer
         self.playground = AgentDetail(

@@ -198,13 +198,8 @@ class BasePlayGround(BaseAgent):
             self.host,
             self.requested_port,
             identity=PeerInfo(self.id, self.name, self.role, {"extra_data": self.extra_data}),
-            workspace=self.settings.workspace,
-            token=self.settings.resolved_token(),
-            ssl=self.settings.ssl,
-            options=self.settings.connection_options(),
-            max_frame_size=self.settings.max_frame_size,
-            open_timeout=self.settings.open_timeout,
             authorize=self._authorize,
+            **self.settings.transport_kwargs(),
         )
         self.directory.own = self.details()
         self._log.info("listening on {}", self.address)

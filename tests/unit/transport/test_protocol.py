@@ -315,26 +315,6 @@ def test_overlong_identities_are_refused(field: str) -> None:
     assert isinstance(closed, Closed) and f"the {field} is over" in closed.reason
 
 
-def test_a_long_route_leaves_the_group_within_the_frame_limit() -> None:
-    client = Protocol(CLIENT, CLIENT_ID, max_frame_size=8192)
-    server = Protocol(SERVER, SERVER_ID, max_frame_size=8192)
-    server.receive_data(client.data_to_send())
-    server.events_received()
-    server.accept()
-    server.events_received()
-    client.receive_data(server.data_to_send())
-    sender, target = "s" * 1500, "t" * 1500
-    for i in range(40):
-        client.send_message(sender, target, "T", msgpack.packb("x" * 100 + str(i)))
-    data = client.data_to_send()
-    assert all(len(p) <= 8192 for p in split_frames(data))
-    server.receive_data(data)
-    assert server.events_received() == []
-    assert len(envelopes(server.messages_received())) == 40
-    with pytest.raises(FrameSizeError):  # fits the limit alone, not with this route
-        client.send_message(sender, target, "T", msgpack.packb("x" * 7000))
-
-
 def test_garbage_during_handshake_closes_with_a_reason() -> None:
     server = Protocol(SERVER, SERVER_ID)
     server.receive_data(encode_frame(b"\xc1garbage"))
@@ -384,25 +364,40 @@ def test_consecutive_messages_share_a_frame_and_keep_their_order() -> None:
     assert [body for g in groups for _, body in g.pairs()] == [1, 2, 3, 4]
 
 
-def test_groups_never_exceed_the_frame_limit() -> None:
-    client = Protocol(CLIENT, CLIENT_ID, max_frame_size=4096)
-    server = Protocol(SERVER, SERVER_ID, max_frame_size=4096)
+def open_small(max_frame_size: int) -> tuple[Protocol, Protocol]:
+    """A client and a server with a small frame limit, through the handshake."""
+    client = Protocol(CLIENT, CLIENT_ID, max_frame_size=max_frame_size)
+    server = Protocol(SERVER, SERVER_ID, max_frame_size=max_frame_size)
     server.receive_data(client.data_to_send())
     server.events_received()
     server.accept()
     server.events_received()
     client.receive_data(server.data_to_send())
     client.events_received()
+    return client, server
+
+
+@pytest.mark.parametrize(
+    ("limit", "sender", "target", "too_big"),
+    [
+        (4096, "a", None, 5000),
+        (8192, "s" * 1500, "t" * 1500, 7000),  # fits the limit alone, not with this route
+    ],
+)
+def test_groups_never_exceed_the_frame_limit(
+    limit: int, sender: str, target: str | None, too_big: int
+) -> None:
+    client, server = open_small(limit)
     for i in range(100):
-        client.send_message("a", None, "T", msgpack.packb("x" * 100 + str(i)))
+        client.send_message(sender, target, "T", msgpack.packb("x" * 100 + str(i)))
     data = client.data_to_send()
-    assert all(len(p) <= 4096 for p in split_frames(data))
+    assert all(len(p) <= limit for p in split_frames(data))
     server.receive_data(data)
     assert server.events_received() == []
     bodies = [b for g in server.messages_received() for _, b in g.pairs()]
     assert bodies == ["x" * 100 + str(i) for i in range(100)]
     with pytest.raises(FrameSizeError):
-        client.send_message("a", None, "T", msgpack.packb("x" * 5000))
+        client.send_message(sender, target, "T", msgpack.packb("x" * too_big))
 
 
 def test_protocol_fed_one_byte_at_a_time() -> None:
