@@ -152,8 +152,6 @@ class Dispatcher:
     async def _drain(self, key: str, queue: _Queue) -> None:
         batches = queue.batches
         owner = self.owner
-        this_task = asyncio.current_task()
-        assert this_task is not None
         try:
             while batches:
                 batch = batches[0]
@@ -165,15 +163,30 @@ class Dispatcher:
                         except Exception:
                             self._failed(spec, message, sender)
                         except asyncio.CancelledError:
-                            if this_task.cancelling():
+                            if self._closed:
                                 raise  # close() is stopping us
-                            self._failed(spec, message, sender)  # the handler's own
+                            self._cancelled(spec, message, sender)
+                        if self._closed:  # a handler stopped the agent
+                            return
                 batches.popleft()
                 self._done(batch.origin, len(batch.items))
         finally:
             queue.task = None
             if not batches and self._queues.get(key) is queue:
                 del self._queues[key]
+
+    def _cancelled(self, spec: HandlerSpec, message: Any, sender: AgentDetail) -> None:
+        # The handler's own doing (it awaited something cancelled, or cancelled its task):
+        # a failure of that handler, and this task reads on.
+        task = asyncio.current_task()
+        while task is not None and task.cancelling():
+            task.uncancel()
+        self._failed(spec, message, sender)
+
+    def running_handler(self) -> bool:
+        """Whether the caller is a handler run by this dispatcher."""
+        task = asyncio.current_task()
+        return task is not None and any(q.task is task for q in self._queues.values())
 
     def _failed(self, spec: HandlerSpec, message: Any, sender: AgentDetail) -> None:
         what = type(message).__name__ if spec.kind == "message" else spec.kind
@@ -208,7 +221,8 @@ class Dispatcher:
     async def close(self) -> None:
         """Cancel every running handler and drop what is queued; wait for the tasks."""
         self._closed = True
-        tasks = [q.task for q in self._queues.values() if q.task is not None]
+        this = asyncio.current_task()  # a handler closing its own agent finishes its work
+        tasks = [q.task for q in self._queues.values() if q.task is not None and q.task is not this]
         for task in tasks:
             task.cancel()
         if tasks:

@@ -159,6 +159,10 @@ def _message_spec(
     # By position only when the positional ones are all the handler takes of time/agent.
     injected = set(INJECTED)
     by_position = set(after) <= injected and not has_var_kw and names & injected <= set(after)
+    if not by_position and any(p.kind is p.POSITIONAL_ONLY for p in positional[1:]):
+        raise HandlerSignatureError(
+            func, "'time' and 'agent' are passed by name here: they cannot be positional-only"
+        )
     return HandlerSpec(
         "message",
         func,

@@ -1,6 +1,6 @@
 """``ceylon status``: a live view of a running playground (agents, tasks, throughput).
 
-It joins the playground as a quiet observer (no membership news is sent to it), asks
+It connects as an observer (outside the directory: agents do not hear of it), asks
 for a `PlaygroundStatus` every ``--interval`` seconds and redraws a table; ``--once``
 prints one view and exits, ``--json`` prints one JSON object per line instead.
 Rates are over the last interval (over the playground's uptime for the first view).
@@ -31,7 +31,7 @@ from .errors import CeylonError
 from .peer import PeerMode
 from .system import PlaygroundStatus
 
-__all__ = ["Rates", "add_command", "as_json", "render"]
+__all__ = ["Observer", "Rates", "add_command", "as_json", "render"]
 
 
 def add_command(sub: Any) -> None:
@@ -51,6 +51,15 @@ def add_command(sub: Any) -> None:
     _add_security(status, server=False)
     status.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     status.set_defaults(run=run_status)
+
+
+class Observer(BaseAgent):
+    """Asks the playground questions; not in its directory, nobody hears of it."""
+
+    observer = True
+
+    def __init__(self, name: str, mode: PeerMode = PeerMode.CLIENT) -> None:
+        super().__init__(name, mode, role="observer")
 
 
 class Rates:
@@ -84,7 +93,8 @@ def as_json(status: PlaygroundStatus, rates: tuple[float, float | None], me: str
             "messages_per_s": round(rates[0], 1),
             "tasks_per_s": None if rates[1] is None else round(rates[1], 1),
             "plugins": status.plugins,
-        }
+        },
+        default=str,  # figures may be datetimes, sets...: shown as text
     )
 
 
@@ -131,9 +141,7 @@ def _duration(seconds: float) -> str:
 async def _status(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         raise SystemExit("error: --interval must be > 0")
-    observer = BaseAgent(
-        f"status-{os.getpid()}-{secrets.token_hex(3)}", PeerMode.CLIENT, role="observer"
-    )
+    observer = Observer(f"status-{os.getpid()}-{secrets.token_hex(3)}", PeerMode.CLIENT)
     settings = Settings(workspace=args.workspace, token=args.token, ssl=_client_tls(args))
     try:
         async with asyncio.timeout(args.timeout):

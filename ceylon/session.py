@@ -43,7 +43,10 @@ REQUEST_TIMEOUT = 10.0
 
 def hello_extra(agent: BaseAgent) -> dict[str, Any]:
     """What an agent tells the playground about itself beyond id, name and role."""
-    return {"extra_data": dict(agent.extra_data), "subscribe": agent.wants_membership}
+    extra = {"extra_data": dict(agent.extra_data), "subscribe": agent.wants_membership}
+    if agent.observer:
+        extra["observer"] = True
+    return extra
 
 
 class Session(Link):
@@ -61,6 +64,7 @@ class Session(Link):
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._requests: dict[int, asyncio.Future[Any]] = {}
+        self._partial: dict[int, Any] = {}  # request -> the reply so far (chunked answers)
         self._request_ids = itertools.count(1)
         self._connected = asyncio.Event()
         self._stop_requested = asyncio.Event()
@@ -155,6 +159,7 @@ class Session(Link):
             if not future.done():
                 future.set_exception(NotConnectedError(f"connection lost: {reason}"))
         self._requests.clear()
+        self._partial.clear()
         known = list(self.known.values())
         self.known = {}
         self._names = {}
@@ -265,9 +270,19 @@ class Session(Link):
                 # Known from now on: the playground will not introduce it again, and its
                 # messages may follow in this very batch.
                 self._remember(message.agent)
+            reply: Any = message
+            if not isinstance(message, system.Resolved):  # may come in chunks
+                first = self._partial.pop(message.request, None)
+                if first is not None:
+                    first.agents += message.agents
+                    reply = first
+                if not message.final:
+                    if message.request in self._requests:
+                        self._partial[message.request] = reply
+                    return
             future = self._requests.pop(message.request, None)
             if future is not None and not future.done():
-                future.set_result(message)
+                future.set_result(reply)
         elif isinstance(message, system.Undeliverable):
             self._forget(message.target)
             self._log.warning(
@@ -348,3 +363,4 @@ class Session(Link):
                 return await future
         finally:
             self._requests.pop(request, None)
+            self._partial.pop(request, None)

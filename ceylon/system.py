@@ -7,6 +7,7 @@ agents handle internally and never pass to user handlers.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, Final
 
 from transport import default_registry
@@ -14,6 +15,8 @@ from transport import default_registry
 from .peer import AgentDetail
 
 __all__ = [
+    "CHUNK_AGENTS",
+    "CHUNK_BYTES",
     "SYSTEM_PREFIX",
     "AgentList",
     "Introduce",
@@ -26,6 +29,7 @@ __all__ = [
     "Snapshot",
     "StatusQuery",
     "Undeliverable",
+    "chunked",
 ]
 
 SYSTEM_PREFIX: Final = "ceylon.sys."
@@ -77,8 +81,12 @@ class ListAgents:
 
 @dataclasses.dataclass
 class AgentList:
+    """The answer to `ListAgents` (in chunks; the last is `final`), or a further chunk of
+    a `PlaygroundStatus`'s agents."""
+
     request: int
     agents: list[AgentDetail]
+    final: bool = True
 
 
 @dataclasses.dataclass
@@ -98,6 +106,7 @@ class PlaygroundStatus:
         agents: the agents connected now (the playground not among them).
         messages_routed: application messages it has routed or handled since it started.
         plugins: each plugin's own figures, by plugin name (see `Plugin.status`).
+        final: False when more of `agents` follow in `AgentList`s (large directories).
     """
 
     request: int
@@ -106,6 +115,7 @@ class PlaygroundStatus:
     agents: list[AgentDetail]
     messages_routed: int
     plugins: dict[str, dict[str, Any]]
+    final: bool = True
 
 
 @dataclasses.dataclass
@@ -115,6 +125,28 @@ class Undeliverable:
     target: str
     tag: str
     reason: str
+
+
+#: Limits of one chunk of a directory listing: frames stay far below `max_frame_size`.
+CHUNK_AGENTS: Final = 500
+CHUNK_BYTES: Final = 2**20
+
+
+def chunked(
+    agents: list[AgentDetail], size_of: Callable[[AgentDetail], int]
+) -> list[tuple[list[AgentDetail], bool]]:
+    """Split `agents` into ``(chunk, final)`` pairs within `CHUNK_AGENTS` and `CHUNK_BYTES`
+    (`size_of` gives an agent's encoded size); there is always at least one pair."""
+    chunks: list[list[AgentDetail]] = [[]]
+    used = 0
+    for agent in agents:
+        size = size_of(agent)
+        if chunks[-1] and (len(chunks[-1]) >= CHUNK_AGENTS or used + size > CHUNK_BYTES):
+            chunks.append([])
+            used = 0
+        chunks[-1].append(agent)
+        used += size
+    return [(chunk, i == len(chunks) - 1) for i, chunk in enumerate(chunks)]
 
 
 default_registry.register(AgentDetail, tag="ceylon.AgentDetail")

@@ -10,6 +10,7 @@ from typing import Any
 from .codec import Codec
 from .connection import Connection, ConnectionOptions
 from .framing import DEFAULT_MAX_FRAME_SIZE
+from .handshake import check_identity
 from .protocol import CLIENT, Protocol
 from .wire import PeerInfo
 
@@ -63,11 +64,14 @@ async def connect(
         OSError: the TCP connection (or TLS handshake) failed.
         HandshakeError: the server refused us, or we refused the server.
         ConnectionClosed: the server closed during the handshake.
+        ValueError: `identity` is too large for the handshake (see `check_identity`).
     """
     loop = asyncio.get_running_loop()
+    identity = identity or make_identity("client")
+    check_identity(identity)
     protocol = Protocol(
         CLIENT,
-        identity or make_identity("client"),
+        identity,
         workspace=workspace,
         secret=secret_from_token(token),
         max_frame_size=max_frame_size,

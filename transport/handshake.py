@@ -32,12 +32,14 @@ from .errors import (
     VersionMismatchError,
     WorkspaceMismatchError,
 )
-from .wire import PROTOCOL_VERSION, Hello
+from .wire import PROTOCOL_VERSION, Hello, PeerInfo, encode_record
 
 __all__ = [
+    "HANDSHAKE_MAX_FRAME_SIZE",
     "MAX_IDENTITY_LENGTH",
     "NONCE_SIZE",
     "check_hello",
+    "check_identity",
     "client_proof",
     "new_nonce",
     "server_proof",
@@ -47,6 +49,8 @@ __all__ = [
 NONCE_SIZE: Final = 32
 #: Longest id, name or role a client may claim.
 MAX_IDENTITY_LENGTH: Final = 256
+#: Largest frame accepted before the handshake completes.
+HANDSHAKE_MAX_FRAME_SIZE: Final = 64 * 2**10
 
 
 def new_nonce() -> bytes:
@@ -91,6 +95,26 @@ def verify(expected: bytes, received: bytes, who: str) -> None:
     """
     if not hmac.compare_digest(expected, received):
         raise AuthenticationError(f"authentication failed: {who} proof does not match the token")
+
+
+def check_identity(identity: PeerInfo) -> None:
+    """Check that this side's own identity fits the handshake's limits.
+
+    Raises:
+        ValueError: the id, name or role is over `MAX_IDENTITY_LENGTH` characters, or the
+            identity (``extra`` included) does not fit a handshake frame.
+    """
+    for field in ("id", "name", "role"):
+        if len(getattr(identity, field)) > MAX_IDENTITY_LENGTH:
+            raise ValueError(f"the {field} is over {MAX_IDENTITY_LENGTH} characters")
+    record = Hello(PROTOCOL_VERSION, "", identity.id, identity.name, identity.role,
+                   identity.extra, bytes(NONCE_SIZE))  # fmt: skip
+    size = len(encode_record(record)) + MAX_IDENTITY_LENGTH  # room for the workspace
+    if size > HANDSHAKE_MAX_FRAME_SIZE:
+        raise ValueError(
+            f"identity of about {size} bytes does not fit a handshake frame "
+            f"({HANDSHAKE_MAX_FRAME_SIZE} bytes): keep extra data small"
+        )
 
 
 def check_hello(hello: Hello, workspace: str) -> None:

@@ -36,6 +36,7 @@ from .errors import (
     VersionMismatchError,
 )
 from .framing import DEFAULT_MAX_FRAME_SIZE, HEADER_SIZE, FrameDecoder, encode_frame
+from .handshake import HANDSHAKE_MAX_FRAME_SIZE
 from .wire import (
     KIND_MESSAGES,
     PROTOCOL_VERSION,
@@ -136,8 +137,6 @@ Event = PeerAuthenticated | HandshakeComplete | PongReceived | FrameDropped | Cl
 
 #: Room kept in a frame for the kind-0 prefix (array header, kind, sender, target).
 _PREFIX_ROOM: Final = 64  # a group's header, bar the route
-#: Largest frame accepted before the handshake completes.
-HANDSHAKE_MAX_FRAME_SIZE: Final = 64 * 2**10
 _STR_ONLY: Final = {str}
 #: Messages per group. Beyond a few hundred, unpacking gets slower per message (the
 #: objects of one frame outgrow the CPU caches before they are consumed).

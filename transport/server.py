@@ -14,6 +14,7 @@ from .codec import Codec
 from .connection import Authorizer, Connection, ConnectionOptions
 from .errors import ConnectionClosed, HandshakeError
 from .framing import DEFAULT_MAX_FRAME_SIZE
+from .handshake import check_identity
 from .protocol import SERVER, Protocol
 from .wire import PeerInfo
 
@@ -201,10 +202,13 @@ async def serve(
 
     Raises:
         OSError: the address cannot be bound.
+        ValueError: `identity` is too large for the handshake (see `check_identity`).
     """
+    identity = identity or make_identity("server")
+    check_identity(identity)
     server = Server(
         handler,
-        identity=identity or make_identity("server"),
+        identity=identity,
         workspace=workspace,
         secret=secret_from_token(token),
         options=options or ConnectionOptions(),

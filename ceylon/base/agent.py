@@ -116,6 +116,10 @@ class BaseAgent:
 
         return decorate
 
+    #: An observer (``ceylon status``) may only ask the playground questions: it is not in
+    #: the directory, nobody hears of it joining, and messages to or from it go nowhere.
+    observer: ClassVar[bool] = False
+
     @property
     def wants_membership(self) -> bool:
         """Whether this agent hears of every join and leave (it has handlers for them)."""
@@ -295,20 +299,24 @@ class BaseAgent:
             self._log.exception("run loop {} raised", spec.name)
 
     async def _stop_running(self) -> None:
-        tasks = list(self._run_tasks)
+        this = asyncio.current_task()  # stop() may come from a run loop or a handler
+        tasks = [task for task in self._run_tasks if task is not this]
         self._run_tasks.clear()
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
-        if self._dispatcher is not None:
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return
+        if not dispatcher.running_handler():  # a handler cannot wait for itself
             try:  # what is queued (on_disconnect handlers among it) gets a moment to finish
                 async with asyncio.timeout(STOP_GRACE):
-                    await self._dispatcher.wait_idle()
+                    await dispatcher.wait_idle()
             except TimeoutError:
                 self._log.warning("handlers still busy {} s after stop(); cancelling", STOP_GRACE)
-            await self._dispatcher.close()
-            self._dispatcher = None
+        self._dispatcher = None
+        await dispatcher.close()
 
     # -- client mode -----------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from transport import (
     Connection,
     ConnectionClosed,
     DecodeError,
+    EncodeError,
     MessageGroup,
     PeerInfo,
     ProtocolError,
@@ -41,8 +42,6 @@ from .agent import BaseAgent
 __all__ = ["BasePlayGround"]
 
 JoinCallback = Callable[[AgentDetail], None]
-#: Agents per Snapshot message, so that a large directory never makes a large frame.
-SNAPSHOT_CHUNK = 500
 
 
 class _RouterLink(Link):
@@ -155,6 +154,8 @@ class BasePlayGround(BaseAgent):
         self.plugins: list[Plugin] = []
         #: application messages routed or handled since the playground started
         self.messages_routed = 0
+        self._sizes: dict[str, int] = {}  # agent id -> encoded size of its AgentDetail
+        self._own_size = 0
         self._started_at: float | None = None
 
     # -- where -----------------------------------------------------------------------
@@ -202,6 +203,7 @@ class BasePlayGround(BaseAgent):
             **self.settings.transport_kwargs(),
         )
         self.directory.own = self.details()
+        self._own_size = len(self._codec.pack(self.directory.own))
         self._log.info("listening on {}", self.address)
         for plugin in self.plugins:
             await plugin.start()
@@ -309,12 +311,28 @@ class BasePlayGround(BaseAgent):
             f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address or ""),
             dict(peer.extra.get("extra_data") or {}),
         )
+        if peer.extra.get("observer") is True:
+            await self._serve_observer(conn, detail)
+            return
         subscribed = bool(peer.extra.get("subscribe"))
         try:
             self._joined(conn, detail, subscribed)
             await conn.wait_closed()
         finally:
             self._left(conn, detail)
+
+    async def _serve_observer(self, conn: Connection, observer: AgentDetail) -> None:
+        build = self._codec.build
+
+        def answer(groups: list[MessageGroup]) -> None:
+            for group in groups:
+                for tag, body in group.pairs():
+                    if tag.startswith(system.SYSTEM_PREFIX):
+                        self._answer(observer, build, tag, body, conn)
+
+        self._log.debug("observer {} connected from {}", observer.name, observer.address)
+        conn.set_message_callback(answer)
+        await conn.wait_closed()
 
     def _joined(self, conn: Connection, detail: AgentDetail, subscribed: bool) -> None:
         refusal = self.directory.refusal(detail.id, detail.name)
@@ -327,11 +345,9 @@ class BasePlayGround(BaseAgent):
         if previous_conn is not None:
             previous_conn.start_close("replaced by a new connection of the same agent")
         self._log.info("agent {} ({}) joined from {}", detail.name, detail.role, detail.address)
+        self._sizes[detail.id] = len(self._codec.pack(detail))
         if subscribed:
-            everyone = self.directory.details()
-            for start in range(0, len(everyone), SNAPSHOT_CHUNK):  # frames stay small
-                chunk = everyone[start : start + SNAPSHOT_CHUNK]
-                final = start + SNAPSHOT_CHUNK >= len(everyone)
+            for chunk, final in self._chunked(self.directory.details()):
                 self._tell(conn, system.Snapshot(chunk, final))
         for agent_id in self.directory.subscribers(exclude=detail.id):
             self._tell(self._conns.get(agent_id), system.Joined(detail))
@@ -345,6 +361,7 @@ class BasePlayGround(BaseAgent):
         if self._conns.get(detail.id) is not conn:
             return  # replaced by a newer connection of the same agent, or refused
         del self._conns[detail.id]
+        self._sizes.pop(detail.id, None)
         member, notify = self.directory.leave(detail.id)
         reason = conn.close_reason or "connection lost"
         self._log.info("agent {} left: {}", detail.name, reason)
@@ -365,6 +382,8 @@ class BasePlayGround(BaseAgent):
             conn.send_nowait(notice, target=target, sender=self.id)
         except (ConnectionClosed, ProtocolError) as exc:
             self._log.debug("could not tell {}: {}", conn.remote_address, exc)
+        except EncodeError as exc:  # e.g. a plugin's figure: the asker must not pay for it
+            self._log.warning("could not send {}: {}", type(notice).__name__, exc)
 
     def _membership_changed(self) -> None:
         for ready, future in list(self._waiters):
@@ -492,11 +511,19 @@ class BasePlayGround(BaseAgent):
         if items:
             self._submit_batch(items, origin, now, origin.id)
 
-    def _answer(self, origin: AgentDetail, build: Any, tag: str, body: Any) -> None:
-        conn = self._conns.get(origin.id)
+    def _answer(
+        self,
+        origin: AgentDetail,
+        build: Any,
+        tag: str,
+        body: Any,
+        conn: Connection | None = None,
+    ) -> None:
+        if conn is None:  # an agent's request (observers' are not counted as routed)
+            conn = self._conns.get(origin.id)
+            self.messages_routed -= 1  # a runtime request, not an application message
         if conn is None or conn.closed:
             return
-        self.messages_routed -= 1  # a runtime request, not an application message
         try:
             request = build(tag, body)
         except DecodeError as exc:
@@ -506,11 +533,22 @@ class BasePlayGround(BaseAgent):
             found = self.directory.resolve(origin.id, request.key)
             self._tell(conn, system.Resolved(request.request, found), origin.id)
         elif isinstance(request, system.ListAgents):
-            self._tell(conn, system.AgentList(request.request, self.directory.details()), origin.id)
+            for chunk, final in self._chunked(self.directory.details()):
+                self._tell(conn, system.AgentList(request.request, chunk, final), origin.id)
         elif isinstance(request, system.StatusQuery):
             status = self.status()
+            (status.agents, status.final), *rest = self._chunked(status.agents)
             status.request = request.request
             self._tell(conn, status, origin.id)
+            for chunk, final in rest:
+                self._tell(conn, system.AgentList(request.request, chunk, final), origin.id)
+
+    def _chunked(self, agents: list[AgentDetail]) -> list[tuple[list[AgentDetail], bool]]:
+        own = self.id
+        sizes = self._sizes
+        return system.chunked(
+            agents, lambda a: sizes.get(a.id, 0) if a.id != own else self._own_size
+        )
 
     def status(self) -> system.PlaygroundStatus:
         """How the playground is doing: agents, messages routed, each plugin's figures."""
@@ -518,9 +556,12 @@ class BasePlayGround(BaseAgent):
         plugins: dict[str, dict[str, Any]] = {}
         for plugin in self.plugins:
             try:
-                plugins[plugin.name] = dict(plugin.status())
+                figures = dict(plugin.status())
+                self._codec.pack(figures)  # what cannot travel is reported here, not sent
             except Exception:  # a plugin's bug must not cost the playground its answer
                 self._log.exception("plugin {} failed to report its status", plugin.name)
+                figures = {"error": "the plugin could not report its status"}
+            plugins[plugin.name] = figures
         agents = [m.detail for m in self.directory]
         return system.PlaygroundStatus(
             0, self.details(), uptime, agents, self.messages_routed, plugins

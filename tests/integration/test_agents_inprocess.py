@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import decimal
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,8 +24,10 @@ from ceylon import (
     on_connect,
     on_disconnect,
     on_run,
+    system,
 )
-from ceylon.base import playground as playground_module
+from ceylon.monitor import Observer
+from ceylon.plugin import Plugin
 
 from ..conftest import seconds, wait_until
 
@@ -211,21 +214,40 @@ async def test_two_hundred_agents_join_through_play(hub: Hub) -> None:
     assert elapsed < seconds(15)
 
 
-async def test_a_large_directory_arrives_in_several_snapshots(
+async def test_a_large_directory_arrives_in_chunks(
     hub: Hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(playground_module, "SNAPSHOT_CHUNK", 7)
+    monkeypatch.setattr(system, "CHUNK_AGENTS", 7)
     quiet = [Quiet(f"quiet-{i}") for i in range(30)]
+    everyone = {f"quiet-{i}" for i in range(30)}
     async with hub.play(workers=quiet, timeout=seconds(30)) as p:
         late = Listener("late")
-        await late.connect(p.address)  # returns once the last chunk is in
+        await late.connect(p.address)  # returns once the last snapshot chunk is in
         try:
             await settle(late)
-            assert {f"quiet-{i}" for i in range(30)} | {"hub"} <= set(late.joined)
+            assert everyone | {"hub"} <= set(late.joined)
             names = {d.name for d in await late.get_connected_agents()}
-            assert names == {f"quiet-{i}" for i in range(30)} | {"hub"}
+            assert names == everyone | {"hub"}
+            # A non-subscriber's listing and a status come in chunks too.
+            listed = {d.name for d in await quiet[0].get_connected_agents()}
+            assert listed == (everyone - {"quiet-0"}) | {"hub", "late"}
+            status = await quiet[0].playground_status()
+            assert {d.name for d in status.agents} == everyone | {"late"}
         finally:
             await late.stop()
+
+
+def test_chunks_respect_both_limits() -> None:
+    agents = [AgentDetail(str(i), f"a{i}") for i in range(10)]
+    sizes = {"0": 10, "1": system.CHUNK_BYTES, "2": 5}  # "1" alone fills a chunk
+    parts = system.chunked(agents, lambda a: sizes.get(a.id, 1))
+    assert [[a.id for a in chunk] for chunk, _ in parts] == [
+        ["0"],
+        ["1"],
+        ["2", "3", "4", "5", "6", "7", "8", "9"],
+    ]
+    assert [final for _, final in parts] == [False, False, True]
+    assert system.chunked([], len) == [([], True)]
 
 
 async def test_a_link_lost_before_the_directory_came_fails_connect_at_once() -> None:
@@ -257,6 +279,72 @@ async def test_playground_status_from_a_client_and_from_the_playground(hub: Hub)
             assert status.messages_routed == 25  # the status requests are not counted
             assert 0 < status.uptime < seconds(30)
             assert status.plugins == {}
+        # What `ceylon status` connects as: it asks, and nobody hears of it.
+        observer = Observer("status-x")
+        await observer.connect(hub.address)
+        try:
+            seen = await observer.playground_status()
+            assert sorted(d.name for d in seen.agents) == ["a", "q"]
+            assert len(hub.directory) == 2 and seen.messages_routed == 25
+            await settle(a)
+            assert "status-x" not in a.joined
+        finally:
+            await observer.stop()
+        await settle(a)
+        assert "status-x" not in a.left
+
+
+class Quitter(BaseAgent):
+    """Stops itself from inside a handler."""
+
+    def __init__(self) -> None:
+        super().__init__("quitter", role="quitter")
+        self.got: list[int] = []
+        self.stopped = asyncio.Event()
+
+    @on(Chat)
+    async def chat(self, msg: Chat) -> None:
+        self.got.append(msg.seq)
+        if msg.text == "quit":
+            await self.stop()
+            self.stopped.set()
+
+
+async def test_stop_from_inside_a_handler_returns_at_once_and_the_agent_can_rejoin(
+    hub: Hub,
+) -> None:
+    quitter = Quitter()
+    async with hub.play(workers=[quitter]) as p:
+        started = time.monotonic()
+        await hub.send_message("quitter", Chat(1, "quit"))
+        async with asyncio.timeout(seconds(5)):
+            await quitter.stopped.wait()
+        assert time.monotonic() - started < seconds(0.8)  # no wait on itself
+        await p.wait_for_agents(count=0, timeout=seconds(5))
+        await quitter.connect(p.address)
+        try:
+            await p.wait_for_agents(count=1, timeout=seconds(5))
+            await hub.send_message("quitter", Chat(2))
+            async with asyncio.timeout(seconds(5)):
+                await wait_until(lambda: quitter.got == [1, 2])
+        finally:
+            await quitter.stop()
+
+
+class Careless(Plugin):
+    name = "careless"
+
+    def status(self) -> dict[str, Any]:
+        return {"ratio": decimal.Decimal("0.5")}  # the codec cannot send it
+
+
+async def test_a_plugin_figure_that_cannot_travel_costs_nobody_the_connection(hub: Hub) -> None:
+    hub.add_plugin(Careless())
+    q = Quiet("q")
+    async with hub.play(workers=[q]):
+        status = await q.playground_status()
+        assert status.plugins == {"careless": {"error": "the plugin could not report its status"}}
+        assert [d.name for d in await q.get_connected_agents()] == ["hub"]
 
 
 async def test_play_without_workers_yields_at_once_and_leaks_no_tasks() -> None:

@@ -519,3 +519,14 @@ async def test_recv_groups_and_recv_batch(make_server: Any) -> None:
         await done.wait()
     assert got == list(range(50))
     await conn.close()
+
+
+async def test_an_identity_too_large_for_the_handshake_is_refused_before_any_io() -> None:
+    huge = transport.PeerInfo("id", "name", "role", {"blob": "x" * 70_000})
+    with pytest.raises(ValueError, match="does not fit a handshake frame"):
+        await transport.serve(echo, HOST, 0, identity=huge)
+    with pytest.raises(ValueError, match="does not fit a handshake frame"):
+        await transport.connect(HOST, 9, identity=huge)  # raised before connecting
+    long_name = transport.PeerInfo("id", "n" * 300, "role", {})
+    with pytest.raises(ValueError, match="the name is over 256 characters"):
+        await transport.connect(HOST, 9, identity=long_name)

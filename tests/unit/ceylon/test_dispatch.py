@@ -28,6 +28,11 @@ class Owner:
             cancelled = asyncio.get_running_loop().create_future()
             cancelled.cancel()
             await cancelled
+        if msg == -3:  # cancels its own task: still only that handler's failure
+            current = asyncio.current_task()
+            assert current is not None
+            current.cancel()
+            await asyncio.sleep(0)
         if msg < 0:
             raise ValueError("negative")
         self.log.append((agent.id, msg))
@@ -58,7 +63,7 @@ async def test_per_sender_order_and_concurrency_across_senders() -> None:
 async def test_a_raising_handler_is_contained() -> None:
     owner = Owner()
     dispatcher = Dispatcher(owner)
-    for n in (-1, -2, 5, 6):
+    for n in (-1, -2, -3, 5, 6):
         dispatcher.submit(specs(), n, A, 0, "x")
     async with asyncio.timeout(seconds(5)):
         await dispatcher.wait_idle()

@@ -103,6 +103,10 @@ class Shapes(BaseAgent):
     async def defaulted(self, msg: Ping, time: int = 0) -> Any:
         return ("defaulted", time)
 
+    @on(Ping)
+    async def positional_only(self, msg: Ping, time: int, agent: AgentDetail, /) -> Any:
+        return ("posonly", time, agent)
+
 
 async def test_every_signature_gets_the_values_it_asks_for() -> None:
     results = await call(Shapes("s"), Ping(7))
@@ -116,6 +120,7 @@ async def test_every_signature_gets_the_values_it_asks_for() -> None:
             ("mixed", SENDER, 1234),
             ("var_kw", SENDER, {"time": 1234}),
             ("defaulted", 1234),
+            ("posonly", 1234, SENDER),
         ],
         key=lambda r: r[0],
     )
@@ -152,6 +157,13 @@ def test_bad_signatures_fail_when_the_class_is_defined() -> None:
         class NotAsync(BaseAgent):
             @on(Ping)
             def handle(self, msg: Ping) -> None:  # type: ignore[type-var]
+                pass
+
+    with pytest.raises(HandlerSignatureError, match="cannot be positional-only"):
+
+        class PositionalOnly(BaseAgent):
+            @on(Ping)
+            async def handle(self, msg: Ping, agent: AgentDetail, /, *, time: int) -> None:
                 pass
 
     with pytest.raises(HandlerSignatureError, match="'extra' cannot be supplied"):
