@@ -40,6 +40,6 @@ class Link:
     async def agents(self) -> list[AgentDetail]:
         raise NotImplementedError
 
-    async def status(self) -> PlaygroundStatus:
+    async def status(self, timeout: float = 10.0) -> PlaygroundStatus:
         """What the playground reports of itself."""
         raise NotImplementedError

@@ -170,8 +170,7 @@ async def _watch(observer: BaseAgent, args: argparse.Namespace) -> int:
     try:
         while True:
             try:
-                async with asyncio.timeout(args.timeout):
-                    status = await observer.playground_status()
+                status = await observer.playground_status(args.timeout)
             except (TimeoutError, transport.TransportError, CeylonError) as exc:
                 print(f"the playground did not answer: {exc}", file=sys.stderr, flush=True)
                 return EXIT_FAILED

@@ -345,12 +345,12 @@ class Session(Link):
         reply = await self._request(system.ListAgents(0))
         return [a for a in reply.agents if a.id != self.agent.id]
 
-    async def status(self) -> system.PlaygroundStatus:
-        reply = await self._request(system.StatusQuery(0))
+    async def status(self, timeout: float = REQUEST_TIMEOUT) -> system.PlaygroundStatus:
+        reply = await self._request(system.StatusQuery(0), timeout)
         assert isinstance(reply, system.PlaygroundStatus)
         return reply
 
-    async def _request(self, message: Any) -> Any:
+    async def _request(self, message: Any, timeout: float = REQUEST_TIMEOUT) -> Any:
         conn = self._connection()
         assert self.playground is not None
         request = next(self._request_ids)
@@ -359,7 +359,7 @@ class Session(Link):
         self._requests[request] = future
         try:
             await conn.send(message, target=self.playground.id, sender=self.agent.id)
-            async with asyncio.timeout(REQUEST_TIMEOUT):
+            async with asyncio.timeout(timeout):
                 return await future
         finally:
             self._requests.pop(request, None)

@@ -260,14 +260,17 @@ class BaseAgent:
         """The other agents connected now (the playground included, for a client)."""
         return await self._require_link().agents()
 
-    async def playground_status(self) -> PlaygroundStatus:
+    async def playground_status(self, timeout: float = 10.0) -> PlaygroundStatus:
         """What the playground reports of itself (what ``ceylon status`` shows).
+
+        Args:
+            timeout: seconds to wait for the answer.
 
         Raises:
             NotConnectedError: a client agent that is not connected.
             TimeoutError: the playground did not answer in time.
         """
-        return await self._require_link().status()
+        return await self._require_link().status(timeout)
 
     # -- running ---------------------------------------------------------------------
 

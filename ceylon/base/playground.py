@@ -94,7 +94,7 @@ class _RouterLink(Link):
     async def agents(self) -> list[AgentDetail]:
         return [m.detail for m in self.playground.directory]
 
-    async def status(self) -> system.PlaygroundStatus:
+    async def status(self, timeout: float = 10.0) -> system.PlaygroundStatus:
         return self.playground.status()
 
 
