@@ -109,9 +109,10 @@ class MeetingPlugin(Plugin):
                 waiter.set()  # the booking round re-checks who is still there
 
     def status(self) -> dict[str, Any]:
-        """For ``ceylon status``: participants connected, plans made and under way."""
+        """For ``ceylon status``: participants connected, plans run (ended, however they
+        ended) and under way."""
         participants = sum(m.detail.role == self.role for m in self._pg.directory)
-        return {"participants": participants, "plans": self._plans, "planning": self._planning}
+        return {"participants": participants, "plans run": self._plans, "planning": self._planning}
 
     @property
     def _pg(self) -> BasePlayGround:

@@ -116,6 +116,8 @@ async def test_a_participant_killed_mid_run_leaves_a_valid_schedule(
 
         playground.meeting_plugin.progress = progress
         outputs = await playground.schedule_meetings(instance.meetings)
+        figures = playground.status().plugins["meetings"]
+        assert figures == {"participants": len(people) - 1, "plans run": 1, "planning": 0}
     finally:
         await playground.finish()
     entries = []
