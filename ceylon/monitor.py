@@ -177,14 +177,15 @@ async def _watch(observer: BaseAgent, args: argparse.Namespace) -> int:
             figures = rates.update(status)
             if args.json:
                 print(as_json(status, figures, observer.id), flush=True)
-            elif args.once:
-                console.print(render(status, figures, args.connect, observer.id))
             else:
                 view = render(status, figures, args.connect, observer.id)
-                if live is None:
+                if args.once:
+                    console.print(view)
+                elif live is None:
                     live = Live(view, console=console, auto_refresh=False)
-                    live.start()
-                live.update(view, refresh=True)
+                    live.start(refresh=True)
+                else:
+                    live.update(view, refresh=True)
             if args.once:
                 return 0
             await asyncio.sleep(args.interval)  # the refresh period, not synchronisation

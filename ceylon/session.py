@@ -116,11 +116,7 @@ class Session(Link):
             except BaseException:
                 self._conn = None
                 conn.abort()
-                for detail in self.known.values():
-                    if detail.id != peer.id:
-                        agent._agent_left(detail, self.settings.workspace)
-                self.known = {}
-                self._names = {}
+                self._forget_known(unannounced=peer.id)
                 raise
         self._connected.set()
         self._log.info("connected to playground {} at {}:{}", peer.name, self.host, self.port)
@@ -160,11 +156,17 @@ class Session(Link):
                 future.set_exception(NotConnectedError(f"connection lost: {reason}"))
         self._requests.clear()
         self._partial.clear()
+        self._forget_known()
+
+    def _forget_known(self, unannounced: str | None = None) -> None:
+        """Forget every agent known, telling the on_disconnect handlers (of all but the
+        `unannounced` one, whose join they never heard of)."""
         known = list(self.known.values())
         self.known = {}
         self._names = {}
         for detail in known:
-            self.agent._agent_left(detail, self.settings.workspace)
+            if detail.id != unannounced:
+                self.agent._agent_left(detail, self.settings.workspace)
 
     async def _reconnect(self) -> bool:
         delay = self.settings.reconnect_initial

@@ -450,16 +450,10 @@ class Connection(asyncio.Protocol):
 
     async def __anext__(self) -> Envelope:
         """The next envelope; iteration ends on an orderly close and raises otherwise."""
-        inbox = self._inbox
-        if not inbox.count:
-            try:
-                await self._wait_inbox()
-            except ConnectionClosedOK:
-                raise StopAsyncIteration from None
-        envelope = inbox.take()
-        if self._inbox_full:
-            self._taken()
-        return envelope
+        try:
+            return await self.recv()
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
 
     def decode(self, envelope: Envelope) -> Any:
         """Build the object an envelope carries, with this connection's codec.
@@ -482,6 +476,7 @@ class Connection(asyncio.Protocol):
             ConnectionClosed: the connection is closed.
             FrameSizeError: the encoded message is over the frame size limit.
         """
+        # `_queued()`, inlined: this is the hot path of sending.
         if self.protocol.send_object(obj, sender, target) >= FLUSH_BYTES:
             self._flush()
         elif self._flush_handle is None:

@@ -97,6 +97,14 @@ def verify(expected: bytes, received: bytes, who: str) -> None:
         raise AuthenticationError(f"authentication failed: {who} proof does not match the token")
 
 
+def _overlong_field(identity: PeerInfo | Hello) -> str | None:
+    """What is wrong with an identity whose id, name or role is too long, or None."""
+    for field in ("id", "name", "role"):
+        if len(getattr(identity, field)) > MAX_IDENTITY_LENGTH:
+            return f"the {field} is over {MAX_IDENTITY_LENGTH} characters"
+    return None
+
+
 def check_identity(identity: PeerInfo) -> None:
     """Check that this side's own identity fits the handshake's limits.
 
@@ -104,9 +112,9 @@ def check_identity(identity: PeerInfo) -> None:
         ValueError: the id, name or role is over `MAX_IDENTITY_LENGTH` characters, or the
             identity (``extra`` included) does not fit a handshake frame.
     """
-    for field in ("id", "name", "role"):
-        if len(getattr(identity, field)) > MAX_IDENTITY_LENGTH:
-            raise ValueError(f"the {field} is over {MAX_IDENTITY_LENGTH} characters")
+    overlong = _overlong_field(identity)
+    if overlong is not None:
+        raise ValueError(overlong)
     record = Hello(PROTOCOL_VERSION, "", identity.id, identity.name, identity.role,
                    identity.extra, bytes(NONCE_SIZE))  # fmt: skip
     size = len(encode_record(record)) + MAX_IDENTITY_LENGTH  # room for the workspace
@@ -134,6 +142,6 @@ def check_hello(hello: Hello, workspace: str) -> None:
         raise AuthenticationError(
             f"client nonce of {len(hello.nonce)} bytes, expected {NONCE_SIZE}"
         )
-    for field in ("id", "name", "role"):
-        if len(getattr(hello, field)) > MAX_IDENTITY_LENGTH:
-            raise HandshakeError(f"the {field} is over {MAX_IDENTITY_LENGTH} characters")
+    overlong = _overlong_field(hello)
+    if overlong is not None:
+        raise HandshakeError(overlong)

@@ -362,7 +362,7 @@ class Protocol:
             sender != self._group_sender
             or target != self._group_target
             or self._group_bytes + size > self._group_limit
-            or len(self._group) >= 2 * MAX_GROUP
+            or len(self._group) >= _GROUP_ITEMS
         ):
             self._seal_group()
         if not self._group:
@@ -462,12 +462,12 @@ class Protocol:
             try:
                 item = msgpack.unpackb(payload, strict_map_key=False)
             except Exception as exc:  # msgpack raises several unrelated types
-                self._bad_frame(DecodeError(None, f"undecodable frame: {exc}"))
+                self._bad_handshake_frame(DecodeError(None, f"undecodable frame: {exc}"))
                 return
             try:
                 record = record_from_item(item)
             except DecodeError as exc:
-                self._bad_frame(exc, item)
+                self._bad_handshake_frame(exc, item)
                 return
             self._handle(record)
             if self.closed is not None:
@@ -482,18 +482,18 @@ class Protocol:
                 return
 
     def _receive_open(self, payloads: list[bytes]) -> None:
-        codec = self.codec
-        unpack = codec.unpack
+        # Open until a record closes the connection, which ends the loop.
+        unpack = self.codec.unpack
         messages = self._messages
+        events = self._events
         for payload in payloads:
             try:
                 item = unpack(payload)
             except DecodeError as exc:
-                if self._bad_frame(exc):
-                    continue
-                return
+                events.append(FrameDropped(exc))
+                continue
             # Hot path: a group of messages, checked inline.
-            if type(item) is list and item and item[0] == KIND_MESSAGES and self.state is OPEN:
+            if type(item) is list and item and item[0] == KIND_MESSAGES:
                 if (
                     len(item) >= 5
                     and len(item) % 2
@@ -503,30 +503,24 @@ class Protocol:
                 ):
                     self._unpack_group(item, messages)
                 else:
-                    self._events.append(FrameDropped(DecodeError(None, "malformed message group")))
+                    events.append(FrameDropped(DecodeError(None, "malformed message group")))
                 continue
             try:
                 record = record_from_item(item)
             except DecodeError as exc:
-                if self._bad_frame(exc, item):
-                    continue
-                return
+                events.append(FrameDropped(exc))
+                continue
             self._handle(record)
             if self.closed is not None:  # (not `state`: mypy keeps it narrowed)
                 return
 
-    def _bad_frame(self, error: DecodeError, item: Any = None) -> bool:
-        """An undecodable frame: dropped on an open connection (True: read on), and a
-        refused handshake otherwise (naming a version mismatch when that is the cause)."""
-        if self.state is OPEN:
-            self._events.append(FrameDropped(error))
-            return True
+    def _bad_handshake_frame(self, error: DecodeError, item: Any = None) -> None:
+        """Refuse the handshake, naming a version mismatch when that is the cause."""
         version = peek_version(item) if self._step == _SERVER_AWAIT_HELLO else None
         if version is not None and version != PROTOCOL_VERSION:
             self._refuse(VersionMismatchError(PROTOCOL_VERSION, version))
         else:
             self._refuse(HandshakeError(f"bad handshake frame: {error}"))
-        return False
 
     def _unpack_group(self, item: list[Any], messages: list[MessageGroup]) -> None:
         if set(map(type, item[3::2])) != _STR_ONLY:

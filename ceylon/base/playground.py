@@ -155,7 +155,6 @@ class BasePlayGround(BaseAgent):
         #: application messages routed or handled since the playground started
         self.messages_routed = 0
         self._sizes: dict[str, int] = {}  # agent id -> encoded size of its AgentDetail
-        self._own_size = 0
         self._started_at: float | None = None
 
     # -- where -----------------------------------------------------------------------
@@ -203,7 +202,7 @@ class BasePlayGround(BaseAgent):
             **self.settings.transport_kwargs(),
         )
         self.directory.own = self.details()
-        self._own_size = len(self._codec.pack(self.directory.own))
+        self._sizes[self.id] = len(self._codec.pack(self.directory.own))
         self._log.info("listening on {}", self.address)
         for plugin in self.plugins:
             await plugin.start()
@@ -328,7 +327,7 @@ class BasePlayGround(BaseAgent):
             for group in groups:
                 for tag, body in group.pairs():
                     if tag.startswith(system.SYSTEM_PREFIX):
-                        self._answer(observer, build, tag, body, conn)
+                        self._answer(observer, conn, build, tag, body)
 
         self._log.debug("observer {} connected from {}", observer.name, observer.address)
         conn.set_message_callback(answer)
@@ -459,13 +458,17 @@ class BasePlayGround(BaseAgent):
         if self.directory.introduce(receiver, sender.id):
             self._tell(conn, system.Introduce(sender))
 
-    def _relay_broadcast(self, origin: AgentDetail, group: MessageGroup, now: int) -> None:
+    def _repack(self, group: MessageGroup) -> list[tuple[bytes, bytes]]:
+        """A group's application messages packed for relaying (runtime ones stay here)."""
         pack, tag_bytes = self._codec.pack, self._codec.tag_bytes
-        packed = [
+        return [
             (tag_bytes(tag), pack(body))
             for tag, body in group.pairs()
             if not tag.startswith(system.SYSTEM_PREFIX)
-        ]  # packed once, shared by every connection
+        ]
+
+    def _relay_broadcast(self, origin: AgentDetail, group: MessageGroup, now: int) -> None:
+        packed = self._repack(group)  # packed once, shared by every connection
         congested: list[Connection] = []
         for agent_id, conn in self._conns.items():
             if agent_id == origin.id or conn.closed:
@@ -482,19 +485,12 @@ class BasePlayGround(BaseAgent):
         conn = self._conns.get(target)
         if conn is None or conn.closed:
             source = self._conns.get(origin.id)
-            if source is not None and not source.closed:
-                for tag, _ in group.pairs():
-                    notice = system.Undeliverable(target, tag, "the agent is not connected")
-                    self._tell(source, notice, origin.id)
+            for tag, _ in group.pairs():
+                notice = system.Undeliverable(target, tag, "the agent is not connected")
+                self._tell(source, notice, origin.id)
             return
         self._introduce(conn, target, origin)
-        pack, tag_bytes = self._codec.pack, self._codec.tag_bytes
-        packed = [
-            (tag_bytes(tag), pack(body))
-            for tag, body in group.pairs()
-            if not tag.startswith(system.SYSTEM_PREFIX)
-        ]
-        conn.send_many_nowait(origin.id, target, packed)
+        conn.send_many_nowait(origin.id, target, self._repack(group))
         if conn.writing_paused:
             self._hold(origin.id, [conn])
 
@@ -504,24 +500,17 @@ class BasePlayGround(BaseAgent):
         build = self._codec.build
 
         def on_system(tag: str, body: Any) -> None:
+            self.messages_routed -= 1  # a runtime message, not an application one
             if direct:  # requests to the playground; broadcast ones are ignored
-                self._answer(origin, build, tag, body)
+                self._answer(origin, self._conns.get(origin.id), build, tag, body)
 
         items = self._read_group(group, build, on_system, direct=direct, sender=origin.name)
         if items:
             self._submit_batch(items, origin, now, origin.id)
 
     def _answer(
-        self,
-        origin: AgentDetail,
-        build: Any,
-        tag: str,
-        body: Any,
-        conn: Connection | None = None,
+        self, origin: AgentDetail, conn: Connection | None, build: Any, tag: str, body: Any
     ) -> None:
-        if conn is None:  # an agent's request (observers' are not counted as routed)
-            conn = self._conns.get(origin.id)
-            self.messages_routed -= 1  # a runtime request, not an application message
         if conn is None or conn.closed:
             return
         try:
@@ -544,11 +533,8 @@ class BasePlayGround(BaseAgent):
                 self._tell(conn, system.AgentList(request.request, chunk, final), origin.id)
 
     def _chunked(self, agents: list[AgentDetail]) -> list[tuple[list[AgentDetail], bool]]:
-        own = self.id
         sizes = self._sizes
-        return system.chunked(
-            agents, lambda a: sizes.get(a.id, 0) if a.id != own else self._own_size
-        )
+        return system.chunked(agents, lambda agent: sizes.get(agent.id, 0))
 
     def status(self) -> system.PlaygroundStatus:
         """How the playground is doing: agents, messages routed, each plugin's figures."""
