@@ -51,6 +51,11 @@ class Settings:
         open_timeout: deadline for connecting and the handshake.
         reconnect: an agent whose playground goes away connects again.
         reconnect_initial, reconnect_max: its capped exponential backoff, in seconds.
+        slow_consumer: what a playground does with an agent that reads too slowly:
+            ``"disconnect"`` it after `slow_consumer_grace` seconds, or ``"drop"`` what
+            exceeds its queue (counted and reported to it).
+        slow_consumer_grace: seconds an agent may stay over its queue limit.
+        max_pending_bytes, max_pending_messages: the queue limit of each connection.
     """
 
     workspace: str = "default"
@@ -63,6 +68,16 @@ class Settings:
     reconnect: bool = False
     reconnect_initial: float = 0.1
     reconnect_max: float = 5.0
+    slow_consumer: str = "disconnect"
+    slow_consumer_grace: float = 2.0
+    max_pending_bytes: int = 8 * 2**20
+    max_pending_messages: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.slow_consumer not in ("disconnect", "drop"):
+            raise ValueError(
+                f"slow_consumer must be 'disconnect' or 'drop', not {self.slow_consumer!r}"
+            )
 
     def resolved_token(self) -> str | None:
         """The token, or ``CEYLON_TOKEN`` from the environment, or None."""
@@ -80,7 +95,18 @@ class Settings:
         }
 
     def connection_options(self) -> transport.ConnectionOptions:
+        """The per-connection options these settings make."""
         return transport.ConnectionOptions(
             heartbeat_interval=self.heartbeat_interval,
             heartbeat_timeout=self.heartbeat_timeout,
+            max_pending_bytes=self.max_pending_bytes,
+            max_pending_messages=self.max_pending_messages,
+            max_buffer=max(64 * 2**20, 4 * self.max_pending_bytes),
+        )
+
+    def router_options(self) -> transport.RouterOptions:
+        """The playground's slow-consumer policy."""
+        return transport.RouterOptions(
+            slow_consumer=transport.SlowConsumerPolicy(self.slow_consumer),
+            grace=self.slow_consumer_grace,
         )

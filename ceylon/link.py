@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .peer import AgentDetail
 
@@ -12,34 +12,53 @@ if TYPE_CHECKING:
 __all__ = ["Link"]
 
 
-class Link:
-    """How an agent reaches the others; a session for a client, the router for an admin.
+class Link(Protocol):
+    """How an agent reaches the others: a session for a client, the router for an admin.
 
     The ``*_nowait`` methods queue without waiting (the common case); `congested` says
     whether the caller should then `drain`.
     """
 
     @property
+    def playground(self) -> AgentDetail | None:
+        """The playground a client is connected to; None for the playground itself."""
+        ...
+
+    @property
     def congested(self) -> bool:
-        return False
+        """Whether what was queued waits for the peer: the caller should `drain`."""
+        ...
 
     async def drain(self) -> None:
         """Wait until what was queued can be written."""
 
     def broadcast_nowait(self, message: Any) -> None:
-        raise NotImplementedError
+        """Queue a message to every other agent."""
 
     def send_nowait(self, key: str, message: Any) -> bool:
         """Queue a direct message; False if `key` is not known here (then use `send`)."""
-        raise NotImplementedError
+        ...
 
     async def send(self, key: str, message: Any) -> None:
         """Send a direct message, asking the playground who `key` is if needed."""
-        raise NotImplementedError
 
     async def agents(self) -> list[AgentDetail]:
-        raise NotImplementedError
+        """The other agents connected now."""
+        ...
 
     async def status(self, timeout: float = 10.0) -> PlaygroundStatus:
         """What the playground reports of itself."""
-        raise NotImplementedError
+        ...
+
+    def hold(self, origin: str, paused: bool) -> None:
+        """Pause (or release) reading from `origin`: its handlers are behind."""
+
+    def dropped_upstream(self) -> dict[str, int]:
+        """Drops counted below the agent layer (over-limit or malformed frames)."""
+        ...
+
+    async def stop(self) -> None:
+        """Leave for good."""
+
+    async def wait_stopped(self) -> None:
+        """Wait until the link has ended for good."""

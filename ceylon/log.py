@@ -27,6 +27,13 @@ def _who(record: Record) -> bool:
 def setup_cli_logging(verbose: bool = False) -> None:
     """Log ceylon and transport to stderr: INFO, or DEBUG when `verbose`."""
     logger.remove()
-    logger.add(sys.stderr, level="DEBUG" if verbose else "INFO", format=_FORMAT, filter=_who)
+    # diagnose=False: a traceback never shows local values (message contents).
+    logger.add(
+        sys.stderr,
+        level="DEBUG" if verbose else "INFO",
+        format=_FORMAT,
+        filter=_who,
+        diagnose=False,
+    )
     logger.enable("ceylon")
     logger.enable("transport")

@@ -10,25 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 import transport
 from transport import (
+    Codec,
     Connection,
     ConnectionClosed,
     ConnectionClosedError,
     DecodeError,
     HandshakeError,
-    MessageGroup,
 )
 
 from . import system
 from .config import Settings
 from .errors import AgentNotFoundError, NotConnectedError
-from .link import Link
 from .peer import AgentDetail
 
 if TYPE_CHECKING:
@@ -49,15 +47,17 @@ def hello_extra(agent: BaseAgent) -> dict[str, Any]:
     return extra
 
 
-class Session(Link):
-    """The link of one client agent to one playground."""
+class Session:
+    """The link of one client agent to one playground (a `Link`)."""
 
     def __init__(self, agent: BaseAgent, host: str, port: int, settings: Settings) -> None:
         self.agent = agent
         self.host = host
         self.port = port
         self.settings = settings
-        self.playground: AgentDetail | None = None
+        self._playground: AgentDetail | None = None
+        self._codec = Codec()
+        self._drops_before: dict[str, int] = {}  # of connections already closed
         self.known: dict[str, AgentDetail] = {}
         self._names: dict[str, str] = {}
         self._conn: Connection | None = None
@@ -74,6 +74,11 @@ class Session(Link):
     @property
     def connected(self) -> bool:
         return self._conn is not None and not self._conn.closed
+
+    @property
+    def playground(self) -> AgentDetail | None:
+        """The playground, while connected to it."""
+        return self._playground if self.connected else None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -97,7 +102,7 @@ class Session(Link):
             **self.settings.transport_kwargs(),
         )
         peer = conn.peer
-        self.playground = AgentDetail(
+        self._playground = AgentDetail(
             peer.id,
             peer.name,
             peer.role,
@@ -106,10 +111,10 @@ class Session(Link):
         )
         self.known = {}
         self._names = {}
-        self._remember(self.playground)
+        self._remember(self._playground)
         self._conn = conn
         self._snapshot.clear()
-        conn.set_message_callback(self._on_groups)
+        conn.set_message_callback(self._on_messages)
         if agent.wants_membership:  # the directory comes right after the welcome
             try:
                 await self._wait_snapshot(conn)
@@ -120,7 +125,7 @@ class Session(Link):
                 raise
         self._connected.set()
         self._log.info("connected to playground {} at {}:{}", peer.name, self.host, self.port)
-        agent._agent_joined(self.playground, self.settings.workspace)
+        agent.receive_membership(self._playground, self.settings.workspace, joined=True)
 
     async def _wait_snapshot(self, conn: Connection) -> None:
         snapshot = asyncio.ensure_future(self._snapshot.wait())
@@ -148,6 +153,8 @@ class Session(Link):
 
     def _lost(self, conn: Connection) -> None:
         self._connected.clear()
+        for reason, count in _upstream(conn).items():
+            self._drops_before[reason] = self._drops_before.get(reason, 0) + count
         reason = conn.close_reason or "connection lost"
         if not self._stopping:
             self._log.warning("lost the playground: {}", reason)
@@ -166,7 +173,7 @@ class Session(Link):
         self._names = {}
         for detail in known:
             if detail.id != unannounced:
-                self.agent._agent_left(detail, self.settings.workspace)
+                self.agent.receive_membership(detail, self.settings.workspace, joined=False)
 
     async def _reconnect(self) -> bool:
         delay = self.settings.reconnect_initial
@@ -222,77 +229,87 @@ class Session(Link):
             self._names.pop(detail.name, None)
         return detail
 
-    def _on_groups(self, groups: list[MessageGroup]) -> None:
+    def _on_messages(self, sender: str, target: str | None, pairs: list[tuple[str, bytes]]) -> None:
         agent = self.agent
-        conn = self._conn
-        assert conn is not None
-        build = conn.build
-        now = int(time.time() * 1000)
-        for group in groups:
-            sender = self.known.get(group.sender)
-            name = sender.name if sender is not None else group.sender
-            items = agent._read_group(
-                group,
-                build,
-                lambda tag, body: self._system(build, tag, body),
-                direct=group.target is not None,
-                sender=name,
-            )
-            if items:
-                sender = self.known.get(group.sender)
-                if sender is None:  # not introduced: should not happen, stay usable
-                    sender = AgentDetail(group.sender, group.sender)
-                agent._submit_batch(items, sender, now, PLAYGROUND_ORIGIN)
+        direct = target is not None
+        playground = self._playground
+        if playground is not None and sender == playground.id:
+            # Only the playground's own frames may carry runtime messages; anybody
+            # else's are application messages no handler takes.
+            start = 0
+            for i, (tag, body) in enumerate(pairs):
+                if tag.startswith(system.SYSTEM_PREFIX):
+                    if i > start:
+                        agent.receive_messages(
+                            playground, pairs[start:i], direct=direct, origin=PLAYGROUND_ORIGIN
+                        )
+                    self._system(tag, body)
+                    start = i + 1
+            if start:
+                pairs = pairs[start:]
+                if not pairs:
+                    return
+        detail = self.known.get(sender)
+        if detail is None:  # not introduced: should not happen, stay usable
+            detail = AgentDetail(sender, sender)
+        agent.receive_messages(detail, pairs, direct=direct, origin=PLAYGROUND_ORIGIN)
 
-    def _system(self, build: Any, tag: str, body: Any) -> None:
+    def _system(self, tag: str, body: bytes) -> None:
         try:
-            message = build(tag, body)
+            message = self._codec.decode(tag, body)
         except DecodeError as exc:
             self._log.warning("dropped an undecodable runtime message: {}", exc)
             return
         workspace = self.settings.workspace
-        if isinstance(message, system.Introduce):
-            self._remember(message.agent)
-        elif isinstance(message, system.Snapshot):
-            for detail in message.agents:
-                if detail.id != self.agent.id and detail.id not in self.known:
+        agent = self.agent
+        match message:
+            case system.Introduce(agent=detail):
+                self._remember(detail)
+            case system.Snapshot(agents=details, final=final):
+                for detail in details:
+                    if detail.id != agent.id and detail.id not in self.known:
+                        self._remember(detail)
+                        agent.receive_membership(detail, workspace, joined=True)
+                if final:
+                    self._snapshot.set()
+            case system.Joined(agent=detail):
+                if detail.id != agent.id:
                     self._remember(detail)
-                    self.agent._agent_joined(detail, workspace)
-            if message.final:
-                self._snapshot.set()
-        elif isinstance(message, system.Joined):
-            if message.agent.id != self.agent.id:
-                self._remember(message.agent)
-                self.agent._agent_joined(message.agent, workspace)
-        elif isinstance(message, system.Left):
-            if self._forget(message.agent.id) is not None or self.agent.wants_membership:
-                self.agent._agent_left(message.agent, workspace)
-        elif isinstance(message, system.Resolved | system.AgentList | system.PlaygroundStatus):
-            if isinstance(message, system.Resolved) and message.agent is not None:
-                # Known from now on: the playground will not introduce it again, and its
-                # messages may follow in this very batch.
-                self._remember(message.agent)
-            reply: Any = message
-            if not isinstance(message, system.Resolved):  # may come in chunks
-                first = self._partial.pop(message.request, None)
-                if first is not None:
-                    first.agents += message.agents
-                    reply = first
-                if not message.final:
-                    if message.request in self._requests:
-                        self._partial[message.request] = reply
-                    return
-            future = self._requests.pop(message.request, None)
-            if future is not None and not future.done():
-                future.set_result(reply)
-        elif isinstance(message, system.Undeliverable):
-            self._forget(message.target)
-            self._log.warning(
-                "message {} to {} was not delivered: {}",
-                message.tag,
-                message.target,
-                message.reason,
-            )
+                    agent.receive_membership(detail, workspace, joined=True)
+            case system.Left(agent=detail):
+                if self._forget(detail.id) is not None or agent.wants_membership:
+                    agent.receive_membership(detail, workspace, joined=False)
+            case system.Resolved(request=request, agent=detail):
+                if detail is not None:
+                    # Known from now on: the playground will not introduce it again, and
+                    # its messages may follow in this very batch.
+                    self._remember(detail)
+                self._answered(request, message)
+            case system.AgentList() | system.PlaygroundStatus():
+                self._chunk(message)
+            case system.Undeliverable(target=target, tag=what, reason=reason):
+                self._forget(target)
+                self._log.warning("message {} to {} was not delivered: {}", what, target, reason)
+            case _:
+                self._log.warning("ignored an unexpected runtime message {}", tag)
+
+    def _chunk(self, message: system.AgentList | system.PlaygroundStatus) -> None:
+        """One chunk of a (possibly chunked) answer; the last completes the request."""
+        reply: Any = message
+        first = self._partial.pop(message.request, None)
+        if first is not None:
+            first.agents += message.agents
+            reply = first
+        if not message.final:
+            if message.request in self._requests:
+                self._partial[message.request] = reply
+            return
+        self._answered(message.request, reply)
+
+    def _answered(self, request: int, reply: Any) -> None:
+        future = self._requests.pop(request, None)
+        if future is not None and not future.done():
+            future.set_result(reply)
 
     # -- sending ---------------------------------------------------------------------
 
@@ -306,6 +323,21 @@ class Session(Link):
     def congested(self) -> bool:
         conn = self._conn
         return conn is not None and conn.writing_paused
+
+    def hold(self, origin: str, paused: bool) -> None:
+        conn = self._conn
+        if conn is not None:
+            if paused:
+                conn.pause_reading()
+            else:
+                conn.resume_reading()
+
+    def dropped_upstream(self) -> dict[str, int]:
+        drops = dict(self._drops_before)
+        if self._conn is not None:
+            for reason, count in _upstream(self._conn).items():
+                drops[reason] = drops.get(reason, 0) + count
+        return drops
 
     async def drain(self) -> None:
         await self._connection().drain()
@@ -354,15 +386,23 @@ class Session(Link):
 
     async def _request(self, message: Any, timeout: float = REQUEST_TIMEOUT) -> Any:
         conn = self._connection()
-        assert self.playground is not None
+        assert self._playground is not None
         request = next(self._request_ids)
         message.request = request
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._requests[request] = future
         try:
-            await conn.send(message, target=self.playground.id, sender=self.agent.id)
+            await conn.send(message, target=self._playground.id, sender=self.agent.id)
             async with asyncio.timeout(timeout):
                 return await future
         finally:
             self._requests.pop(request, None)
             self._partial.pop(request, None)
+
+
+def _upstream(conn: Connection) -> dict[str, int]:
+    """What a connection dropped below the agent layer, and what the playground did."""
+    drops = dict(conn.drops)
+    if conn.dropped_by_peer:
+        drops["upstream"] = conn.dropped_by_peer
+    return drops

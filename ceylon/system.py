@@ -106,6 +106,7 @@ class PlaygroundStatus:
         agents: the agents connected now (the playground not among them).
         messages_routed: application messages it has routed or handled since it started.
         plugins: each plugin's own figures, by plugin name (see `Plugin.status`).
+        drops: messages the playground dropped, by reason, and slow consumers cut.
         final: False when more of `agents` follow in `AgentList`s (large directories).
     """
 
@@ -115,6 +116,7 @@ class PlaygroundStatus:
     agents: list[AgentDetail]
     messages_routed: int
     plugins: dict[str, dict[str, Any]]
+    drops: dict[str, int] = dataclasses.field(default_factory=dict)
     final: bool = True
 
 

@@ -10,7 +10,14 @@ from loguru import logger
 
 from .client import connect, make_identity, secret_from_token
 from .codec import PLAIN_TAG, Codec, TypeRegistry, TypeSpec, default_registry
-from .connection import Authorizer, Connection, ConnectionOptions, MessageCallback
+from .connection import (
+    Authorizer,
+    CongestionCallback,
+    Connection,
+    ConnectionOptions,
+    GroupCallback,
+    MessageCallback,
+)
 from .errors import (
     AuthenticationError,
     ConnectionClosed,
@@ -30,22 +37,26 @@ from .errors import (
     WorkspaceMismatchError,
 )
 from .framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame, encode_frames
+from .limits import DEFAULT_LIMITS, DecodeLimits
 from .loop import loop_factory, loop_name, run
 from .protocol import (
     Closed,
     FrameDropped,
     HandshakeComplete,
+    MessagesDropped,
     PeerAuthenticated,
     PongReceived,
     Protocol,
     Side,
     State,
 )
+from .router import LocalCallback, Router, RouterOptions, SlowConsumerPolicy
 from .server import Handler, Server, serve
 from .tls import client_context, server_context
 from .wire import PROTOCOL_VERSION, Envelope, MessageGroup, PeerInfo, decode_record, encode_record
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "DEFAULT_MAX_FRAME_SIZE",
     "PLAIN_TAG",
     "PROTOCOL_VERSION",
@@ -53,31 +64,39 @@ __all__ = [
     "Authorizer",
     "Closed",
     "Codec",
+    "CongestionCallback",
     "Connection",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "ConnectionOptions",
     "DecodeError",
+    "DecodeLimits",
     "EncodeError",
     "Envelope",
     "FrameDecoder",
     "FrameDropped",
     "FrameSizeError",
+    "GroupCallback",
     "Handler",
     "HandshakeComplete",
     "HandshakeError",
     "IncompleteFrameError",
     "InvalidStateError",
+    "LocalCallback",
     "MessageCallback",
     "MessageGroup",
+    "MessagesDropped",
     "PeerAuthenticated",
     "PeerInfo",
     "PongReceived",
     "Protocol",
     "ProtocolError",
+    "Router",
+    "RouterOptions",
     "Server",
     "Side",
+    "SlowConsumerPolicy",
     "State",
     "TagConflictError",
     "TransportError",

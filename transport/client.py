@@ -69,6 +69,7 @@ async def connect(
     loop = asyncio.get_running_loop()
     identity = identity or make_identity("client")
     check_identity(identity)
+    options = options or ConnectionOptions()
     protocol = Protocol(
         CLIENT,
         identity,
@@ -76,6 +77,7 @@ async def connect(
         secret=secret_from_token(token),
         max_frame_size=max_frame_size,
         codec=codec,
+        limits=options.limits,
     )
     connection: Connection | None = None
     try:

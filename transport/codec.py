@@ -23,6 +23,8 @@ from typing import Any, Final
 import msgpack
 
 from .errors import DecodeError, EncodeError, TagConflictError, UnknownTypeError
+from .limits import DEFAULT_LIMITS, DecodeLimits
+from .limits import unpack as _unpack
 
 __all__ = [
     "MAX_NESTING",
@@ -30,9 +32,7 @@ __all__ = [
     "Codec",
     "TypeRegistry",
     "TypeSpec",
-    "UnresolvedExt",
     "default_registry",
-    "find_unresolved",
 ]
 
 #: Tag of a top-level value that is not a registered type (a str, a dict, a list...).
@@ -92,7 +92,9 @@ class TypeSpec:
             try:
                 return self.cls(fields)
             except (ValueError, TypeError) as exc:
-                raise DecodeError(self.tag, f"{fields!r} is not a member") from exc
+                raise DecodeError(
+                    self.tag, f"a {type(fields).__name__} that is not a member"
+                ) from exc
         if type(fields) is not dict:
             raise DecodeError(self.tag, f"fields must be a map, got {type(fields).__name__}")
         if self.direct and fields.keys() == self.allowed:
@@ -109,10 +111,10 @@ class TypeSpec:
             keys = fields.keys()
             if not (keys <= self.allowed and self.required <= keys):
                 raise DecodeError(self.tag, self._field_mismatch(keys)) from None
-            raise DecodeError(self.tag, f"constructor failed: {exc!r}") from exc
+            raise DecodeError(self.tag, f"constructor failed: {type(exc).__name__}") from exc
 
     def _field_mismatch(self, keys: typing.KeysView[Any]) -> str:
-        unexpected = sorted(repr(k) for k in keys if k not in self.allowed)
+        unexpected = sorted(repr(k)[:40] for k in keys if k not in self.allowed)[:5]
         missing = sorted(self.required - set(keys))
         parts = []
         if unexpected:
@@ -177,6 +179,8 @@ def _spec_for(cls: type, tag: str) -> TypeSpec:
 
 def _referenced_types(cls: type) -> Iterator[type]:
     """Dataclasses and enums named in `cls`'s field annotations, at any depth of generics."""
+    if not dataclasses.is_dataclass(cls):
+        return
     try:
         hints = typing.get_type_hints(cls)
     except Exception:  # unresolvable forward references: those types register when sent
@@ -221,10 +225,14 @@ class TypeRegistry:
         if known is not None and (tag is None or tag == known.tag):
             return known.tag
         spec = self._add(cls, tag)
-        if not spec.is_enum:
-            for ref in _referenced_types(cls):
+        # Everything reachable through field annotations, at any depth: a receiver
+        # that registers `Order` can build the `Item`s in it and the `Course` in those.
+        todo = [cls]
+        while todo:
+            for ref in _referenced_types(todo.pop()):
                 if ref not in self.by_type:
                     self._add(ref, None)
+                    todo.append(ref)
         return spec.tag
 
     def _add(self, cls: type, tag: str | None) -> TypeSpec:
@@ -298,39 +306,6 @@ class TypeRegistry:
 default_registry: Final = TypeRegistry()
 
 
-class UnresolvedExt(msgpack.ExtType):  # type: ignore[misc]
-    """A nested value of a type not registered here, kept as received.
-
-    A relay forwards it unchanged (it packs back to the same bytes); an endpoint refuses
-    the message that holds it (`Codec.unresolved` names the tag).
-    """
-
-    tag: str
-
-    def __new__(cls, code: int, data: bytes, tag: str) -> UnresolvedExt:
-        self = super().__new__(cls, code, data)
-        self.tag = tag
-        return self  # type: ignore[no-any-return]
-
-
-def find_unresolved(value: Any) -> str | None:
-    """The tag of the first `UnresolvedExt` inside `value`, or None."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is UnresolvedExt:
-            return str(item.tag)
-        if kind is dict:
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif kind in (list, tuple, set, frozenset):
-            stack.extend(item)
-        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
-            stack.extend(getattr(item, f.name) for f in dataclasses.fields(item))
-    return None
-
-
 class Codec:
     """Encode and decode application messages against one `TypeRegistry`.
 
@@ -338,8 +313,12 @@ class Codec:
     thread (one per event loop in practice).
     """
 
-    def __init__(self, registry: TypeRegistry | None = None) -> None:
+    def __init__(
+        self, registry: TypeRegistry | None = None, limits: DecodeLimits = DEFAULT_LIMITS
+    ) -> None:
         self.registry = registry if registry is not None else default_registry
+        #: what decoding one body may cost (see `transport.limits`)
+        self.limits = limits
         self._packers: list[msgpack.Packer] = [self._new_packer()]
         self._depth = 0
         self._decode_depth = 0
@@ -349,8 +328,6 @@ class Codec:
         self._by_tag = self.registry.by_tag
         #: the top-level packer's ``pack``: what a message body is packed with
         self.pack_body: Callable[[Any], bytes] = self._packers[0].pack
-        #: after `unpack()`: the first nested tag that is not registered here, or None
-        self.unresolved: str | None = None
         self._ext_decoders: dict[int, Callable[[bytes], Any]] = {
             EXT_DATACLASS: lambda data: self._decode_registered(EXT_DATACLASS, data),
             EXT_ENUM: lambda data: self._decode_registered(EXT_ENUM, data),
@@ -443,8 +420,6 @@ class Codec:
 
     def _default(self, obj: Any) -> Any:
         cls = type(obj)
-        if cls is UnresolvedExt:
-            return msgpack.ExtType(obj.code, obj.data)
         spec = self.registry.spec_of_type(cls)
         if spec is None:
             if isinstance(obj, enum.Enum) or (
@@ -487,12 +462,10 @@ class Codec:
 
         Raises:
             UnknownTypeError: `tag`, or a type nested in the body, is not registered here.
-            DecodeError: the body is not msgpack, or not what the tag requires.
+            DecodeError: the body is not msgpack, is over a decode limit, or is not what
+                the tag requires.
         """
-        value = self.unpack(body, tag)
-        if self.unresolved is not None:
-            raise UnknownTypeError(self.unresolved)
-        return self.build(tag, value)
+        return self.build(tag, self.unpack(body, tag))
 
     def build(self, tag: str, value: Any) -> Any:
         """Turn an unpacked body into the message it encodes.
@@ -513,27 +486,24 @@ class Codec:
         raise UnknownTypeError(tag)
 
     def unpack(self, data: bytes | bytearray, tag: str | None = None) -> Any:
-        """Decode one msgpack document, building the registered types nested in it.
-
-        Nested values of unregistered types are kept as `UnresolvedExt` and the first
-        such tag is left in `unresolved`, so a relay can forward what it cannot build.
+        """Decode one msgpack document within `limits`, building the registered types
+        nested in it.
 
         Raises:
-            DecodeError: `data` is not a valid document (`tag` is named in the error).
+            UnknownTypeError: a nested value's type is not registered here.
+            DecodeError: `data` is not a valid document or is over a decode limit
+                (`tag` is named in the error).
         """
         self._decode_depth = 0
-        self.unresolved = None
         try:
-            return msgpack.unpackb(data, ext_hook=self._ext_hook, strict_map_key=False)
-        except DecodeError:
+            return _unpack(data, self.limits, self._ext_hook)
+        except DecodeError as exc:
+            if exc.tag is None and tag is not None and type(exc) is DecodeError:
+                raise DecodeError(tag, exc.reason) from None
             raise
-        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-            # msgpack raises ValueError subclasses for malformed input, TypeError for
-            # unhashable keys; UnicodeDecodeError is a ValueError.
-            raise DecodeError(tag, f"{type(exc).__name__}: {exc}") from None
 
     def _unpack_nested(self, data: bytes, expected: type) -> Any:
-        value = msgpack.unpackb(data, ext_hook=self._ext_hook, strict_map_key=False)
+        value = _unpack(data, self.limits, self._ext_hook)
         if type(value) is not expected:
             raise DecodeError(
                 None, f"extension holds {type(value).__name__}, not {expected.__name__}"
@@ -545,8 +515,8 @@ class Codec:
         if decoder is None:
             raise DecodeError(None, f"unknown extension type {code}")
         depth = self._decode_depth + 1
-        if depth > MAX_NESTING:
-            raise DecodeError(None, f"value nested deeper than {MAX_NESTING} levels")
+        if depth > self.limits.max_depth:
+            raise DecodeError(None, f"value nested deeper than {self.limits.max_depth} levels")
         self._decode_depth = depth
         try:
             return decoder(data)
@@ -560,9 +530,7 @@ class Codec:
         tag, value = pair
         spec = self._by_tag.get(tag) or self.registry.resolve(tag)
         if spec is None:
-            if self.unresolved is None:
-                self.unresolved = tag
-            return UnresolvedExt(code, data, tag)
+            raise UnknownTypeError(tag)
         if spec.is_enum is not (code == EXT_ENUM):
             kind = "an enum" if spec.is_enum else "a dataclass"
             raise DecodeError(tag, f"{kind} tag in the wrong extension type")

@@ -1,48 +1,61 @@
 """The asyncio adapter around one sans-I/O `Protocol`.
 
 `Connection` is the `asyncio.Protocol` the event loop feeds: `data_received` hands the
-bytes to the state machine, queues the envelopes it produced for `recv()`, and writes
-back whatever the state machine answered. It adds what needs a clock or a socket:
+bytes to the state machine, passes the message groups it produced on (to a callback
+or to the queue `recv()` reads), and writes back whatever the state machine answered.
+It adds what needs a clock or a socket:
 
 * write coalescing: frames queued during one loop iteration leave in one
   `transport.write`, or sooner once `FLUSH_BYTES` are waiting; when traffic looks like
   request/response (little to coalesce), the first message of an iteration is written
   at once, which saves a loop iteration of latency per hop;
-* backpressure both ways: `send()` waits while the transport is paused; a queue of
-  received envelopes past `max_queue` pauses reading, so a flood from the peer turns
-  into TCP flow control instead of memory; a write buffer past `max_buffer` (a peer
-  that stopped reading while we kept queueing with `send_nowait`) drops the peer;
-* heartbeats: a Ping every `heartbeat_interval`; a peer whose Pongs stop for
-  `heartbeat_timeout` is declared dead. While this side pauses reading it sends
-  unsolicited Pongs, so a slow consumer is not mistaken for a dead one.
+* an outgoing queue with counts: while the socket's buffer is over its high-water
+  mark, frames wait in this connection's own backlog, counted in bytes and messages
+  (`pending_bytes`, `pending_messages`); `send()` waits for it to drain. A queue over
+  `max_pending_bytes`/`max_pending_messages` is *congested*: the congestion callback
+  hears of it (a `Router` applies its slow-consumer policy there), and a connection
+  nobody watches is dropped once its queue passes `max_buffer`;
+* receive backpressure: a queue of received messages past `max_queue` pauses reading,
+  so a flood from the peer turns into TCP flow control instead of memory;
+* heartbeats: a Ping every `heartbeat_interval` with a sequence number the peer must
+  echo; only a Pong answering a Ping this side sent proves the peer alive, so a peer
+  that never reads cannot pass for a live one. A peer silent for `heartbeat_timeout`
+  is declared dead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import secrets
 from collections.abc import Callable
 from typing import Any, Final, cast
 
 from loguru import logger
 
-from .errors import (
-    ConnectionClosed,
-    ConnectionClosedOK,
-    InvalidStateError,
-    UnknownTypeError,
-)
+from .errors import ConnectionClosedOK, DecodeError, InvalidStateError
 from .inbox import Inbox
+from .limits import DEFAULT_LIMITS, DecodeLimits
 from .protocol import (
     Closed,
     FrameDropped,
     HandshakeComplete,
+    MessagesDropped,
     PeerAuthenticated,
     PongReceived,
     Protocol,
 )
 from .wire import Envelope, MessageGroup, PeerInfo
 
-__all__ = ["FLUSH_BYTES", "Authorizer", "Connection", "ConnectionOptions", "MessageCallback"]
+__all__ = [
+    "FLUSH_BYTES",
+    "Authorizer",
+    "CongestionCallback",
+    "Connection",
+    "ConnectionOptions",
+    "GroupCallback",
+    "MessageCallback",
+]
 
 #: Queued bytes that trigger a write without waiting for the end of the loop iteration.
 FLUSH_BYTES: Final = 256 * 1024
@@ -51,8 +64,13 @@ EAGER_BELOW: Final = 2048
 
 #: Called on the server with an authenticated client; returns a refusal reason or None.
 Authorizer = Callable[[PeerInfo], "str | None"]
-#: Receives message groups straight from the read path (see `set_message_callback`).
-MessageCallback = Callable[[list[MessageGroup]], None]
+#: Receives each received group's messages: ``(sender, target, [(tag, body), ...])``.
+MessageCallback = Callable[[str, "str | None", list[tuple[str, bytes]]], None]
+#: Receives message groups undecoded, straight from the read path (a router's view).
+GroupCallback = Callable[[list[MessageGroup]], None]
+#: Called with (connection, True) when its outgoing queue goes over its limit and with
+#: (connection, False) when it is back under half of it.
+CongestionCallback = Callable[["Connection", bool], None]
 
 
 class ConnectionOptions:
@@ -60,23 +78,30 @@ class ConnectionOptions:
 
     Args:
         heartbeat_interval: seconds between Pings; None disables heartbeats.
-        heartbeat_timeout: seconds without a Pong before the peer is declared dead.
-        max_buffer: bytes allowed to wait in the write buffer before the peer is
-            dropped as not reading.
-        max_queue: received envelopes held for `recv()` before reading pauses.
-        max_queue_bytes: the same bound counted in body bytes.
-        write_high_water: transport buffer size above which `send()` waits.
+        heartbeat_timeout: seconds without an answering Pong before the peer is dead.
+        max_pending_bytes: outgoing bytes (backlog plus socket buffer) over which the
+            connection is congested.
+        max_pending_messages: the same bound counted in messages.
+        max_buffer: outgoing bytes at which a connection without a congestion callback
+            is dropped as not reading.
+        max_queue: received messages held for `recv()` before reading pauses.
+        max_queue_bytes: the same bound counted in the bytes they arrived in.
+        write_high_water: socket buffer size above which frames wait in the backlog.
         close_timeout: seconds `close()` waits for the buffer to drain before aborting.
+        limits: what decoding one received frame may cost (`transport.limits`).
     """
 
     __slots__ = (
         "heartbeat_interval",
         "heartbeat_timeout",
+        "max_pending_bytes",
+        "max_pending_messages",
         "max_buffer",
         "max_queue",
         "max_queue_bytes",
         "write_high_water",
         "close_timeout",
+        "limits",
     )
 
     def __init__(
@@ -84,36 +109,43 @@ class ConnectionOptions:
         *,
         heartbeat_interval: float | None = 1.0,
         heartbeat_timeout: float = 5.0,
+        max_pending_bytes: int = 8 * 2**20,
+        max_pending_messages: int = 100_000,
         max_buffer: int = 64 * 2**20,
         max_queue: int = 10_000,
         max_queue_bytes: int = 32 * 2**20,
         write_high_water: int = 1 * 2**20,
         close_timeout: float = 2.0,
+        limits: DecodeLimits = DEFAULT_LIMITS,
     ) -> None:
         if heartbeat_interval is not None and not 0 < heartbeat_interval < heartbeat_timeout:
             raise ValueError(
                 f"heartbeat_interval must be > 0 and below heartbeat_timeout "
                 f"({heartbeat_interval} vs {heartbeat_timeout})"
             )
-        if max_queue < 1 or max_queue_bytes < 1:
-            raise ValueError("max_queue and max_queue_bytes must be positive")
-        if max_buffer < write_high_water:
-            raise ValueError("max_buffer must be at least write_high_water")
+        if min(max_queue, max_queue_bytes, max_pending_bytes, max_pending_messages) < 1:
+            raise ValueError("queue limits must be positive")
+        if max_buffer < max_pending_bytes:
+            raise ValueError("max_buffer must be at least max_pending_bytes")
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
+        self.max_pending_bytes = max_pending_bytes
+        self.max_pending_messages = max_pending_messages
         self.max_buffer = max_buffer
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
         self.write_high_water = write_high_water
         self.close_timeout = close_timeout
+        self.limits = limits
 
 
 class Connection(asyncio.Protocol):
     """An open (or opening) connection to one peer.
 
     Obtain one from `transport.connect()` or as the argument of a `transport.serve()`
-    handler. Receive with `recv()`/`recv_batch()`/`async for`; send with `send()`
-    (waits under backpressure) or `send_nowait()`.
+    handler. Receive with `recv()`/`recv_batch()`/`async for`, or hand messages to a
+    callback (`set_message_callback`); send with `send()` (waits under backpressure)
+    or `send_nowait()`.
     """
 
     def __init__(
@@ -126,19 +158,27 @@ class Connection(asyncio.Protocol):
         self.protocol = protocol
         self.options = options or ConnectionOptions()
         self.codec = protocol.codec
-        #: `Codec.build`: the object of one ``(tag, body)`` pair of a `MessageGroup`
-        #: (check `MessageGroup.unresolved` first, as `decode` does).
-        self.build = self.codec.build
         self._authorize = authorize
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
-        self._inbox = Inbox()
-        self._callback: MessageCallback | None = None
+        self._inbox = Inbox(self.options.limits)
+        self._on_groups: GroupCallback | None = None
+        self._on_messages: MessageCallback | None = None
+        self._on_congestion: CongestionCallback | None = None
         self._recv_waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._inbox_full = False  # the recv() queue is over its bound
         self._holds = 0  # pause_reading() calls not yet resumed
         self._writing_paused = False
+        self._backlog: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._backlog_bytes = 0
+        self._backlog_messages = 0
+        #: whether the outgoing queue is over its limit (see `CongestionCallback`)
+        self.congested = False
+        #: messages dropped on this side, by reason ("over limit", "malformed"...)
+        self.drops: collections.Counter[str] = collections.Counter()
+        #: messages the peer (a relay) reported dropping for us
+        self.dropped_by_peer = 0
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._flush_handle: asyncio.Handle | None = None
         self._eager = True  # see _end_of_tick
@@ -146,6 +186,9 @@ class Connection(asyncio.Protocol):
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._keepalive_task: asyncio.Task[None] | None = None
         self._last_pong = 0.0
+        # Pings carry a sequence starting at a random point: a peer that does not read
+        # them cannot answer them.
+        self._ping_sent = self._ping_acked = secrets.randbits(48)
         self._closing = False
         self.remote_address: Any = None
         self._log = logger
@@ -181,15 +224,20 @@ class Connection(asyncio.Protocol):
 
     @property
     def writing_paused(self) -> bool:
-        """True while the transport's write buffer is over its high-water mark."""
-        return self._writing_paused
+        """True while frames wait: the socket's buffer is over its high-water mark."""
+        return self._writing_paused or bool(self._backlog)
 
-    def close_exception(self) -> ConnectionClosed:
-        """The exception that describes how the connection ended."""
-        closed = self.protocol.closed
-        if closed is None:
-            raise InvalidStateError("the connection is not closed")
-        return closed.exception()
+    @property
+    def pending_bytes(self) -> int:
+        """Outgoing bytes not yet taken by the kernel: the backlog and the socket buffer."""
+        transport = self._transport
+        buffered = transport.get_write_buffer_size() if transport is not None else 0
+        return self._backlog_bytes + buffered + self.protocol.bytes_pending
+
+    @property
+    def pending_messages(self) -> int:
+        """Outgoing messages waiting in the backlog (and not yet framed)."""
+        return self._backlog_messages + self.protocol.messages_pending
 
     async def wait_open(self) -> PeerInfo:
         """Wait for the handshake; return the peer's identity.
@@ -214,17 +262,19 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         protocol = self.protocol
         protocol.receive_data(data)
-        # (The protocol's queues are read directly here: this runs for every read.)
-        if protocol._messages:
-            self._deliver(protocol.messages_received(), len(data))
-        if protocol._events:
-            self._process(protocol.events_received())
-        if protocol._pending and self._flush_handle is None:
+        if protocol.has_received():
+            groups = protocol.messages_received()
+            if groups:
+                self._deliver(groups)
+            events = protocol.events_received()
+            if events:
+                self._process(events)
+        if protocol.bytes_pending and self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._end_of_tick)
 
     def eof_received(self) -> bool | None:
         self.protocol.receive_eof()
-        self._deliver(self.protocol.messages_received(), 0)
+        self._deliver(self.protocol.messages_received())
         self._process(self.protocol.events_received())
         return None
 
@@ -240,6 +290,8 @@ class Connection(asyncio.Protocol):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        self._backlog.clear()
+        self._backlog_bytes = self._backlog_messages = 0
         self._wake_all()
         if not self._lost.done():
             self._lost.set_result(None)
@@ -249,45 +301,84 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        transport = self._transport
+        backlog = self._backlog
+        while backlog and not self._writing_paused and transport is not None:
+            data, count = backlog.popleft()
+            self._backlog_bytes -= len(data)
+            self._backlog_messages -= count
+            transport.write(data)  # may pause writing again, synchronously
+        if self.congested and self._under_half():
+            self._set_congested(False)
+        if not self.writing_paused:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
-    # -- events ----------------------------------------------------------------------
+    # -- receiving: callbacks --------------------------------------------------------
 
     def set_message_callback(self, callback: MessageCallback | None) -> None:
-        """Hand received messages to `callback` as they arrive, instead of queueing them.
+        """Hand each received group's messages to `callback` instead of queueing them.
 
-        The callback runs inside the read path with each batch of `MessageGroup`s, so it
-        must not block; it suits routers that only move messages on. Messages already
-        queued are handed over first, in order. An exception in the callback is logged
-        and closes this connection only. `None` goes back to queueing for `recv()`.
+        The callback runs inside the read path with ``(sender, target, pairs)``, the
+        pairs being ``(tag, body)`` with bodies still encoded (`Codec.decode` builds
+        them), so it must not block. A frame that cannot be decoded is dropped with a
+        warning and counted in `drops`. Messages already queued are handed over first,
+        in order. An exception in the callback is logged and closes this connection
+        only. `None` goes back to queueing for `recv()`.
         """
-        self._callback = callback
-        if callback is not None and self._inbox.count:
+        self._on_messages = callback
+        self._on_groups = None
+        self._hand_over_queued()
+
+    def set_group_callback(self, callback: GroupCallback | None) -> None:
+        """Hand received `MessageGroup`s to `callback` undecoded (what a router wants).
+
+        Same rules as `set_message_callback`.
+        """
+        self._on_groups = callback
+        self._on_messages = None
+        self._hand_over_queued()
+
+    def set_congestion_callback(self, callback: CongestionCallback | None) -> None:
+        """Be told when the outgoing queue goes over its limit and back under half.
+
+        With a callback set, congestion is the callback's to handle (a `Router` cuts
+        slow consumers); without one, a queue past `max_buffer` drops the peer.
+        """
+        self._on_congestion = callback
+
+    def _hand_over_queued(self) -> None:
+        if (self._on_groups or self._on_messages) and self._inbox.count:
             groups = self._inbox.take_groups()
             self._taken()
-            self._run_callback(groups)
+            self._deliver(groups)
 
-    def _run_callback(self, groups: list[MessageGroup]) -> None:
-        assert self._callback is not None
-        try:
-            self._callback(groups)
-        except Exception as exc:
-            self._log.exception("message callback failed")
-            if self.protocol.closed is None:
-                self.protocol.fail(f"internal error: {type(exc).__name__}")
-                self._process(self.protocol.events_received())
-
-    def _deliver(self, groups: list[MessageGroup], nbytes: int) -> None:
+    def _deliver(self, groups: list[MessageGroup]) -> None:
         if not groups:
             return
-        if self._callback is not None:
-            self._run_callback(groups)
+        on_groups = self._on_groups
+        if on_groups is not None:
+            try:
+                on_groups(groups)
+            except Exception as exc:
+                self._callback_failed(exc)
+            return
+        if self._on_messages is not None:
+            limits = self.options.limits
+            for group in groups:
+                try:
+                    pairs = group.pairs(limits)
+                except DecodeError as exc:
+                    self.frame_dropped(group.count, exc)
+                    continue
+                if group.malformed:
+                    self._malformed(group.malformed)
+                self._dispatch_pairs(group.sender, group.target, pairs)
             return
         inbox = self._inbox
-        inbox.put(groups, nbytes)
+        inbox.put(groups)
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -297,34 +388,68 @@ class Connection(asyncio.Protocol):
             self._inbox_full = True
             self._update_reading()
 
+    def _dispatch_pairs(self, sender: str, target: str | None, pairs: list[Any]) -> None:
+        assert self._on_messages is not None
+        try:
+            self._on_messages(sender, target, pairs)
+        except Exception as exc:
+            self._callback_failed(exc)
+
+    def _callback_failed(self, exc: Exception) -> None:
+        self._log.opt(exception=exc).error("message callback failed: {}", type(exc).__name__)
+        if self.protocol.closed is None:
+            self.protocol.fail(f"internal error: {type(exc).__name__}")
+            self._process(self.protocol.events_received())
+
+    def frame_dropped(self, count: int, error: DecodeError) -> None:
+        """Count and report `count` messages of a frame that could not be decoded."""
+        self.drops["over limit" if "limit" in error.reason else "malformed"] += count
+        self._log.warning("dropped a frame of {} message(s): {}", count, error)
+
+    def _malformed(self, count: int) -> None:
+        self.drops["malformed"] += count
+        self._log.warning("dropped {} malformed message(s) of a frame", count)
+
+    # -- events ----------------------------------------------------------------------
+
     def _process(self, events: list[Any]) -> None:
         for event in events:
             self._handle_event(event)
 
     def _handle_event(self, event: Any) -> None:
-        if type(event) is PongReceived:
-            self._last_pong = self._loop.time()
-        elif type(event) is FrameDropped:
+        kind = type(event)
+        if kind is PongReceived:
+            # Only an answer to a ping of ours counts (see the module docstring).
+            if self._ping_acked < event.seq <= self._ping_sent:
+                self._ping_acked = event.seq
+                self._last_pong = self._loop.time()
+        elif kind is FrameDropped:
+            self.drops["malformed"] += 1
             self._log.warning("dropped an undecodable frame: {}", event.error)
-        elif type(event) is PeerAuthenticated:
+        elif kind is MessagesDropped:
+            self.dropped_by_peer += event.messages
+            self._log.warning(
+                "the peer dropped {} message(s) for this side: it reads too slowly",
+                event.messages,
+            )
+        elif kind is PeerAuthenticated:
             if self.protocol.closed is not None:  # a later frame in the same read broke it
                 return
             refusal = self._authorize(event.peer) if self._authorize is not None else None
             if refusal is None:
                 self.protocol.accept()
-                self._process(self.protocol.events_received())
             else:
                 self._log.warning("refused {}: {}", event.peer.name, refusal)
                 self.protocol.reject(refusal)
-                self._process(self.protocol.events_received())
-        elif type(event) is HandshakeComplete:
+            self._process(self.protocol.events_received())
+        elif kind is HandshakeComplete:
             self._log = self._log.bind(peer=event.peer.name)
             self._last_pong = self._loop.time()
             if self.options.heartbeat_interval is not None:
                 self._keepalive_task = self._loop.create_task(self._keepalive())
             if not self._opened.done():
                 self._opened.set_result(event.peer)
-        elif type(event) is Closed:
+        elif kind is Closed:
             self._on_closed(event)
 
     def _on_closed(self, event: Closed) -> None:
@@ -335,7 +460,7 @@ class Connection(asyncio.Protocol):
             self._opened.set_exception(error)
             self._opened.exception()  # retrieved here: the opener may already be gone
         self._wake_all()
-        self._flush()
+        self._flush(final=True)
         if self._transport is not None:
             self._transport.close()
             self._loop.call_later(self.options.close_timeout, self._abort)
@@ -348,16 +473,21 @@ class Connection(asyncio.Protocol):
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        self.resume_writing()
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
 
-    # -- receiving -------------------------------------------------------------------
+    # -- receiving: the queue --------------------------------------------------------
 
     def pause_reading(self) -> None:
         """Stop reading from the peer until a matching `resume_reading()`.
 
         For consumers with their own queues (e.g. a dispatcher): TCP flow control then
-        holds the peer back. Holds nest. While reading is held, heartbeats are answered
-        with unsolicited Pongs, so the peer does not take the pause for death.
+        holds the peer back. Holds nest. The peer's Pongs wait unread meanwhile, which
+        this side does not hold against it; but this side cannot answer the peer's
+        Pings either, so a hold longer than the peer's heartbeat timeout costs the
+        connection.
         """
         self._holds += 1
         self._update_reading()
@@ -380,9 +510,13 @@ class Connection(asyncio.Protocol):
             transport.resume_reading()
 
     def _taken(self) -> None:
+        inbox = self._inbox
+        for error in inbox.errors:
+            self.frame_dropped(1, error)
+        inbox.errors.clear()
         if self._inbox_full and (
-            len(self._inbox) <= self.options.max_queue // 2
-            and self._inbox.bytes <= self.options.max_queue_bytes // 2
+            inbox.count <= self.options.max_queue // 2
+            and inbox.bytes <= self.options.max_queue_bytes // 2
         ):
             self._inbox_full = False
             self._update_reading()
@@ -403,20 +537,23 @@ class Connection(asyncio.Protocol):
         """Return the next envelope from the peer, in order.
 
         Envelopes received before the connection closed are still returned; after
-        them the close is raised.
+        them the close is raised. A frame that cannot be decoded is skipped with a
+        warning.
 
         Raises:
             ConnectionClosedOK: the peer said goodbye (or we closed).
             ConnectionClosedError: the connection ended abnormally.
             InvalidStateError: another task is already waiting in `recv()`.
         """
-        inbox = self._inbox
-        if not inbox.count:
+        while True:
             await self._wait_inbox()
-        envelope = inbox.take()
-        if self._inbox_full:
+            try:
+                envelope = self._inbox.take()
+            except IndexError:  # what was waiting could not be decoded
+                self._taken()
+                continue
             self._taken()
-        return envelope
+            return envelope
 
     async def recv_batch(self, limit: int = 1024) -> list[Envelope]:
         """Wait for at least one envelope and return up to `limit` of them, in order.
@@ -424,23 +561,23 @@ class Connection(asyncio.Protocol):
         Raises:
             The same as `recv()`.
         """
-        if not self._inbox:
+        while True:
             await self._wait_inbox()
-        batch = self._inbox.take_many(limit)
-        self._taken()
-        return batch
+            batch = self._inbox.take_many(limit)
+            self._taken()
+            if batch:
+                return batch
 
     async def recv_groups(self) -> list[MessageGroup]:
         """Wait for at least one message and return all waiting, as received groups.
 
-        The fastest way to consume: no per-message object is built (see
-        `MessageGroup.pairs()` and `build()`).
+        The fastest way to consume: frames are decoded only when their `pairs()` are
+        read.
 
         Raises:
             The same as `recv()`.
         """
-        if not self._inbox:
-            await self._wait_inbox()
+        await self._wait_inbox()
         groups = self._inbox.take_groups()
         self._taken()
         return groups
@@ -462,9 +599,7 @@ class Connection(asyncio.Protocol):
             UnknownTypeError: its tag, or a type nested in it, is not registered here.
             DecodeError: the body does not fit its type.
         """
-        if envelope.unresolved is not None:
-            raise UnknownTypeError(envelope.unresolved)
-        return self.codec.build(envelope.tag, envelope.body)
+        return self.codec.decode(envelope.tag, envelope.body)
 
     # -- sending ---------------------------------------------------------------------
 
@@ -476,30 +611,22 @@ class Connection(asyncio.Protocol):
             ConnectionClosed: the connection is closed.
             FrameSizeError: the encoded message is over the frame size limit.
         """
-        # `_queued()`, inlined: this is the hot path of sending.
-        if self.protocol.send_object(obj, sender, target) >= FLUSH_BYTES:
-            self._flush()
-        elif self._flush_handle is None:
-            if self._eager:
-                self._flush()
-            self._flush_handle = self._loop.call_soon(self._end_of_tick)
+        self.protocol.send_object(obj, sender, target)
+        self._queued()
 
     def send_packed_nowait(self, sender: str, target: str | None, tag: str, body: bytes) -> None:
-        """Queue a message whose body is already packed (encode once, send to many)."""
+        """Queue a message whose body is already encoded (encode once, send to many)."""
         self.protocol.send_message(sender, target, tag, body)
         self._queued()
 
-    def send_many_nowait(
-        self, sender: str, target: str | None, messages: list[tuple[bytes, bytes]]
-    ) -> None:
-        """Queue ``(packed tag, packed body)`` pairs packed once for many connections."""
-        self.protocol.send_messages(sender, target, messages)
+    def forward_nowait(self, sender: str, target: str | None, count: int, packed: bytes) -> None:
+        """Queue `count` messages received elsewhere, as received (`MessageGroup.tail`)."""
+        self.protocol.forward(sender, target, count, packed)
         self._queued()
 
     def send_envelope_nowait(self, envelope: Envelope) -> None:
-        """Queue a received envelope again, e.g. a relay forwarding it."""
-        body = self.codec.pack(envelope.body)
-        self.protocol.send_message(envelope.sender, envelope.target, envelope.tag, body)
+        """Queue a received envelope again, e.g. an echo or a relay passing it on."""
+        self.protocol.send_message(envelope.sender, envelope.target, envelope.tag, envelope.body)
         self._queued()
 
     async def send(self, obj: Any, *, target: str | None = None, sender: str = "") -> None:
@@ -509,17 +636,17 @@ class Connection(asyncio.Protocol):
             The same as `send_nowait()`.
         """
         self.send_nowait(obj, target=target, sender=sender)
-        if self._writing_paused:
+        if self._writing_paused or self._backlog:
             await self.drain()
 
     async def send_envelope(self, envelope: Envelope) -> None:
         """`send_envelope_nowait()`, then wait under backpressure."""
         self.send_envelope_nowait(envelope)
-        if self._writing_paused:
+        if self._writing_paused or self._backlog:
             await self.drain()
 
     def _queued(self) -> None:
-        if self.protocol._pending >= FLUSH_BYTES:
+        if self.protocol.bytes_pending >= FLUSH_BYTES:
             self._flush()
         elif self._flush_handle is None:
             if self._eager:
@@ -532,42 +659,79 @@ class Connection(asyncio.Protocol):
         # little was left to coalesce, sending looks like request/response, and the
         # first message of an iteration goes out at once instead of a tick later.
         self._flush_handle = None
-        pending = self.protocol._pending
+        pending = self.protocol.bytes_pending
         self._eager = pending < EAGER_BELOW
         if pending:
             self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self, *, final: bool = False) -> None:
         transport = self._transport
         if transport is None:
             return
+        count = self.protocol.messages_pending
         data = self.protocol.data_to_send()
         if not data or transport.is_closing():
             return
-        transport.write(data)
-        buffered = transport.get_write_buffer_size()
-        if buffered > self.options.max_buffer and self.protocol.closed is None:
-            self._overflow(buffered)
+        if final:  # closing: what waits goes first, in order
+            while self._backlog:
+                transport.write(self._backlog.popleft()[0])
+            self._backlog_bytes = self._backlog_messages = 0
+            transport.write(data)
+        elif self._writing_paused or self._backlog:
+            self._backlog.append((data, count))
+            self._backlog_bytes += len(data)
+            self._backlog_messages += count
+        else:
+            transport.write(data)
+        if not self.congested and (
+            self._backlog_bytes + transport.get_write_buffer_size() > self.options.max_pending_bytes
+            or self._backlog_messages > self.options.max_pending_messages
+        ):
+            self._set_congested(True)
 
-    def _overflow(self, buffered: int) -> None:
-        reason = (
-            f"peer is not reading: {buffered} bytes waiting to be sent, "
-            f"limit {self.options.max_buffer}"
+    def _under_half(self) -> bool:
+        transport = self._transport
+        buffered = transport.get_write_buffer_size() if transport is not None else 0
+        return (
+            self._backlog_bytes + buffered <= self.options.max_pending_bytes // 2
+            and self._backlog_messages <= self.options.max_pending_messages // 2
         )
-        self.protocol.fail(reason)
-        self.protocol.data_to_send()  # the goodbye cannot get past a full buffer
-        self._process(self.protocol.events_received())
-        if self._transport is not None:
-            self._transport.abort()
+
+    def _set_congested(self, congested: bool) -> None:
+        self.congested = congested
+        callback = self._on_congestion
+        if callback is not None:
+            callback(self, congested)
+        elif (
+            congested
+            and self.protocol.closed is None
+            and self.pending_bytes > (self.options.max_buffer)
+        ):
+            self.fail(f"peer is not reading: {self.pending_bytes} bytes waiting to be sent")
+        elif congested:
+            self.congested = False  # not over max_buffer yet: look again next time
+
+    def fail(self, reason: str) -> None:
+        """Close abnormally at once: a goodbye with `reason` goes after what is queued,
+        and the socket is aborted if that has not drained within `close_timeout`."""
+        if self.protocol.closed is None:
+            self.protocol.fail(reason)
+            self._process(self.protocol.events_received())
+
+    def send_dropped(self, count: int) -> None:
+        """Tell the peer that `count` messages meant for it were dropped (a relay)."""
+        if self.protocol.closed is None:
+            self.protocol.send_dropped(count)
+            self._queued()
 
     async def drain(self) -> None:
-        """Flush queued frames and wait until the transport accepts more.
+        """Flush queued frames and wait until the backlog has gone to the socket.
 
         Raises:
             ConnectionClosed: the connection closed while waiting.
         """
         self._flush()
-        while self._writing_paused and self.protocol.closed is None:
+        while (self._writing_paused or self._backlog) and self.protocol.closed is None:
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._drain_waiters.append(waiter)
             await waiter
@@ -581,7 +745,6 @@ class Connection(asyncio.Protocol):
         assert interval is not None
         timeout = self.options.heartbeat_timeout
         loop = self._loop
-        seq = 0
         next_ping = loop.time() + interval
         while self.protocol.closed is None:
             now = loop.time()
@@ -592,13 +755,17 @@ class Connection(asyncio.Protocol):
                 self._heartbeat_timeout(now - self._last_pong)
                 return
             if now >= next_ping:
-                seq += 1
-                self.protocol.send_ping(seq)
-                if self._reading_paused:
-                    self.protocol.send_pong(0)
-                self._flush()
+                self._ping()
                 next_ping = now + interval
             await asyncio.sleep(min(next_ping, self._last_pong + timeout) - now)
+
+    def _ping(self) -> None:
+        self._flush()  # what was queued keeps its place in the backlog
+        self._ping_sent += 1
+        self.protocol.send_ping(self._ping_sent)
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(self.protocol.data_to_send())  # the ping skips the backlog
 
     def _heartbeat_timeout(self, silent: float) -> None:
         reason = f"heartbeat timeout: no answer from the peer for {silent:.1f} s"

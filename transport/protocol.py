@@ -19,8 +19,6 @@ import enum
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
-import msgpack
-
 from . import handshake
 from .codec import Codec
 from .errors import (
@@ -37,10 +35,12 @@ from .errors import (
 )
 from .framing import DEFAULT_MAX_FRAME_SIZE, HEADER_SIZE, FrameDecoder, encode_frame
 from .handshake import HANDSHAKE_MAX_FRAME_SIZE
+from .limits import DEFAULT_LIMITS, DecodeLimits, unpack
 from .wire import (
-    KIND_MESSAGES,
     PROTOCOL_VERSION,
+    ROUTE_ROOM,
     Challenge,
+    Dropped,
     Goodbye,
     Hello,
     MessageGroup,
@@ -51,9 +51,11 @@ from .wire import (
     Record,
     Reject,
     Welcome,
+    bin_header,
     encode_record,
     messages_header,
     messages_route,
+    parse_group_prefix,
     peek_version,
     record_from_item,
 )
@@ -68,6 +70,7 @@ __all__ = [
     "Event",
     "FrameDropped",
     "HandshakeComplete",
+    "MessagesDropped",
     "PeerAuthenticated",
     "PongReceived",
     "Protocol",
@@ -113,6 +116,12 @@ class PongReceived(NamedTuple):
     seq: int
 
 
+class MessagesDropped(NamedTuple):
+    """The peer (a relay) dropped this many `messages` meant for us: we read too slowly."""
+
+    messages: int
+
+
 class FrameDropped(NamedTuple):
     """An undecodable frame was skipped; the connection stays up."""
 
@@ -133,17 +142,17 @@ class Closed(NamedTuple):
         return ConnectionClosedError(self.reason, by_peer=self.by_peer)
 
 
-Event = PeerAuthenticated | HandshakeComplete | PongReceived | FrameDropped | Closed
+Event = (
+    PeerAuthenticated | HandshakeComplete | PongReceived | MessagesDropped | FrameDropped | Closed
+)
 
-#: Room kept in a frame for the kind-0 prefix (array header, kind, sender, target).
-_PREFIX_ROOM: Final = 64  # a group's header, bar the route
-_STR_ONLY: Final = {str}
 #: Messages per group. Beyond a few hundred, unpacking gets slower per message (the
 #: objects of one frame outgrow the CPU caches before they are consumed).
 MAX_GROUP: Final = 256
-_GROUP_ITEMS: Final = 2 * MAX_GROUP
 #: The array headers of message groups of every size up to MAX_GROUP, packed once.
 _HEADERS: Final = tuple(messages_header(n) for n in range(MAX_GROUP + 1))
+#: ``bin`` headers of bodies under 256 bytes (most of them), packed once.
+_BIN8: Final = tuple(bin_header(n) for n in range(256))
 
 _CLIENT_AWAIT_SERVER: Final = "await-challenge-or-welcome"
 _CLIENT_AWAIT_WELCOME: Final = "await-welcome"
@@ -166,7 +175,8 @@ class Protocol:
         workspace: both ends must name the same one.
         secret: shared token; when set the peer must prove it knows it.
         max_frame_size: largest frame accepted or sent.
-        codec: encodes and decodes message bodies (one per connection: it is stateful).
+        codec: encodes message bodies (one per connection: it is stateful).
+        limits: what decoding one received frame may cost (`transport.limits`).
         nonce_factory: source of fresh nonces (tests pass a fixed one).
     """
 
@@ -179,6 +189,7 @@ class Protocol:
         secret: bytes | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         codec: Codec | None = None,
+        limits: DecodeLimits = DEFAULT_LIMITS,
         nonce_factory: Callable[[], bytes] = handshake.new_nonce,
     ) -> None:
         self.side = side
@@ -195,16 +206,23 @@ class Protocol:
         self._pack_body = self.codec.pack_body
         # Until the peer is known, frames are small: a stranger cannot make us buffer 8 MiB.
         self._decoder = FrameDecoder(min(max_frame_size, HANDSHAKE_MAX_FRAME_SIZE))
+        self.limits = limits
         self._events: list[Event] = []
         self._messages: list[MessageGroup] = []
         self._out: list[bytes] = []
         self._pending = 0
+        self._pending_messages = 0
         # The group of outgoing messages being built: same sender and target, in order.
-        self._group: list[bytes] = []  # packed tag, packed body, packed tag, ...
+        self._group: list[bytes] = []  # packed tags, bin headers, bodies, forwarded runs
+        self._group_count = 0
         self._group_sender = ""
         self._group_target: str | None = None
         self._group_bytes = 0
-        self._group_limit = max_frame_size - _PREFIX_ROOM
+        # Room for the packed pairs of one group: a relay must be able to put a route
+        # of its own in front of them (see `wire.ROUTE_ROOM`).
+        self.max_group_bytes = max_frame_size - ROUTE_ROOM
+        if self.max_group_bytes < 1024:
+            raise ValueError(f"max_frame_size must be at least {ROUTE_ROOM + 1024} bytes")
         self._routes: dict[tuple[str, str | None], bytes] = {}  # packed sender + target
         self._hello: Hello | None = None
         self._server_nonce = b""
@@ -230,6 +248,11 @@ class Protocol:
         """Bytes queued and not yet taken by `data_to_send()`."""
         return self._pending
 
+    @property
+    def messages_pending(self) -> int:
+        """Application messages queued and not yet taken by `data_to_send()`."""
+        return self._pending_messages
+
     def data_to_send(self) -> bytes:
         """Take every byte queued for the peer."""
         if self._group:
@@ -239,6 +262,7 @@ class Protocol:
         data = b"".join(self._out)
         self._out.clear()
         self._pending = 0
+        self._pending_messages = 0
         return data
 
     def events_received(self) -> list[Event]:
@@ -253,6 +277,10 @@ class Protocol:
         self._messages = []
         return messages
 
+    def has_received(self) -> bool:
+        """Whether messages or events wait to be taken (cheaper than taking them)."""
+        return bool(self._messages or self._events)
+
     def _queue(self, payload: bytes) -> None:
         if self._group:
             self._seal_group()  # control records keep their place among the messages
@@ -261,17 +289,18 @@ class Protocol:
         self._pending += len(frame)
 
     def _seal_group(self) -> None:
-        group = self._group
         route = self._route(self._group_sender, self._group_target)
-        count = len(group) // 2
+        count = self._group_count
         header = _HEADERS[count] if count <= MAX_GROUP else messages_header(count)
         prefix = header + route
         size = len(prefix) + self._group_bytes
         self._out.append(size.to_bytes(HEADER_SIZE, "big") + prefix)
-        self._out.append(b"".join(group))
+        self._out.append(b"".join(self._group))
         self._pending += HEADER_SIZE + len(prefix)
+        self._pending_messages += count
         self._group = []
         self._group_bytes = 0
+        self._group_count = 0
 
     def _route(self, sender: str, target: str | None) -> bytes:
         key = (sender, target)
@@ -285,35 +314,47 @@ class Protocol:
     # -- sending ------------------------------------------------------------------
 
     def send_message(self, sender: str, target: str | None, tag: str, body: bytes) -> None:
-        """Queue an application message whose body is already packed.
+        """Queue an application message whose body is already encoded.
 
         Consecutive messages of one sender and target share a frame (see `wire`).
 
         Raises:
             ConnectionClosed: the connection is closed.
             InvalidStateError: the handshake is not complete.
-            FrameSizeError: the message alone is over `max_frame_size`.
+            FrameSizeError: the message alone is over what one frame can carry.
         """
         if self.state is not OPEN:
             raise self._not_open()
         self._append(sender, target, self.codec.tag_bytes(tag), body)
 
-    def send_messages(
-        self, sender: str, target: str | None, messages: list[tuple[bytes, bytes]]
-    ) -> None:
-        """Queue several messages at once: ``(packed tag, packed body)`` pairs, in order.
+    def forward(self, sender: str, target: str | None, count: int, packed: bytes) -> None:
+        """Queue `count` messages exactly as another connection received them.
 
-        What a relay uses to pass one sender's messages on to many connections: the
-        pairs are packed once (see `Codec.tag_bytes` and `Codec.pack`) and shared.
+        `packed` is a `MessageGroup.tail()`: packed tags and bodies, forwarded without
+        being decoded, behind the route given here.
 
         Raises:
             The errors of `send_message`.
         """
         if self.state is not OPEN:
             raise self._not_open()
-        append = self._append
-        for packed_tag, body in messages:
-            append(sender, target, packed_tag, body)
+        size = len(packed)
+        if self._group and (
+            sender != self._group_sender
+            or target != self._group_target
+            or self._group_bytes + size > self.max_group_bytes
+            or self._group_count + count > MAX_GROUP
+        ):
+            self._seal_group()
+        if not self._group:
+            if size > self.max_group_bytes:
+                raise FrameSizeError(size + ROUTE_ROOM, self.max_frame_size)
+            self._group_sender = sender
+            self._group_target = target
+        self._group.append(packed)
+        self._group_count += count
+        self._group_bytes += size
+        self._pending += size
 
     def send_object(self, obj: object, sender: str = "", target: str | None = None) -> int:
         """Encode `obj` with the codec and queue it (see `send_message`).
@@ -333,18 +374,20 @@ class Protocol:
                 except Exception:
                     pass  # the general path below reports it as an EncodeError
                 else:
-                    # Fast path, inlined: joining the open group.
+                    # Fast path, inlined: joining the open group (twin: `_append`).
                     group = self._group
-                    size = spec.tag_size + len(body)
+                    length = len(body)
+                    size = spec.tag_size + length + 2
                     if (
-                        group
+                        length < 256
+                        and group
                         and sender == self._group_sender
                         and target == self._group_target
-                        and len(group) < _GROUP_ITEMS
-                        and self._group_bytes + size <= self._group_limit
+                        and self._group_count < MAX_GROUP
+                        and self._group_bytes + size <= self.max_group_bytes
                     ):
-                        group.append(spec.packed_tag)
-                        group.append(body)
+                        group += (spec.packed_tag, _BIN8[length], body)
+                        self._group_count += 1
                         self._group_bytes += size
                         self._pending += size
                     else:
@@ -357,22 +400,23 @@ class Protocol:
         return self._pending
 
     def _append(self, sender: str, target: str | None, packed_tag: bytes, body: bytes) -> None:
-        size = len(packed_tag) + len(body)
+        length = len(body)
+        header = _BIN8[length] if length < 256 else bin_header(length)
+        size = len(packed_tag) + len(header) + length
         if self._group and (
             sender != self._group_sender
             or target != self._group_target
-            or self._group_bytes + size > self._group_limit
-            or len(self._group) >= _GROUP_ITEMS
+            or self._group_bytes + size > self.max_group_bytes
+            or self._group_count >= MAX_GROUP
         ):
             self._seal_group()
         if not self._group:
-            route = self._route(sender, target)  # the frame's prefix leaves less room
-            self._group_limit = self.max_frame_size - _PREFIX_ROOM - len(route)
-            if size > self._group_limit:
-                raise FrameSizeError(size + _PREFIX_ROOM + len(route), self.max_frame_size)
+            if size > self.max_group_bytes:
+                raise FrameSizeError(size + ROUTE_ROOM, self.max_frame_size)
             self._group_sender = sender
             self._group_target = target
-        self._group += (packed_tag, body)
+        self._group += (packed_tag, header, body)
+        self._group_count += 1
         self._group_bytes += size
         self._pending += size
 
@@ -382,11 +426,11 @@ class Protocol:
             raise self._not_open()
         self._queue(encode_record(Ping(seq)))
 
-    def send_pong(self, seq: int) -> None:
-        """Queue an unsolicited Pong: "alive, though not reading" (see the adapter)."""
+    def send_dropped(self, count: int) -> None:
+        """Tell the peer that `count` messages meant for it were dropped (a relay)."""
         if self.state is not OPEN:
             raise self._not_open()
-        self._queue(encode_record(Pong(seq)))
+        self._queue(encode_record(Dropped(count)))
 
     def _not_open(self) -> Exception:
         if self.closed is not None:
@@ -457,12 +501,12 @@ class Protocol:
             self._receive_open(payloads)
 
     def _receive_handshake(self, payloads: list[bytes]) -> None:
-        # Plain msgpack, no extension hook: a stranger's bytes construct no app types.
+        # Plain msgpack, extensions refused: a stranger's bytes construct no app types.
         for i, payload in enumerate(payloads):
             try:
-                item = msgpack.unpackb(payload, strict_map_key=False)
-            except Exception as exc:  # msgpack raises several unrelated types
-                self._bad_handshake_frame(DecodeError(None, f"undecodable frame: {exc}"))
+                item = unpack(payload, self.limits)
+            except DecodeError as exc:
+                self._bad_handshake_frame(DecodeError(None, f"undecodable frame: {exc.reason}"))
                 return
             try:
                 record = record_from_item(item)
@@ -482,31 +526,31 @@ class Protocol:
                 return
 
     def _receive_open(self, payloads: list[bytes]) -> None:
-        # Open until a record closes the connection, which ends the loop.
-        unpack = self.codec.unpack
+        # Message groups are not decoded here: only their route prefix is read, and
+        # the consumer decodes what it needs (a relay nothing at all).
         messages = self._messages
         events = self._events
+        limit = self.max_group_bytes
         for payload in payloads:
             try:
-                item = unpack(payload)
+                prefix = parse_group_prefix(payload)
             except DecodeError as exc:
                 events.append(FrameDropped(exc))
                 continue
-            # Hot path: a group of messages, checked inline.
-            if type(item) is list and item and item[0] == KIND_MESSAGES:
-                if (
-                    len(item) >= 5
-                    and len(item) % 2
-                    and type(item[0]) is int
-                    and type(item[1]) is str
-                    and (item[2] is None or type(item[2]) is str)
-                ):
-                    self._unpack_group(item, messages)
+            if prefix is not None:
+                count, sender, target, offset = prefix
+                packed = len(payload) - offset
+                if packed > limit:
+                    reason = f"message group of {packed} bytes, limit {limit}"
+                    events.append(FrameDropped(DecodeError(None, reason)))
+                elif count > packed // 3:  # each message takes 3 bytes at least
+                    reason = f"message group announces {count} messages in {packed} bytes"
+                    events.append(FrameDropped(DecodeError(None, reason)))
                 else:
-                    events.append(FrameDropped(DecodeError(None, "malformed message group")))
+                    messages.append(MessageGroup(sender, target, count, payload, offset))
                 continue
             try:
-                record = record_from_item(item)
+                record = record_from_item(unpack(payload, self.limits))
             except DecodeError as exc:
                 events.append(FrameDropped(exc))
                 continue
@@ -521,21 +565,6 @@ class Protocol:
             self._refuse(VersionMismatchError(PROTOCOL_VERSION, version))
         else:
             self._refuse(HandshakeError(f"bad handshake frame: {error}"))
-
-    def _unpack_group(self, item: list[Any], messages: list[MessageGroup]) -> None:
-        if set(map(type, item[3::2])) != _STR_ONLY:
-            # Rare: drop the messages whose tag is not a string, keep the others.
-            kept = item[:3]
-            for i in range(3, len(item), 2):
-                if type(item[i]) is str:
-                    kept += item[i : i + 2]
-                else:
-                    reason = f"message tag is {type(item[i]).__name__}, expected str"
-                    self._events.append(FrameDropped(DecodeError(None, reason)))
-            if len(kept) == 3:
-                return
-            item = kept
-        messages.append(MessageGroup(item[1], item[2], item, self.codec.unresolved))
 
     def receive_eof(self) -> None:
         """The peer closed its sending side. Never raises."""
@@ -578,10 +607,13 @@ class Protocol:
         elif self.state is OPEN:
             if kind is Ping:
                 assert isinstance(record, Ping)
-                self.send_pong(record.seq)
+                self._queue(encode_record(Pong(record.seq)))
             elif kind is Pong:
                 assert isinstance(record, Pong)
                 self._events.append(PongReceived(record.seq))
+            elif kind is Dropped:
+                assert isinstance(record, Dropped)
+                self._events.append(MessagesDropped(record.messages))
             else:
                 self._protocol_error(
                     f"unexpected {kind.__name__} on an open connection",

@@ -80,6 +80,7 @@ class Server:
             secret=self._secret,
             max_frame_size=self._max_frame_size,
             codec=self._codec_factory(),
+            limits=self.options.limits,
         )
         connection = Connection(protocol, self.options, authorize=self._authorize)
         task = asyncio.get_running_loop().create_task(self._run(connection))

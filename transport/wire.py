@@ -1,31 +1,36 @@
 """The protocol's own records and their msgpack encoding, sans-I/O.
 
 Every frame carries one msgpack array ``[kind, *fields]``. Control records (Hello,
-Challenge, Proof, Welcome, Reject, Ping, Pong, Goodbye) have fixed fields. Kind 0 carries
-application messages: ``[0, sender, target, tag1, body1, tag2, body2, ...]``, one or more
-messages of the same sender and target, each a type tag and its body inline. Grouping
-the messages queued in one loop iteration costs the receiver one msgpack call per frame
-instead of one per message; per-pair order is unchanged. Each message is surfaced as an
-`Envelope`.
+Challenge, Proof, Welcome, Reject, Ping, Pong, Goodbye, Dropped) have fixed fields.
+Kind 0 carries application messages (wire v2)::
+
+    [0, sender, target, tag1, body1, tag2, body2, ...]
+
+one or more messages of the same sender and target; each tag is a string and each
+body a msgpack ``bin`` holding the message's own encoding, opaque to the transport.
+The route prefix (array header, kind, sender, target) comes first, so a relay reads
+only it (`parse_group_prefix`) and forwards the rest, the same bytes, to every target
+behind a prefix of its own; `ROUTE_ROOM` bytes of every frame are kept free for that
+prefix, so a frame legal on arrival is never too big to forward.
 
 Records are `NamedTuple`s rather than frozen dataclasses: they are just as immutable
-and typed, and building one per received message is several times cheaper.
+and typed, and building one is several times cheaper.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from itertools import islice
 from typing import Any, Final, NamedTuple
 
 import msgpack
 
-from .codec import find_unresolved
 from .errors import DecodeError
+from .limits import DEFAULT_LIMITS, DecodeLimits, unpack
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "ROUTE_ROOM",
     "Challenge",
+    "Dropped",
     "Envelope",
     "Goodbye",
     "Hello",
@@ -39,9 +44,10 @@ __all__ = [
     "Welcome",
     "decode_record",
     "encode_record",
+    "parse_group_prefix",
 ]
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 
 
 class PeerInfo(NamedTuple):
@@ -94,66 +100,115 @@ class Reject(NamedTuple):
 
 
 class Ping(NamedTuple):
+    """A heartbeat; the peer must answer with a `Pong` carrying the same `seq`."""
+
     seq: int
 
 
 class Pong(NamedTuple):
+    """The answer to the `Ping` with this `seq`; no other Pong proves liveness."""
+
     seq: int
 
 
-class Envelope(NamedTuple):
-    """One application message.
+class Dropped(NamedTuple):
+    """A relay dropped this many `messages` meant for this peer (it read too slowly)."""
 
-    `target` None means broadcast. `body` is the unpacked msgpack value of the message
-    (the fields map of a dataclass); `Codec.build(tag, body)` turns it into the object.
-    `unresolved` names a nested type this process could not build (see
-    `codec.UnresolvedExt`): a relay may forward such a message, an endpoint refuses it.
+    messages: int
+
+
+class Envelope(NamedTuple):
+    """One application message as received: who sent it, to whom, its tag and body.
+
+    `target` None means broadcast. `body` is the message's encoded bytes, opaque to
+    the transport; `Codec.decode(tag, body)` builds the object.
     """
 
     sender: str
     target: str | None
     tag: str
-    body: Any
-    unresolved: str | None = None
+    body: bytes
 
 
-class MessageGroup(NamedTuple):
+class MessageGroup:
     """Consecutive messages of one sender to one target, as one frame brought them.
 
-    `items` is the unpacked frame, ``[0, sender, target, tag1, body1, tag2, body2, ...]``,
-    kept as is so that receiving costs nothing per message until the consumer looks.
-    `unresolved` is set when some body holds a type this process could not build.
+    The frame is kept as received: its route prefix is parsed on arrival (see
+    `parse_group_prefix`) and the rest, `count` pairs of a packed tag and a packed
+    body, stays bytes until somebody looks. A relay forwards `tail()` unread; an
+    endpoint calls `pairs()`, which decodes the frame (within its `DecodeLimits`) once.
+    Bodies stay encoded either way.
     """
 
-    sender: str
-    target: str | None
-    items: list[Any]
-    unresolved: str | None = None
+    __slots__ = ("sender", "target", "count", "payload", "offset", "malformed", "_items")
+
+    def __init__(
+        self, sender: str, target: str | None, count: int, payload: bytes, offset: int
+    ) -> None:
+        self.sender = sender
+        self.target = target
+        #: how many messages the frame announces
+        self.count = count
+        self.payload = payload
+        self.offset = offset
+        #: pairs found malformed by `pairs()` (a tag that is not a string, a body that
+        #: is not bytes); they are skipped
+        self.malformed = 0
+        self._items: list[Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"<MessageGroup {self.sender!r} -> {self.target!r}: {self.count} messages>"
 
     @property
     def size(self) -> int:
-        """How many messages the group holds."""
-        return (len(self.items) - 3) >> 1
+        """Bytes of the frame's payload."""
+        return len(self.payload)
 
-    def pairs(self, start: int = 0) -> Iterator[tuple[str, Any]]:
-        """``(tag, body)`` of each message from the `start`-th on, in order."""
-        items = self.items
-        first = 3 + 2 * start
-        return zip(islice(items, first, None, 2), islice(items, first + 1, None, 2), strict=True)
+    def tail(self) -> bytes:
+        """The packed pairs, exactly as received: what a relay forwards."""
+        return self.payload[self.offset :]
 
-    def envelopes(self, start: int = 0, stop: int | None = None) -> list[Envelope]:
-        """The messages from `start` to `stop` as `Envelope`s."""
-        sender, target, items, unresolved = self
-        end = len(items) if stop is None else 3 + 2 * stop
-        if unresolved is None:
-            return [
-                Envelope(sender, target, items[i], items[i + 1])
-                for i in range(3 + 2 * start, end, 2)
-            ]
-        return [
-            Envelope(sender, target, items[i], items[i + 1], find_unresolved(items[i + 1]))
-            for i in range(3 + 2 * start, end, 2)
+    def items(self, limits: DecodeLimits = DEFAULT_LIMITS) -> list[Any]:
+        """The decoded frame, ``[0, sender, target, tag1, body1, ...]``.
+
+        Raises:
+            DecodeError: the frame is not msgpack or is over a decode limit.
+        """
+        items = self._items
+        if items is None:
+            items = unpack(self.payload, limits)
+            if type(items) is not list or len(items) != 3 + 2 * self.count:
+                raise DecodeError(None, "malformed message group")
+            self._items = items
+        return items
+
+    def pairs(self, limits: DecodeLimits = DEFAULT_LIMITS) -> list[tuple[str, bytes]]:
+        """``(tag, body)`` of each well-formed message, in order (see `malformed`).
+
+        Raises:
+            DecodeError: the frame is not msgpack or is over a decode limit.
+        """
+        items = self.items(limits)
+        tags = items[3::2]
+        bodies = items[4::2]
+        if set(map(type, tags)) <= _STR_ONLY and set(map(type, bodies)) <= _BYTES_ONLY:
+            return list(zip(tags, bodies, strict=True))
+        good = [
+            (tag, body)
+            for tag, body in zip(tags, bodies, strict=True)
+            if type(tag) is str and type(body) is bytes
         ]
+        self.malformed = len(tags) - len(good)
+        return good
+
+    def envelopes(self, limits: DecodeLimits = DEFAULT_LIMITS) -> list[Envelope]:
+        """The messages as `Envelope`s."""
+        sender, target = self.sender, self.target
+        return [Envelope(sender, target, tag, body) for tag, body in self.pairs(limits)]
+
+
+_STR_ONLY: Final = {str}
+_BYTES_ONLY: Final = {bytes}
 
 
 class Goodbye(NamedTuple):
@@ -162,12 +217,11 @@ class Goodbye(NamedTuple):
     reason: str
 
 
-Record = Hello | Challenge | Proof | Welcome | Reject | Ping | Pong | Goodbye
+Record = Hello | Challenge | Proof | Welcome | Reject | Ping | Pong | Goodbye | Dropped
 
 KIND_MESSAGES: Final = 0
 KIND_HELLO: Final = 1
 
-_NONE = type(None)
 _INT = (int,)
 _STR = (str,)
 _BYTES = (bytes,)
@@ -183,6 +237,7 @@ _SCHEMA: Final[dict[int, tuple[type[Any], tuple[tuple[type, ...], ...]]]] = {
     6: (Ping, (_INT,)),
     7: (Pong, (_INT,)),
     8: (Goodbye, (_STR,)),
+    9: (Dropped, (_INT,)),
 }
 _KIND_OF: Final[dict[type[Any], int]] = {cls: kind for kind, (cls, _) in _SCHEMA.items()}
 
@@ -209,6 +264,81 @@ def messages_header(count: int) -> bytes:
 def messages_route(sender: str, target: str | None) -> bytes:
     """What follows the array header in a kind-0 payload: kind, sender and target."""
     return b"\x00" + _pack(sender) + _pack(target)  # type: ignore[no-any-return]
+
+
+def bin_header(size: int) -> bytes:
+    """The msgpack ``bin`` header of a `size`-byte body."""
+    if size < 0x100:
+        return bytes((0xC4, size))
+    if size < 0x10000:
+        return b"\xc5" + size.to_bytes(2, "big")
+    return b"\xc6" + size.to_bytes(4, "big")
+
+
+#: Room every kind-0 frame keeps for its route prefix: the largest array header (5),
+#: the kind (1), and a sender and a target of up to 256 characters each, 4 bytes per
+#: character at most, with their headers; rounded up.
+ROUTE_ROOM: Final = 4096
+
+
+def parse_group_prefix(payload: bytes) -> tuple[int, str, str | None, int] | None:
+    """Read the route prefix of a kind-0 payload, without decoding the messages.
+
+    Returns:
+        ``(count, sender, target, offset)``, `offset` being where the packed pairs
+        start; or None when `payload` is not a kind-0 frame (a control record).
+
+    Raises:
+        DecodeError: a kind-0 frame whose prefix is malformed.
+    """
+    size = len(payload)
+    if size < 4:
+        return None
+    first = payload[0]
+    if 0x90 <= first <= 0x9F:
+        length, pos = first & 0x0F, 1
+    elif first == 0xDC:
+        length, pos = int.from_bytes(payload[1:3], "big"), 3
+    elif first == 0xDD:
+        length, pos = int.from_bytes(payload[1:5], "big"), 5
+    else:
+        return None
+    if pos >= size or payload[pos] != KIND_MESSAGES:
+        return None
+    if length < 5 or not length % 2:
+        raise DecodeError(None, "malformed message group")
+    sender, pos = _read_str(payload, pos + 1)
+    if sender is None:
+        raise DecodeError(None, "message group without a sender")
+    target, pos = _read_str(payload, pos)
+    return (length - 3) >> 1, sender, target, pos
+
+
+def _read_str(payload: bytes, pos: int) -> tuple[str | None, int]:
+    """The string (or nil) at `pos` and the position after it."""
+    if pos >= len(payload):
+        raise DecodeError(None, "truncated message group")
+    first = payload[pos]
+    if first == 0xC0:
+        return None, pos + 1
+    if 0xA0 <= first <= 0xBF:
+        length, start = first & 0x1F, pos + 1
+    elif first == 0xD9:
+        length, start = payload[pos + 1] if pos + 1 < len(payload) else -1, pos + 2
+    elif first == 0xDA:
+        length, start = int.from_bytes(payload[pos + 1 : pos + 3], "big"), pos + 3
+    else:
+        raise DecodeError(None, "message group route is not a string")
+    end = start + length
+    if length < 0 or end > len(payload) or length > _MAX_ROUTE_BYTES:
+        raise DecodeError(None, "malformed message group route")
+    try:
+        return payload[start:end].decode(), end
+    except UnicodeDecodeError:
+        raise DecodeError(None, "message group route is not UTF-8") from None
+
+
+_MAX_ROUTE_BYTES: Final = 1024
 
 
 _pack_array_header = msgpack.Packer().pack_array_header
@@ -240,17 +370,14 @@ def record_from_item(item: Any) -> Record:
     return record
 
 
-def decode_record(payload: bytes) -> Record:
+def decode_record(payload: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> Record:
     """Decode one control-record payload.
 
     Raises:
-        DecodeError: not msgpack, not a control record, or a field of the wrong type.
+        DecodeError: not msgpack, over a decode limit, not a control record, or a
+            field of the wrong type.
     """
-    try:
-        item = msgpack.unpackb(payload, strict_map_key=False)
-    except Exception as exc:  # msgpack reports malformed input with several types
-        raise DecodeError(None, f"frame is not msgpack: {type(exc).__name__}: {exc}") from None
-    return record_from_item(item)
+    return record_from_item(unpack(payload, limits))
 
 
 def peek_version(item: Any) -> object:

@@ -11,17 +11,17 @@ from typing import Any, ClassVar, Final, TypeVar
 
 from loguru import logger
 
-from transport import PLAIN_TAG, DecodeError, MessageGroup, default_registry
-from transport.codec import find_unresolved
+from transport import PLAIN_TAG, Codec, DecodeError, UnknownTypeError, default_registry
 
 from ..config import Settings, parse_address
 from ..dispatch import DEFAULT_MAX_PENDING, Dispatcher, Item
+from ..drops import NO_HANDLER, UNKNOWN_TAG, WRONG_FIELDS, AgentStats, DropCounter
 from ..errors import NotConnectedError
 from ..handlers import HandlerSpec, HandlerTable, pattern_matches, validate_handler
 from ..link import Link
 from ..peer import AgentDetail, PeerMode
 from ..session import Session
-from ..system import SYSTEM_PREFIX, PlaygroundStatus
+from ..system import PlaygroundStatus
 
 __all__ = ["Admin", "BaseAgent", "Worker", "register"]
 
@@ -88,6 +88,10 @@ class BaseAgent:
         self._by_tag: dict[str, tuple[HandlerSpec, ...]] = {}  # see _handlers_for
         self._by_tag_version = -1
         self._link: Link | None = None
+        self._codec = Codec()
+        self._drops = DropCounter()
+        self._sent = 0
+        self._received = 0
         self._dispatcher: Dispatcher | None = None
         self._run_tasks: set[asyncio.Task[Any]] = set()
         self.max_pending = DEFAULT_MAX_PENDING
@@ -125,10 +129,8 @@ class BaseAgent:
         """Whether this agent hears of every join and leave (it has handlers for them)."""
         return bool(self._table.connect or self._table.disconnect)
 
-    def _handlers_for(self, tag: str, body: Any) -> tuple[HandlerSpec, ...]:
+    def _handlers_for(self, tag: str) -> tuple[HandlerSpec, ...]:
         """The handlers for a received message, found by its tag before it is built."""
-        if tag == PLAIN_TAG:  # a plain value (str, dict, list...) is its own message
-            return self._table.for_message(type(body))
         cache = self._by_tag
         if self._by_tag_version != default_registry.version:
             cache.clear()
@@ -142,47 +144,93 @@ class BaseAgent:
             cache[tag] = found
         return found
 
-    def _read_group(
+    def receive_messages(
         self,
-        group: MessageGroup,
-        build: Callable[[str, Any], Any],
-        on_system: Callable[[str, Any], None],
+        sender: AgentDetail,
+        messages: list[tuple[str, bytes]],
         *,
         direct: bool,
-        sender: str,
-    ) -> list[Item]:
-        """The handler work in one received group: ``(handlers, message)`` per message.
+        origin: str,
+    ) -> None:
+        """Hand messages received from `sender` to their handlers, in order.
 
-        Runtime messages go to `on_system`; messages nobody here handles are skipped (a
-        warning for a direct one); undecodable ones are dropped with a warning. The tag
-        is looked up once per run of equal tags: a frame's messages usually share one.
+        The one way in for the agent's links (session or playground): `messages` are
+        ``(tag, body)`` pairs with the bodies still encoded. Only messages somebody here
+        handles are built; a direct message nobody handles, or one that cannot be
+        built, is dropped and counted (see `stats()`); a broadcast nobody handles is
+        ignored. The tag is looked up once per run of equal tags: a frame's messages
+        usually share one.
+
+        Args:
+            direct: the messages were sent to this agent rather than broadcast.
+            origin: the connection they came in on (for backpressure).
         """
+        self._received += len(messages)
         items: list[Item] = []
         last_tag: str | None = None
         specs: tuple[HandlerSpec, ...] = ()
-        unresolved = group.unresolved is not None
-        for tag, body in group.pairs():
-            if tag != last_tag or tag == PLAIN_TAG:  # a plain value's type is its own
-                if tag.startswith(SYSTEM_PREFIX):
-                    on_system(tag, body)
-                    last_tag = None
-                    continue
-                last_tag, specs = tag, self._handlers_for(tag, body)
+        decode = self._codec.decode
+        for tag, body in messages:
+            if tag == PLAIN_TAG:  # a plain value (str, dict...): its type is its own
+                self._receive_plain(body, sender, direct, items)
+                last_tag = None
+                continue
+            if tag != last_tag:
+                last_tag, specs = tag, self._handlers_for(tag)
             if not specs:
                 if direct:
-                    self._log.warning("no handler for direct message {} from {}", tag, sender)
+                    self._unhandled(tag, sender)
                 continue
-            if unresolved:
-                missing = find_unresolved(body)
-                if missing is not None:
-                    self._log.warning("dropped {} from {}: nested type {} is unknown here",
-                                      tag, sender, missing)  # fmt: skip
-                    continue
             try:
-                items.append((specs, build(tag, body)))
+                items.append((specs, decode(tag, body)))
+            except UnknownTypeError as exc:
+                self._dropped(tag, UNKNOWN_TAG, sender, f"nested type {exc.tag} is unknown here")
             except DecodeError as exc:
-                self._log.warning("dropped a message from {}: {}", sender, exc)
-        return items
+                self._dropped(tag, WRONG_FIELDS, sender, exc.reason)
+        if items and self._dispatcher is not None:
+            self._dispatcher.submit_batch(items, sender, int(time.time() * 1000), origin)
+
+    def _receive_plain(
+        self, body: bytes, sender: AgentDetail, direct: bool, items: list[Item]
+    ) -> None:
+        try:
+            value = self._codec.decode(PLAIN_TAG, body)
+        except DecodeError as exc:
+            self._dropped("plain value", WRONG_FIELDS, sender, exc.reason)
+            return
+        specs = self._table.for_message(type(value))
+        if specs:
+            items.append((specs, value))
+        elif direct:
+            self._dropped(type(value).__name__, NO_HANDLER, sender, "")
+
+    def _unhandled(self, tag: str, sender: AgentDetail) -> None:
+        if tag in default_registry:
+            self._dropped(tag, NO_HANDLER, sender, "")
+        else:
+            self._dropped(tag, UNKNOWN_TAG, sender, "the type is not registered here")
+
+    def _dropped(self, type_name: str, reason: str, sender: AgentDetail, detail: str) -> None:
+        self._log.warning(
+            "dropped a {} message from {}: {}{}",
+            type_name,
+            sender.name or sender.id,
+            reason,
+            f" ({detail})" if detail else "",
+        )
+        self._drops.record(type_name, reason, detail)
+
+    def stats(self) -> AgentStats:
+        """What this agent sent, received and dropped (by reason) since it was made."""
+        dropped = dict(self._drops.counts)
+        upstream = 0
+        if self._link is not None:
+            for reason, count in self._link.dropped_upstream().items():
+                if reason == "upstream":
+                    upstream = count
+                else:
+                    dropped[reason] = dropped.get(reason, 0) + count
+        return AgentStats(self._sent, self._received, dropped, upstream)
 
     def _submit(
         self,
@@ -195,15 +243,10 @@ class BaseAgent:
         if self._dispatcher is not None:
             self._dispatcher.submit(specs, message, sender, now, origin)
 
-    def _submit_batch(self, items: list[Item], sender: AgentDetail, now: int, origin: str) -> None:
-        if self._dispatcher is not None:
-            self._dispatcher.submit_batch(items, sender, now, origin)
-
-    def _agent_joined(self, detail: AgentDetail, topic: str) -> None:
-        self._membership(self._table.connect, detail, topic)
-
-    def _agent_left(self, detail: AgentDetail, topic: str) -> None:
-        self._membership(self._table.disconnect, detail, topic)
+    def receive_membership(self, detail: AgentDetail, topic: str, *, joined: bool) -> None:
+        """Run the on_connect (or, when not `joined`, on_disconnect) handlers matching
+        `detail` (called by the agent's link as agents come and go)."""
+        self._membership(self._table.connect if joined else self._table.disconnect, detail, topic)
 
     def _membership(self, specs: list[HandlerSpec], detail: AgentDetail, topic: str) -> None:
         matching = tuple(s for s in specs if pattern_matches(s.pattern, topic, detail.role))
@@ -215,8 +258,7 @@ class BaseAgent:
     @property
     def connected_playground(self) -> AgentDetail | None:
         """The playground a client agent is connected to (None when it is not)."""
-        session = self._link
-        return session.playground if isinstance(session, Session) else None
+        return self._link.playground if self._link is not None else None
 
     def details(self) -> AgentDetail:
         """This agent's own `AgentDetail`."""
@@ -239,6 +281,7 @@ class BaseAgent:
         """
         link = self._require_link()
         link.broadcast_nowait(message)
+        self._sent += 1
         if link.congested:
             await link.drain()
 
@@ -255,6 +298,7 @@ class BaseAgent:
             await link.send(target, message)
         elif link.congested:
             await link.drain()
+        self._sent += 1
 
     async def get_connected_agents(self) -> list[AgentDetail]:
         """The other agents connected now (the playground included, for a client)."""
@@ -274,11 +318,15 @@ class BaseAgent:
 
     # -- running ---------------------------------------------------------------------
 
-    def _start_dispatch(self, on_pressure: Callable[[str, bool], None] | None) -> None:
+    def _start_dispatch(self) -> None:
         if self._dispatcher is None:
             self._dispatcher = Dispatcher(
-                self, on_pressure=on_pressure, max_pending=self.max_pending
+                self, on_pressure=self._on_pressure, max_pending=self.max_pending
             )
+
+    def _on_pressure(self, origin: str, paused: bool) -> None:
+        if self._link is not None:
+            self._link.hold(origin, paused)
 
     def _start_run_loops(self) -> None:
         if self._run_tasks:
@@ -348,14 +396,14 @@ class BaseAgent:
         """
         if self.mode is not PeerMode.CLIENT:
             raise RuntimeError(f"{self!r} is an admin: it listens, it does not connect")
-        if isinstance(self._link, Session) and self._link.connected:
+        if self._link is not None and self._link.playground is not None:
             raise RuntimeError(f"{self!r} is already connected")
         host, port = parse_address(address)
         settings = settings or Settings(
             workspace=workspace, token=token, ssl=ssl, reconnect=reconnect
         )
         session = Session(self, host, port, settings)
-        self._start_dispatch(self._on_pressure)
+        self._start_dispatch()
         self._link = session
         try:
             await session.start()
@@ -365,26 +413,16 @@ class BaseAgent:
             raise
         self._start_run_loops()
 
-    def _on_pressure(self, origin: str, paused: bool) -> None:
-        session = self._link
-        if isinstance(session, Session) and session._conn is not None:
-            if paused:
-                session._conn.pause_reading()
-            else:
-                session._conn.resume_reading()
-
     async def stop(self) -> None:
         """Leave the playground (saying goodbye) and stop handlers and run loops."""
-        session = self._link
-        if isinstance(session, Session):
-            await session.stop()
+        if self._link is not None:
+            await self._link.stop()
         await self._stop_running()
 
     async def wait_stopped(self) -> None:
         """Wait until this client agent's link has ended for good."""
-        session = self._link
-        if isinstance(session, Session):
-            await session.wait_stopped()
+        if self._link is not None:
+            await self._link.wait_stopped()
 
     async def wait_idle(self) -> None:
         """Wait until every message received so far has been handled."""

@@ -1,39 +1,30 @@
 """`BasePlayGround`: the admin agent that listens, routes, and hosts plugins.
 
 Agents connect to the playground; it authenticates each connection, keeps the directory
-(`routing.Directory`), relays messages (broadcast to every other agent, direct to one),
-and is itself an agent whose ``@on`` handlers receive workers' messages. Relaying
-happens on the read path: a message is packed once and queued on every target
-connection, without building types the playground has no handler for. The sender of
-every relayed message is the identity authenticated for its connection, never what the
-frame claims. When a target falls behind, reading from the sender pauses until it
-catches up, so a flood becomes backpressure instead of memory.
+(`routing.Directory`), and is itself an agent whose ``@on`` handlers receive workers'
+messages. Relaying is the transport's `Router`: frames are forwarded as bytes on the
+read path, stamped with the sender authenticated for their connection, and nothing is
+built for a type the playground has no handler for. A receiver that cannot keep up is
+a slow consumer: disconnected after a grace period (or, if so configured, spared only
+its own excess messages), so it never holds up the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl as _ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import transport
-from transport import (
-    Connection,
-    ConnectionClosed,
-    DecodeError,
-    EncodeError,
-    MessageGroup,
-    PeerInfo,
-    ProtocolError,
-)
+from transport import Connection, DecodeError, EncodeError, PeerInfo, Router
 
 from .. import system
 from ..config import Settings, default_port
 from ..errors import AgentNotFoundError, PluginError, WorkersMissingError
-from ..link import Link
 from ..peer import AgentDetail, PeerMode
 from ..plugin import Plugin
 from ..routing import Directory
@@ -42,60 +33,61 @@ from .agent import BaseAgent
 __all__ = ["BasePlayGround"]
 
 JoinCallback = Callable[[AgentDetail], None]
+P = TypeVar("P", bound=Plugin)
 
 
-class _RouterLink(Link):
-    """The playground's own way of sending: straight onto the agents' connections."""
+class _RouterLink:
+    """The playground's own `Link`: straight onto the agents' connections."""
 
-    def __init__(self, playground: BasePlayGround) -> None:
-        self.playground = playground
-        self._congested: set[Connection] = set()  # paused when last written to
+    playground: AgentDetail | None = None  # it is the playground
+    congested = False  # the router never makes the playground's own sends wait
 
-    @property
-    def congested(self) -> bool:
-        self._congested = {conn for conn in self._congested if conn.writing_paused}
-        return bool(self._congested)
+    def __init__(self, owner: BasePlayGround) -> None:
+        self.owner = owner
 
     async def drain(self) -> None:
-        congested, self._congested = self._congested, set()
-        for conn in congested:
-            with contextlib.suppress(ConnectionClosed):
-                await conn.drain()
+        return None
 
     def broadcast_nowait(self, message: Any) -> None:
-        playground = self.playground
-        tag, body = playground._codec.encode(message)
-        for conn in list(playground._conns.values()):
-            if not conn.closed:
-                conn.send_packed_nowait(playground.id, None, tag, body)
-                if conn.writing_paused:
-                    self._congested.add(conn)
+        tag, body = self.owner._codec.encode(message)  # encoded once for everyone
+        self.owner.router.broadcast(tag, body)
 
     def send_nowait(self, key: str, message: Any) -> bool:
-        playground = self.playground
-        detail = playground.directory.find(key)
+        owner = self.owner
+        detail = owner.directory.find(key)
         if detail is None:
             raise AgentNotFoundError(key)
-        if detail.id == playground.id:
-            playground._deliver_to_self(message)
-            return True
-        conn = playground._conns.get(detail.id)
-        if conn is None or conn.closed:
+        if detail.id == owner.id:
+            owner._deliver_to_self(message)
+        elif not owner.router.send(detail.id, message):
             raise AgentNotFoundError(key)
-        conn.send_nowait(message, target=detail.id, sender=playground.id)
-        if conn.writing_paused:
-            self._congested.add(conn)
         return True
 
     async def send(self, key: str, message: Any) -> None:
         self.send_nowait(key, message)
-        await self.drain()
 
     async def agents(self) -> list[AgentDetail]:
-        return [m.detail for m in self.playground.directory]
+        return [m.detail for m in self.owner.directory]
 
     async def status(self, timeout: float = 10.0) -> system.PlaygroundStatus:
-        return self.playground.status()
+        return self.owner.status()
+
+    def hold(self, origin: str, paused: bool) -> None:
+        conn = self.owner.router.connection(origin)
+        if conn is not None:
+            if paused:
+                conn.pause_reading()
+            else:
+                conn.resume_reading()
+
+    def dropped_upstream(self) -> dict[str, int]:
+        return {}
+
+    async def stop(self) -> None:
+        await self.owner.finish()
+
+    async def wait_stopped(self) -> None:
+        return None
 
 
 class BasePlayGround(BaseAgent):
@@ -109,7 +101,10 @@ class BasePlayGround(BaseAgent):
         workspace: agents must name the same workspace.
         token: shared secret agents must prove they know (``CEYLON_TOKEN`` otherwise).
         ssl: a server TLS context (`transport.server_context`).
-        heartbeat_interval, heartbeat_timeout: liveness, in seconds.
+        heartbeat_interval, heartbeat_timeout: liveness, in seconds (defaults in
+            `Settings`).
+        settings: every setting at once (slow-consumer policy, limits...); the other
+            arguments, when given, override its fields.
         client_ssl: the TLS context in-process workers of `play()` connect with.
     """
 
@@ -121,9 +116,10 @@ class BasePlayGround(BaseAgent):
         workspace: str = "default",
         token: str | None = None,
         ssl: _ssl.SSLContext | None = None,
-        heartbeat_interval: float = 1.0,
-        heartbeat_timeout: float = 5.0,
+        heartbeat_interval: float | None = None,
+        heartbeat_timeout: float | None = None,
         *,
+        settings: Settings | None = None,
         client_ssl: _ssl.SSLContext | None = None,
         role: str = "playground",
         **kwargs: Any,
@@ -132,28 +128,34 @@ class BasePlayGround(BaseAgent):
         super().__init__(name, PeerMode.ADMIN, role, **kwargs)
         self.host = host
         self.requested_port = default_port() if port is None else port
-        self.settings = Settings(
-            workspace=workspace,
-            token=token,
-            ssl=ssl,
-            heartbeat_interval=heartbeat_interval,
-            heartbeat_timeout=heartbeat_timeout,
+        given: dict[str, Any] = {
+            "workspace": workspace if settings is None or workspace != "default" else None,
+            "token": token,
+            "ssl": ssl,
+            "heartbeat_interval": heartbeat_interval,
+            "heartbeat_timeout": heartbeat_timeout,
+        }
+        self.settings = dataclasses.replace(
+            settings or Settings(), **{k: v for k, v in given.items() if v is not None}
         )
         self.client_ssl = client_ssl
         self._server: transport.Server | None = None
         self.directory = Directory(self.details())
-        self._conns: dict[str, Connection] = {}
-        self._codec = transport.Codec()
+        self.router = Router(
+            self.id,
+            on_local=self._on_local,
+            on_unroutable=self._on_unroutable,
+            introduce=self._introduce,
+            aliases=(self.name,),
+            options=self.settings.router_options(),
+        )
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
-        self._holds: set[asyncio.Task[None]] = set()
         self._join_callbacks: list[JoinCallback] = []
         self._leave_callbacks: list[JoinCallback] = []
         self._finished = False
-        self._router = _RouterLink(self)
-        self._link = self._router
+        self._router_link = _RouterLink(self)
+        self._link = self._router_link
         self.plugins: list[Plugin] = []
-        #: application messages routed or handled since the playground started
-        self.messages_routed = 0
         self._sizes: dict[str, int] = {}  # agent id -> encoded size of its AgentDetail
         self._started_at: float | None = None
 
@@ -191,7 +193,8 @@ class BasePlayGround(BaseAgent):
         if self._server is not None:
             return
         self._finished = False
-        self._start_dispatch(self._on_pressure)
+        self._start_dispatch()
+        self.router.deliver_broadcasts = bool(self._table.by_type)
         self._started_at = time.monotonic()
         self._server = await transport.serve(
             self._serve_agent,
@@ -216,10 +219,6 @@ class BasePlayGround(BaseAgent):
         server, self._server = self._server, None
         if server is not None:
             await server.aclose()
-        for task in list(self._holds):
-            task.cancel()
-        if self._holds:
-            await asyncio.wait(self._holds)
         for plugin in self.plugins:
             try:
                 await plugin.stop()
@@ -243,12 +242,8 @@ class BasePlayGround(BaseAgent):
         started: list[BaseAgent] = []
         try:
             if workers:
-                settings = Settings(
-                    workspace=self.settings.workspace,
-                    token=self.settings.resolved_token(),
-                    ssl=self.client_ssl,
-                    heartbeat_interval=self.settings.heartbeat_interval,
-                    heartbeat_timeout=self.settings.heartbeat_timeout,
+                settings = dataclasses.replace(
+                    self.settings, token=self.settings.resolved_token(), ssl=self.client_ssl
                 )
                 address = (
                     "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host,
@@ -268,7 +263,7 @@ class BasePlayGround(BaseAgent):
 
     # -- membership ------------------------------------------------------------------
 
-    def add_plugin(self, plugin: Plugin) -> Plugin:
+    def add_plugin(self, plugin: P) -> P:
         """Host `plugin`: it attaches now, starts with the playground and stops with it."""
         if any(p.name == plugin.name for p in self.plugins):
             raise PluginError(plugin.name, "a plugin of that name is already hosted")
@@ -283,11 +278,11 @@ class BasePlayGround(BaseAgent):
         Raises:
             AgentNotFoundError: no connected agent has that id or name.
         """
-        self._router.send_nowait(target, message)
+        self._router_link.send_nowait(target, message)
 
     def broadcast_message_nowait(self, message: Any) -> None:
         """Queue a broadcast to every agent without waiting."""
-        self._router.broadcast_nowait(message)
+        self._router_link.broadcast_nowait(message)
 
     def add_join_callback(self, on_join: JoinCallback, on_leave: JoinCallback) -> None:
         """Call `on_join`/`on_leave` (synchronously) as agents join and leave (plugins)."""
@@ -321,13 +316,10 @@ class BasePlayGround(BaseAgent):
             self._left(conn, detail)
 
     async def _serve_observer(self, conn: Connection, observer: AgentDetail) -> None:
-        build = self._codec.build
-
-        def answer(groups: list[MessageGroup]) -> None:
-            for group in groups:
-                for tag, body in group.pairs():
-                    if tag.startswith(system.SYSTEM_PREFIX):
-                        self._answer(observer, conn, build, tag, body)
+        def answer(sender: str, target: str | None, pairs: list[tuple[str, bytes]]) -> None:
+            for tag, body in pairs:
+                if tag.startswith(system.SYSTEM_PREFIX):
+                    self._answer(observer, conn, tag, body)
 
         self._log.debug("observer {} connected from {}", observer.name, observer.address)
         conn.set_message_callback(answer)
@@ -338,37 +330,34 @@ class BasePlayGround(BaseAgent):
         if refusal is not None:  # lost a race for the name since the handshake
             conn.start_close(refusal)
             return
-        previous_conn = self._conns.get(detail.id)
         self.directory.join(detail, subscribed=subscribed)
-        self._conns[detail.id] = conn
-        if previous_conn is not None:
-            previous_conn.start_close("replaced by a new connection of the same agent")
         self._log.info("agent {} ({}) joined from {}", detail.name, detail.role, detail.address)
         self._sizes[detail.id] = len(self._codec.pack(detail))
         if subscribed:
             for chunk, final in self._chunked(self.directory.details()):
                 self._tell(conn, system.Snapshot(chunk, final))
         for agent_id in self.directory.subscribers(exclude=detail.id):
-            self._tell(self._conns.get(agent_id), system.Joined(detail))
-        conn.set_message_callback(lambda groups: self._route(detail, groups))
-        self._agent_joined(detail, self.settings.workspace)
+            self._tell(self.router.connection(agent_id), system.Joined(detail))
+        previous = self.router.add(detail.id, conn)
+        if previous is not None:
+            previous.start_close("replaced by a new connection of the same agent")
+        self.receive_membership(detail, self.settings.workspace, joined=True)
         for callback in self._join_callbacks:
             _call_safely(callback, detail, self._log)
         self._membership_changed()
 
     def _left(self, conn: Connection, detail: AgentDetail) -> None:
-        if self._conns.get(detail.id) is not conn:
+        if not self.router.remove(detail.id, conn):
             return  # replaced by a newer connection of the same agent, or refused
-        del self._conns[detail.id]
         self._sizes.pop(detail.id, None)
         member, notify = self.directory.leave(detail.id)
         reason = conn.close_reason or "connection lost"
         self._log.info("agent {} left: {}", detail.name, reason)
         for agent_id in notify:
-            self._tell(self._conns.get(agent_id), system.Left(detail))
+            self._tell(self.router.connection(agent_id), system.Left(detail))
         if self._dispatcher is not None:
             self._dispatcher.forget_origin(detail.id)
-        self._agent_left(detail, self.settings.workspace)
+        self.receive_membership(detail, self.settings.workspace, joined=False)
         for callback in self._leave_callbacks:
             _call_safely(callback, detail, self._log)
         self._membership_changed()
@@ -379,7 +368,7 @@ class BasePlayGround(BaseAgent):
             return
         try:
             conn.send_nowait(notice, target=target, sender=self.id)
-        except (ConnectionClosed, ProtocolError) as exc:
+        except (transport.ConnectionClosed, transport.ProtocolError) as exc:
             self._log.debug("could not tell {}: {}", conn.remote_address, exc)
         except EncodeError as exc:  # e.g. a plugin's figure: the asker must not pay for it
             self._log.warning("could not send {}: {}", type(notice).__name__, exc)
@@ -440,97 +429,58 @@ class BasePlayGround(BaseAgent):
             self._waiters.remove(waiter)
         return present()
 
-    # -- routing ---------------------------------------------------------------------
+    # -- what the router hands over --------------------------------------------------
 
-    def _route(self, origin: AgentDetail, groups: list[MessageGroup]) -> None:
-        now = int(time.time() * 1000)
-        for group in groups:
-            self.messages_routed += group.size
-            target = group.target
-            if target is None:
-                self._relay_broadcast(origin, group, now)
-            elif target == self.id or target == self.name:
-                self._deliver_local(origin, group, now, direct=True)
-            else:
-                self._relay_direct(origin, target, group)
-
-    def _introduce(self, conn: Connection, receiver: str, sender: AgentDetail) -> None:
-        if self.directory.introduce(receiver, sender.id):
-            self._tell(conn, system.Introduce(sender))
-
-    def _repack(self, group: MessageGroup) -> list[tuple[bytes, bytes]]:
-        """A group's application messages packed for relaying (runtime ones stay here)."""
-        pack, tag_bytes = self._codec.pack, self._codec.tag_bytes
-        return [
-            (tag_bytes(tag), pack(body))
-            for tag, body in group.pairs()
-            if not tag.startswith(system.SYSTEM_PREFIX)
-        ]
-
-    def _relay_broadcast(self, origin: AgentDetail, group: MessageGroup, now: int) -> None:
-        packed = self._repack(group)  # packed once, shared by every connection
-        congested: list[Connection] = []
-        for agent_id, conn in self._conns.items():
-            if agent_id == origin.id or conn.closed:
-                continue
-            self._introduce(conn, agent_id, origin)
-            conn.send_many_nowait(origin.id, None, packed)
-            if conn.writing_paused:
-                congested.append(conn)
-        self._deliver_local(origin, group, now, direct=False)
-        if congested:
-            self._hold(origin.id, congested)
-
-    def _relay_direct(self, origin: AgentDetail, target: str, group: MessageGroup) -> None:
-        conn = self._conns.get(target)
-        if conn is None or conn.closed:
-            source = self._conns.get(origin.id)
-            for tag, _ in group.pairs():
-                notice = system.Undeliverable(target, tag, "the agent is not connected")
-                self._tell(source, notice, origin.id)
+    def _on_local(self, origin: str, target: str | None, pairs: list[tuple[str, bytes]]) -> None:
+        detail = self.directory.find(origin)
+        if detail is None:  # left while its messages were on the way
             return
-        self._introduce(conn, target, origin)
-        conn.send_many_nowait(origin.id, target, self._repack(group))
-        if conn.writing_paused:
-            self._hold(origin.id, [conn])
+        if target is not None and any(tag.startswith(system.SYSTEM_PREFIX) for tag, _ in pairs):
+            requests = [p for p in pairs if p[0].startswith(system.SYSTEM_PREFIX)]
+            self.router.messages_routed -= len(requests)  # runtime, not application ones
+            conn = self.router.connection(origin)
+            for tag, body in requests:
+                self._answer(detail, conn, tag, body)
+            pairs = [p for p in pairs if not p[0].startswith(system.SYSTEM_PREFIX)]
+        if pairs:
+            self.receive_messages(detail, pairs, direct=target is not None, origin=origin)
 
-    def _deliver_local(
-        self, origin: AgentDetail, group: MessageGroup, now: int, *, direct: bool
-    ) -> None:
-        build = self._codec.build
+    def _on_unroutable(self, origin: str, target: str, tags: list[str]) -> None:
+        source = self.router.connection(origin)
+        for tag in tags:
+            notice = system.Undeliverable(target, tag, "the agent is not connected")
+            self._tell(source, notice, origin)
 
-        def on_system(tag: str, body: Any) -> None:
-            self.messages_routed -= 1  # a runtime message, not an application one
-            if direct:  # requests to the playground; broadcast ones are ignored
-                self._answer(origin, self._conns.get(origin.id), build, tag, body)
+    def _introduce(self, receiver: str, sender: str) -> None:
+        if self.directory.introduce(receiver, sender):
+            detail = self.directory.find(sender)
+            if detail is not None:
+                self._tell(self.router.connection(receiver), system.Introduce(detail))
 
-        items = self._read_group(group, build, on_system, direct=direct, sender=origin.name)
-        if items:
-            self._submit_batch(items, origin, now, origin.id)
-
-    def _answer(
-        self, origin: AgentDetail, conn: Connection | None, build: Any, tag: str, body: Any
-    ) -> None:
+    def _answer(self, origin: AgentDetail, conn: Connection | None, tag: str, body: bytes) -> None:
         if conn is None or conn.closed:
             return
         try:
-            request = build(tag, body)
+            request = self._codec.decode(tag, body)
         except DecodeError as exc:
             self._log.warning("dropped a runtime request from {}: {}", origin.name, exc)
             return
-        if isinstance(request, system.Resolve):
-            found = self.directory.resolve(origin.id, request.key)
-            self._tell(conn, system.Resolved(request.request, found), origin.id)
-        elif isinstance(request, system.ListAgents):
-            for chunk, final in self._chunked(self.directory.details()):
-                self._tell(conn, system.AgentList(request.request, chunk, final), origin.id)
-        elif isinstance(request, system.StatusQuery):
-            status = self.status()
-            (status.agents, status.final), *rest = self._chunked(status.agents)
-            status.request = request.request
-            self._tell(conn, status, origin.id)
-            for chunk, final in rest:
-                self._tell(conn, system.AgentList(request.request, chunk, final), origin.id)
+        match request:
+            case system.Resolve(request=number, key=key):
+                found = self.directory.resolve(origin.id, key)
+                self._tell(conn, system.Resolved(number, found), origin.id)
+            case system.ListAgents(request=number):
+                for chunk, final in self._chunked(self.directory.details()):
+                    self._tell(conn, system.AgentList(number, chunk, final), origin.id)
+            case system.StatusQuery(request=number):
+                status = self.status()
+                (status.agents, status.final), *rest = self._chunked(status.agents)
+                status.request = number
+                self._tell(conn, status, origin.id)
+                for chunk, final in rest:
+                    self._tell(conn, system.AgentList(number, chunk, final), origin.id)
+            case _:
+                self._log.warning("ignored a runtime message {} from {}", tag, origin.name)
 
     def _chunked(self, agents: list[AgentDetail]) -> list[tuple[list[AgentDetail], bool]]:
         sizes = self._sizes
@@ -549,41 +499,24 @@ class BasePlayGround(BaseAgent):
                 figures = {"error": "the plugin could not report its status"}
             plugins[plugin.name] = figures
         agents = [m.detail for m in self.directory]
+        drops = self.stats().dropped
+        if self.router.slow_consumers:
+            drops["slow consumers disconnected"] = self.router.slow_consumers
+        if self.router.messages_dropped:
+            drops["dropped for slow consumers"] = self.router.messages_dropped
         return system.PlaygroundStatus(
-            0, self.details(), uptime, agents, self.messages_routed, plugins
+            0, self.details(), uptime, agents, self.messages_routed, plugins, drops
         )
 
-    def _hold(self, origin_id: str, congested: list[Connection]) -> None:
-        source = self._conns.get(origin_id)
-        if source is None:
-            return
-        source.pause_reading()
-
-        async def release() -> None:
-            try:
-                for conn in congested:
-                    with contextlib.suppress(ConnectionClosed):
-                        await conn.drain()
-            finally:
-                source.resume_reading()
-
-        task = asyncio.get_running_loop().create_task(release())
-        self._holds.add(task)
-        task.add_done_callback(self._holds.discard)
-
-    def _on_pressure(self, origin: str, paused: bool) -> None:
-        conn = self._conns.get(origin)
-        if conn is not None:
-            if paused:
-                conn.pause_reading()
-            else:
-                conn.resume_reading()
+    @property
+    def messages_routed(self) -> int:
+        """Application messages routed or handled since the playground started."""
+        return self.router.messages_routed
 
     # -- the playground's own messages ------------------------------------------------
 
     def _deliver_to_self(self, message: Any) -> None:
-        tag, body = self._codec.encode(message)
-        specs = self._handlers_for(tag, self._codec.unpack(body))
+        specs = self._table.for_message(type(message))
         self._submit(specs, message, self.details(), int(time.time() * 1000), "")
 
 

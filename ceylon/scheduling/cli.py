@@ -93,7 +93,7 @@ async def _solve(instance: Instance, time_limit: float) -> dict[str, Any]:
 def run_solve(args: argparse.Namespace) -> int:
     if not args.verbose:  # a thousand joins and leaves are not news: progress lines are
         logger.remove()
-        logger.add(sys.stderr, level="WARNING", format="{level}: {message}")
+        logger.add(sys.stderr, level="WARNING", format="{level}: {message}", diagnose=False)
     try:
         with open(args.instance) as file:
             data = json.load(file)

@@ -356,4 +356,4 @@ class SchedulingPlayground(BasePlayGround):
 
 def attach(playground: BasePlayGround, **options: Any) -> MeetingPlugin:
     """Host the meeting plugin on `playground` (what ``--plugin meetings`` does)."""
-    return playground.add_plugin(MeetingPlugin(**options))  # type: ignore[return-value]
+    return playground.add_plugin(MeetingPlugin(**options))

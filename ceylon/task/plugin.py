@@ -272,7 +272,7 @@ class TaskPlugin(Plugin):
 
 def attach(playground: BasePlayGround, **options: Any) -> TaskPlugin:
     """Host the task plugin on `playground` (what ``--plugin tasks`` does)."""
-    return playground.add_plugin(TaskPlugin(**options))  # type: ignore[return-value]
+    return playground.add_plugin(TaskPlugin(**options))
 
 
 def _in_loop() -> bool:

@@ -145,15 +145,12 @@ async def raw_source(args: argparse.Namespace) -> None:
 
 async def ceylon_echo_server(args: argparse.Namespace) -> None:
     async def echo(conn: transport.Connection) -> None:
-        # A router's way: messages are relayed from the read path, no task hop.
-        pack, send = conn.codec.pack, conn.send_packed_nowait
-
+        # A router's way: frames are relayed from the read path as bytes, no task hop.
         def relay(groups: list[transport.MessageGroup]) -> None:
             for group in groups:
-                for tag, body in group.pairs():
-                    send("server", group.sender, tag, pack(body))
+                conn.forward_nowait("server", group.sender, group.count, group.tail())
 
-        conn.set_message_callback(relay)
+        conn.set_group_callback(relay)
         await conn.wait_closed()
 
     server = await transport.serve(echo, HOST, 0)
@@ -181,7 +178,7 @@ async def ceylon_sink(args: argparse.Namespace) -> None:
     transport.default_registry.register(Tick)
 
     async def handle(conn: transport.Connection) -> None:
-        build = conn.build
+        decode = conn.codec.decode
         count = 0
         groups = await conn.recv_groups()
         started = time.perf_counter()
@@ -189,8 +186,8 @@ async def ceylon_sink(args: argparse.Namespace) -> None:
         while True:
             for group in groups:
                 for tag, body in group.pairs():
-                    build(tag, body)
-                count += group.size
+                    decode(tag, body)
+                count += group.count
             now = time.perf_counter()
             if now >= deadline:
                 result(msgs_per_s=count / (now - started), count=count, seconds=now - started)

@@ -1,0 +1,149 @@
+"""Decode limits: what decoding one document may cost, sans-I/O.
+
+A msgpack document can make the decoder allocate far more than its own size: an empty
+map is one byte on the wire and about 70 bytes as a Python dict, and an array header
+of four bytes can announce millions of elements. `unpack` bounds both, relative to the
+size of what is decoded:
+
+* no array or map may announce more elements than `DecodeLimits.max_elements` allows
+  for its document (a quarter of its bytes by default), checked by msgpack at the
+  header, before anything is allocated;
+* the number of containers (arrays and maps) is capped at one per
+  `DecodeLimits.bytes_per_container` bytes. Counting them exactly costs a call per
+  container, so a document is first scanned for bytes that could start one (an upper
+  bound, at memory speed); only when that bound is over the cap are they counted;
+* extension values nest at most `DecodeLimits.max_depth` deep (see `codec`); plain
+  arrays and maps are bounded by msgpack's own stack.
+
+So decoding costs at most a few bytes per byte received for containers, and at most
+about 20 for the worst shape of short strings; an over-limit document raises
+`DecodeError`, which costs the peer that frame only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgpack
+
+from .errors import DecodeError
+
+__all__ = ["DEFAULT_LIMITS", "DecodeLimits", "unpack"]
+
+# Bytes that may start an array or a map: fixmap, fixarray, array16/32, map16/32.
+_CONTAINER_BYTES: Final = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
+_SCAN_CHUNK: Final = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """Per-document decode limits (see the module docstring).
+
+    Attributes:
+        max_depth: deepest nesting of extension values (dataclasses, enums, tuples...).
+        elements_divisor: an array or map may hold at most ``size // elements_divisor``
+            elements (plus `floor`).
+        bytes_per_container: at most ``size // bytes_per_container`` arrays and maps
+            (plus `floor`).
+        floor: allowance every document gets, however small.
+        scan_above: documents up to this size are small enough to decode unchecked.
+    """
+
+    max_depth: int = 32
+    elements_divisor: int = 4
+    bytes_per_container: int = 32
+    floor: int = 256
+    scan_above: int = 4096
+
+    def __post_init__(self) -> None:
+        if min(self.max_depth, self.elements_divisor, self.bytes_per_container) < 1:
+            raise ValueError("decode limits must be positive")
+
+    def max_elements(self, size: int) -> int:
+        """Elements one array or map of a `size`-byte document may hold."""
+        return size // self.elements_divisor + self.floor
+
+    def max_containers(self, size: int) -> int:
+        """Arrays and maps a `size`-byte document may hold in all."""
+        return size // self.bytes_per_container + self.floor
+
+
+DEFAULT_LIMITS: Final = DecodeLimits()
+
+
+def container_bound(data: bytes | bytearray | memoryview) -> int:
+    """An upper bound of the arrays and maps in `data` (bytes that could start one)."""
+    view = memoryview(data)
+    count = 0
+    for start in range(0, len(view), _SCAN_CHUNK):
+        chunk = bytes(view[start : start + _SCAN_CHUNK])
+        count += len(chunk) - len(chunk.translate(None, _CONTAINER_BYTES))
+    return count
+
+
+class _Budget:
+    """Counts containers as msgpack completes them; raises past the cap."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+    def __call__(self, value: Any) -> Any:
+        self.left -= 1
+        if self.left < 0:
+            raise DecodeError(None, "too many arrays and maps for the size of the frame")
+        return value
+
+
+def unpack(
+    data: bytes | bytearray | memoryview,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    ext_hook: Callable[[int, bytes], Any] | None = None,
+) -> Any:
+    """Decode one msgpack document within `limits`.
+
+    Args:
+        data: the document.
+        limits: what it may cost.
+        ext_hook: builds extension values; without one, any extension is refused.
+
+    Raises:
+        DecodeError: not msgpack, or over a limit (the message names which).
+    """
+    size = len(data)
+    cap = limits.max_elements(size)
+    options: dict[str, Any] = {
+        "strict_map_key": False,
+        "max_array_len": cap,
+        "max_map_len": cap,
+    }
+    if ext_hook is not None:
+        options["ext_hook"] = ext_hook
+    else:
+        options["max_ext_len"] = 0
+    if size > limits.scan_above:
+        budget = limits.max_containers(size)
+        if container_bound(data) > budget:
+            counter = _Budget(budget)
+            options["object_hook"] = counter
+            options["list_hook"] = counter
+    try:
+        return msgpack.unpackb(data, **options)
+    except DecodeError:
+        raise
+    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.StackError) as exc:
+        # msgpack reports malformed input and exceeded limits as ValueError subclasses
+        # (UnicodeDecodeError among them), unhashable keys as TypeError. The message
+        # names the problem, never the values.
+        text = _describe(exc)
+        if "exceeds" in text or isinstance(exc, msgpack.StackError):
+            raise DecodeError(None, f"over a decode limit: {text or type(exc).__name__}") from None
+        raise DecodeError(None, f"not msgpack: {type(exc).__name__}: {text}") from None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 120 else text[:117] + "..."
