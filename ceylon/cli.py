@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import ipaddress
 import json
@@ -68,9 +69,25 @@ def _add_security(parser: argparse.ArgumentParser, *, server: bool) -> None:
     )
 
 
+_DEFAULTS = Settings()
+
+
 def _add_liveness(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--heartbeat-interval", type=float, default=1.0, metavar="S")
-    parser.add_argument("--heartbeat-timeout", type=float, default=5.0, metavar="S")
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=_DEFAULTS.heartbeat_interval,
+        metavar="S",
+        help=f"seconds between pings (default {_DEFAULTS.heartbeat_interval:g})",
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=_DEFAULTS.heartbeat_timeout,
+        metavar="S",
+        help=f"seconds without an answer before a peer is dead "
+        f"(default {_DEFAULTS.heartbeat_timeout:g})",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
 
 
@@ -95,6 +112,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_security(pg, server=True)
     _add_liveness(pg)
+    group = pg.add_argument_group("slow consumers")
+    group.add_argument(
+        "--slow-consumer",
+        choices=("disconnect", "drop"),
+        default=_DEFAULTS.slow_consumer,
+        help="an agent that reads too slowly is disconnected after the grace period "
+        "(default), or loses only what exceeds its queue, counted and reported to it",
+    )
+    group.add_argument(
+        "--slow-consumer-grace",
+        type=float,
+        default=_DEFAULTS.slow_consumer_grace,
+        metavar="S",
+        help=f"seconds an agent may stay over its queue limit "
+        f"(default {_DEFAULTS.slow_consumer_grace:g})",
+    )
+    group.add_argument(
+        "--max-pending-bytes",
+        type=int,
+        default=_DEFAULTS.max_pending_bytes,
+        metavar="N",
+        help=f"queue limit of each agent, in bytes (default {_DEFAULTS.max_pending_bytes})",
+    )
     pg.set_defaults(run=run_playground)
 
     wk = sub.add_parser("worker", help="run one agent that connects to a playground")
@@ -197,9 +237,15 @@ def _make_playground(args: argparse.Namespace) -> BasePlayGround:
         host=args.host,
         workspace=args.workspace,
         token=args.token,
+        settings=dataclasses.replace(
+            _DEFAULTS,
+            heartbeat_interval=args.heartbeat_interval,
+            heartbeat_timeout=args.heartbeat_timeout,
+            slow_consumer=args.slow_consumer,
+            slow_consumer_grace=args.slow_consumer_grace,
+            max_pending_bytes=args.max_pending_bytes,
+        ),
         ssl=_server_tls(args),
-        heartbeat_interval=args.heartbeat_interval,
-        heartbeat_timeout=args.heartbeat_timeout,
     )
     for name in args.plugin:
         if name not in PLUGINS:

@@ -1,7 +1,8 @@
 """Shared test settings: one scalable time unit and process helpers.
 
-Every wait in the tests is a multiple of `TIMEOUT_FACTOR` (env ``CEYLON_TESTS_TIMEOUT_FACTOR``,
-default 1), so a slow machine can stretch them all at once.
+Every timing in the tests, waits and heartbeats alike, is a multiple of `TIMEOUT_FACTOR`
+(env ``CEYLON_TEST_TIMEOUT_FACTOR``, default 1), so a slow machine needs one variable to
+stretch them all at once. `BEAT` and `beat()` are the fast heartbeats tests use.
 """
 
 from __future__ import annotations
@@ -17,12 +18,23 @@ import pytest
 from ceylon.testing import Process
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT_FACTOR = float(os.environ.get("CEYLON_TESTS_TIMEOUT_FACTOR", "1"))
+TIMEOUT_FACTOR = float(
+    os.environ.get("CEYLON_TEST_TIMEOUT_FACTOR")
+    or os.environ.get("CEYLON_TESTS_TIMEOUT_FACTOR")  # the name it had first
+    or "1"
+)
 
 
 def seconds(value: float) -> float:
     """`value` seconds, scaled by the timeout factor."""
     return value * TIMEOUT_FACTOR
+
+
+#: Fast heartbeats, scaled: as keyword arguments and as CLI flags.
+BEAT_INTERVAL = seconds(0.2)
+BEAT_TIMEOUT = seconds(1.0)
+BEAT = {"heartbeat_interval": BEAT_INTERVAL, "heartbeat_timeout": BEAT_TIMEOUT}
+BEAT_FLAGS = ("--heartbeat-interval", str(BEAT_INTERVAL), "--heartbeat-timeout", str(BEAT_TIMEOUT))
 
 
 @pytest.fixture

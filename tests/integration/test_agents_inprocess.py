@@ -29,7 +29,7 @@ from ceylon import (
 from ceylon.monitor import Observer
 from ceylon.plugin import Plugin
 
-from ..conftest import seconds, wait_until
+from ..conftest import BEAT, seconds, wait_until
 
 
 @dataclasses.dataclass
@@ -97,7 +97,7 @@ class Hub(BasePlayGround):
 
 @pytest.fixture
 async def hub() -> AsyncIterator[Hub]:
-    playground = Hub(heartbeat_interval=0.2, heartbeat_timeout=1.0)
+    playground = Hub(**BEAT)
     yield playground
     await playground.finish()
 
@@ -408,7 +408,7 @@ async def test_on_run_starts_on_connect_and_stops_with_the_agent(hub: Hub) -> No
 
 
 async def test_a_worker_whose_playground_goes_away_reconnects() -> None:
-    first = Hub(heartbeat_interval=0.2, heartbeat_timeout=1.0)
+    first = Hub(**BEAT)
     await first.start()
     port = first.port
     agent = Listener("phoenix")

@@ -21,9 +21,9 @@ from ceylon import AgentDetail, AgentNotFoundError, BaseAgent, on, on_disconnect
 from ceylon.testing import Process
 
 from ..agents import Command, Note
-from ..conftest import seconds, wait_until
+from ..conftest import BEAT_FLAGS, seconds, wait_until
 
-BEAT = ("--heartbeat-interval", "0.2", "--heartbeat-timeout", "1.0")
+BEAT = BEAT_FLAGS
 
 
 @dataclasses.dataclass

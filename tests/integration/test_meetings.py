@@ -15,7 +15,7 @@ from ceylon.scheduling import SchedulingPlayground, TimeConstraints
 from ceylon.scheduling.instance import parse_instance
 from ceylon.testing import Process
 
-from ..conftest import ROOT, seconds
+from ..conftest import BEAT, ROOT, seconds
 
 DATA = ROOT / "tests" / "data" / "meetings"
 REFERENCE = json.loads((DATA / "reference.json").read_text())
@@ -91,7 +91,7 @@ async def test_a_participant_killed_mid_run_leaves_a_valid_schedule(
     instance = parse_instance(raw)
     playground = SchedulingPlayground(
         port=0, constraints=instance.constraints, time_limit=0.5,
-        heartbeat_interval=0.2, heartbeat_timeout=1.0,
+        **BEAT,
     )  # fmt: skip
     await playground.start()
     people: dict[str, Process] = {}

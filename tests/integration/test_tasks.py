@@ -22,7 +22,7 @@ from ceylon.task import (
 )
 from ceylon.testing import Process
 
-from ..conftest import ROOT, seconds, wait_until
+from ..conftest import BEAT, BEAT_FLAGS, ROOT, seconds, wait_until
 
 
 @dataclasses.dataclass
@@ -109,15 +109,14 @@ def start_task_worker(spawn: Any, address: str, name: str) -> Process:
     worker = spawn(
         "-m", "ceylon", "worker", "--connect", address, "--agent",
         "ceylon.task:TaskExecutionAgent", "--role", "processor", "--name", name,
-        "--option", "max_concurrent_tasks=10", "--heartbeat-interval", "0.2",
-        "--heartbeat-timeout", "1.0",
+        "--option", "max_concurrent_tasks=10", *BEAT_FLAGS,
     )  # fmt: skip
     worker.wait_for_line(rf"^agent {name} connected", timeout=seconds(20))
     return worker
 
 
 async def test_no_task_is_lost_when_worker_processes_are_killed(spawn: Any) -> None:
-    playground = TaskPlayGround(port=0, heartbeat_interval=0.2, heartbeat_timeout=1.0)
+    playground = TaskPlayGround(port=0, **BEAT)
     tasks = [
         TaskMessage(name=f"t{i}", duration=0.1, required_role="processor") for i in range(2000)
     ]

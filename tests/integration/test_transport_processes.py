@@ -13,7 +13,7 @@ import pytest
 import transport
 from transport import ConnectionClosedError, ConnectionClosedOK, ConnectionOptions
 
-from ..conftest import seconds
+from ..conftest import BEAT, BEAT_FLAGS, seconds
 
 ECHO = "examples/transport_echo.py"
 
@@ -58,10 +58,8 @@ async def test_sigterm_says_goodbye_to_connected_clients(spawn: Any) -> None:
 
 
 async def test_a_stopped_server_process_is_declared_dead(spawn: Any) -> None:
-    beat = ConnectionOptions(heartbeat_interval=0.2, heartbeat_timeout=1.0)
-    server, host, port = start_echo_server(
-        spawn, "--heartbeat-interval", "0.2", "--heartbeat-timeout", "1.0"
-    )
+    beat = ConnectionOptions(**BEAT)
+    server, host, port = start_echo_server(spawn, *BEAT_FLAGS)
     conn = await transport.connect(host, port, options=beat)
     await conn.send(EchoProbe(1, 0.0, "hi"))
     async with asyncio.timeout(seconds(5)):

@@ -280,7 +280,7 @@ async def test_a_server_sending_a_huge_frame_in_the_handshake_fails_the_open() -
     await hostile_server.wait_closed()
 
 
-FAST_BEAT = dict(heartbeat_interval=0.1, heartbeat_timeout=0.6)
+FAST_BEAT = dict(heartbeat_interval=seconds(0.1), heartbeat_timeout=seconds(0.6))
 
 
 async def test_a_client_that_stops_reading_and_answering_is_declared_dead(
