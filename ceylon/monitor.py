@@ -93,6 +93,7 @@ def as_json(status: PlaygroundStatus, rates: tuple[float, float | None], me: str
             "messages_per_s": round(rates[0], 1),
             "tasks_per_s": None if rates[1] is None else round(rates[1], 1),
             "plugins": status.plugins,
+            "drops": status.drops,
         },
         default=str,  # figures may be datetimes, sets...: shown as text
     )
@@ -110,6 +111,8 @@ def render(
     summary.add_row("messages routed", f"{status.messages_routed:,} ({rates[0]:,.0f}/s)")
     if rates[1] is not None:
         summary.add_row("tasks completed", f"{rates[1]:,.0f}/s")
+    for reason, count in sorted(status.drops.items()):
+        summary.add_row(f"dropped: {reason}", f"{count:,}")
     parts: list[Any] = [summary]
     by_role = Counter(a.role for a in agents)
     if by_role:

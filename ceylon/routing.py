@@ -91,15 +91,6 @@ class Directory:
         notify.intersection_update(self._members)
         return member, notify
 
-    def get(self, agent_id: str) -> Member | None:
-        return self._members.get(agent_id)
-
-    def update(self, detail: AgentDetail) -> None:
-        """Replace the details of a member (e.g. once its address is known)."""
-        member = self._members.get(detail.id)
-        if member is not None:
-            member.detail = detail
-
     def find(self, key: str) -> AgentDetail | None:
         """The agent whose id, or else name, is `key` (the playground included)."""
         if key in (self.own.id, self.own.name):

@@ -256,10 +256,6 @@ class TypeRegistry:
         """The spec of a registered type, or None."""
         return self.by_type.get(cls)
 
-    def spec_of_tag(self, tag: str) -> TypeSpec | None:
-        """The spec registered under `tag`, or None."""
-        return self.by_tag.get(tag)
-
     def resolve(self, tag: str) -> TypeSpec | None:
         """The spec of `tag`, also when it names a subclass of a registered dataclass.
 
