@@ -6,7 +6,9 @@ Every figure comes from separate processes talking over 127.0.0.1, the listening
 pinned to the first CPU and the connecting one to the second (where there are two).
 Each measurement is repeated (raw and Ceylon alternating, to share the machine's noise)
 and the median is reported; the table gives both rows and the ratio, and whether each
-target is met.
+target is met. The agents suite also measures NATS (nats-py against a local nats-server,
+the server pinned like the other listeners) in the same rounds, beside the figures it
+has a counterpart for; where a target says "> nats", Ceylon must beat it in that run.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+sys.path.insert(0, str(ROOT / "scripts" / "benchpeers"))
+
+from natsserver import NatsServer, server_binary  # noqa: E402
 
 from ceylon.testing import Process, python_command  # noqa: E402
 from transport import loop_name  # noqa: E402
@@ -54,6 +60,9 @@ def run_pair(server_args: list[str], client_args: list[str], timeout: float) -> 
     raise RuntimeError(f"no result from {server_args} / {client_args}")
 
 
+NAN = float("nan")
+
+
 @dataclass
 class Row:
     metric: str
@@ -62,10 +71,28 @@ class Row:
     unit: str
     target: str
     ok: Callable[[float], bool]  # takes the ratio ceylon/raw
+    nats: float = NAN  # the NATS counterpart, where there is one
+    lower_is_better: bool = False  # round trips and times; rates are the other way
+    beat_nats: bool = False  # met only if Ceylon beats NATS in the same run
 
     @property
     def ratio(self) -> float:
-        return self.ceylon / self.raw if self.raw == self.raw and self.raw else float("nan")
+        return self.ceylon / self.raw if self.raw == self.raw and self.raw else NAN
+
+    @property
+    def nats_ratio(self) -> float:
+        return self.ceylon / self.nats if self.nats == self.nats and self.nats else NAN
+
+    @property
+    def beats_nats(self) -> bool | None:
+        """Whether Ceylon did better than NATS; None with no NATS figure."""
+        if self.nats != self.nats or self.ceylon != self.ceylon:
+            return None
+        return self.ceylon < self.nats if self.lower_is_better else self.ceylon > self.nats
+
+    @property
+    def met(self) -> bool:
+        return bool(self.ok(self.ratio)) and (not self.beat_nats or self.beats_nats is True)
 
 
 def transport_suite(args: argparse.Namespace) -> list[Row]:
@@ -151,6 +178,24 @@ class Cluster:
             child.stop()
 
 
+class NatsCluster(Cluster):
+    """A nats-server (pinned to CPU 0, as a listener) and NATS peers (CPU 1)."""
+
+    def __init__(self) -> None:
+        self.children = []
+        self.server = NatsServer(cpu=0)
+        self.port = str(self.server.port)
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            self.server.__exit__(*exc)
+
+
+NATS_PEERS = "scripts/benchpeers/nats_peers.py"
+
+
 def result_of(process: Process, timeout: float) -> dict[str, float]:
     line = process.wait_for_line(r"^result ", timeout=timeout)
     return dict(json.loads(line.string.removeprefix("result ")))
@@ -192,6 +237,44 @@ def one_way_to_handler(impl: str, seconds: float) -> float:
         return result_of(cluster.listener, seconds * 4 + 30)["msgs_per_s"]
 
 
+def relay_one_way(impl: str, seconds: float) -> float:
+    """Msgs/s from one worker to another through the hub, counted at the receiver."""
+    start_at = str(time.time() + 1)
+    if impl == "raw":
+        with Cluster([AGENT_PEERS, "raw-relay"]) as cluster:
+            sink = cluster.peer([AGENT_PEERS, "raw-relay-sink", "--seconds", str(seconds)],
+                                ready="^ready")  # fmt: skip
+            cluster.peer([AGENT_PEERS, "raw-relay-source", "--seconds", str(seconds),
+                          "--start-at", start_at])  # fmt: skip
+            return result_of(sink, seconds * 4 + 30)["msgs_per_s"]
+    with Cluster([AGENT_PEERS, "hub"]) as cluster:
+        sink = cluster.peer([AGENT_PEERS, "sink", "--seconds", str(seconds)], ready="^ready")
+        cluster.peer([AGENT_PEERS, "source", "--target", "sink", "--seconds", str(seconds),
+                      "--start-at", start_at])  # fmt: skip
+        return result_of(sink, seconds * 4 + 30)["msgs_per_s"]
+
+
+def nats_rtt(count: int) -> dict[str, float]:
+    """Sequential request/reply through nats-server: requester -> server -> responder."""
+    with NatsCluster() as cluster:
+        cluster.peer([NATS_PEERS, "responder"], ready="^ready")
+        requester = cluster.peer([NATS_PEERS, "requester", "--count", str(count)])
+        return result_of(requester, 120)
+
+
+def nats_one_way(seconds: float) -> float:
+    """Publish -> subscribe msgs/s, counted at the subscriber."""
+    with NatsCluster() as cluster:
+        sub = cluster.peer([NATS_PEERS, "subscriber", "--seconds", str(seconds)], ready="^ready")
+        cluster.peer([NATS_PEERS, "publisher", "--seconds", str(seconds),
+                      "--start-at", str(time.time() + 1)])  # fmt: skip
+        found = result_of(sub, seconds * 4 + 30)
+        if found.get("errors"):
+            print(f"  nats subscriber reported {found['errors']} errors, last "
+                  f"{found.get('last_error')}", file=sys.stderr)  # fmt: skip
+        return found["msgs_per_s"]
+
+
 def spread(total: int, processes: int) -> list[tuple[int, int]]:
     """(first index, count) per process, `total` agents over at most `processes`."""
     processes = min(processes, total)
@@ -201,18 +284,25 @@ def spread(total: int, processes: int) -> list[tuple[int, int]]:
 
 def fan_out(impl: str, receivers: int, messages: int) -> tuple[float, int, int]:
     """Deliveries/s of `messages` broadcast to `receivers` agents, and received/expected."""
-    listener = [AGENT_PEERS, "hub"] if impl == "ceylon" else [
-        AGENT_PEERS, "raw-fanout", "--agents", str(receivers)]  # fmt: skip
-    role = "receivers" if impl == "ceylon" else "raw-sinks"
-    with Cluster(listener) as cluster:
+    peers, receiver_role, source_role = {
+        "ceylon": (AGENT_PEERS, "receivers", "source"),
+        "raw": (AGENT_PEERS, "raw-sinks", "raw-source"),
+        "nats": (NATS_PEERS, "subscribers", "publisher"),
+    }[impl]
+    if impl == "nats":
+        cluster: Cluster = NatsCluster()
+    else:
+        cluster = Cluster([AGENT_PEERS, "hub"] if impl == "ceylon" else [
+            AGENT_PEERS, "raw-fanout", "--agents", str(receivers)])  # fmt: skip
+    with cluster:
         groups = [
-            cluster.peer([AGENT_PEERS, role, "--agents", str(size), "--first", str(first),
+            cluster.peer([peers, receiver_role, "--agents", str(size), "--first", str(first),
                           "--count", str(messages), "--seconds", "120"], ready="^ready")
             for first, size in spread(receivers, 4)
         ]  # fmt: skip
         start_at = time.time() + 1.0
-        source = cluster.peer([AGENT_PEERS, "source" if impl == "ceylon" else "raw-source",
-                               "--count", str(messages), "--start-at", str(start_at)])  # fmt: skip
+        source = cluster.peer([peers, source_role, "--count", str(messages),
+                               "--start-at", str(start_at)])  # fmt: skip
         results = [result_of(g, 150) for g in groups]
         result_of(source, 30)
     received = int(sum(r["received"] for r in results))
@@ -242,58 +332,80 @@ def idle_cpu(agents: int, seconds: float) -> float:
 
 
 def agents_suite(args: argparse.Namespace) -> list[Row]:
-    samples: dict[str, dict[str, list[float]]] = {"raw": {}, "ceylon": {}}
-    lost: list[str] = []
+    impls = ("raw", "ceylon", "nats")
+    samples: dict[str, dict[str, list[float]]] = {impl: {} for impl in impls}
+    lost: dict[tuple[str, int], int] = {}
 
     def add(impl: str, key: str, value: float) -> None:
         samples[impl].setdefault(key, []).append(value)
 
     for rep in range(args.repeat):
-        for impl in ("raw", "ceylon"):
+        for impl in impls:
             print(f"  agents, {impl}, run {rep + 1}/{args.repeat}", file=sys.stderr)
-            rtt = agent_rtt(impl, args.rtt_count)
-            add(impl, "rtt50", rtt["p50_us"])
-            add(impl, "rtt99", rtt["p99_us"])
-            relay = relay_rtt(impl, args.rtt_count)
-            add(impl, "relay50", relay["p50_us"])
-            add(impl, "relay99", relay["p99_us"])
-            add(impl, "oneway", one_way_to_handler(impl, args.seconds))
+            if impl == "nats":
+                rtt = nats_rtt(args.rtt_count)
+                for key in ("rtt", "relay"):  # one figure stands beside both round trips
+                    add(impl, f"{key}50", rtt["p50_us"])
+                    add(impl, f"{key}99", rtt["p99_us"])
+                oneway = nats_one_way(args.seconds)
+                add(impl, "oneway", oneway)  # pub -> sub beside both one-way rows
+                add(impl, "relay_oneway", oneway)
+            else:
+                rtt = agent_rtt(impl, args.rtt_count)
+                add(impl, "rtt50", rtt["p50_us"])
+                add(impl, "rtt99", rtt["p99_us"])
+                relay = relay_rtt(impl, args.rtt_count)
+                add(impl, "relay50", relay["p50_us"])
+                add(impl, "relay99", relay["p99_us"])
+                add(impl, "oneway", one_way_to_handler(impl, args.seconds))
+                add(impl, "relay_oneway", relay_one_way(impl, args.seconds))
             for receivers, messages in ((10, 20_000), (100, 4_000)):
                 rate, received, expected = fan_out(impl, receivers, messages)
                 add(impl, f"fan{receivers}", rate)
                 if received != expected:
-                    lost.append(f"{impl} to {receivers}: {expected - received} lost")
-            joined = connect_many(impl, 1000)
-            add(impl, "join", joined["seconds"])
-            add(impl, "rss", joined["rss_mb"])
+                    key = (impl, receivers)
+                    lost[key] = lost.get(key, 0) + expected - received
+            if impl != "nats":
+                joined = connect_many(impl, 1000)
+                add(impl, "join", joined["seconds"])
+                add(impl, "rss", joined["rss_mb"])
     med = {impl: {k: statistics.median(v) for k, v in d.items()} for impl, d in samples.items()}
     cpu = idle_cpu(100, 10.0)
-    raw, cey = med["raw"], med["ceylon"]
-    zero_lost = not lost
+    raw, cey, nat = med["raw"], med["ceylon"], med["nats"]
+
+    def none_lost(receivers: int) -> bool:  # Ceylon's, and the baseline's to be a baseline
+        return not lost.get(("ceylon", receivers)) and not lost.get(("raw", receivers))
+
     rows = [
-        Row("playground<->worker p50", raw["rtt50"], cey["rtt50"], "us", "<= 1.5x raw",
-            lambda r: r <= 1.5),
+        Row("playground<->worker p50", raw["rtt50"], cey["rtt50"], "us", "<= 1.5x raw, < nats",
+            lambda r: r <= 1.5, nats=nat["rtt50"], lower_is_better=True, beat_nats=True),
         Row("playground<->worker p99", raw["rtt99"], cey["rtt99"], "us", "(reported)",
-            lambda r: True),
-        Row("worker->pg->worker p50", raw["relay50"], cey["relay50"], "us", "(reported)",
-            lambda r: True),
+            lambda r: True, nats=nat["rtt99"], lower_is_better=True),
+        Row("worker->pg->worker p50", raw["relay50"], cey["relay50"], "us",
+            "<= 1.3x raw, < nats", lambda r: r <= 1.3, nats=nat["relay50"],
+            lower_is_better=True, beat_nats=True),
         Row("worker->pg->worker p99", raw["relay99"], cey["relay99"], "us", "(reported)",
-            lambda r: True),
-        Row("one-way into @on (msg/s)", raw["oneway"], cey["oneway"], "msg/s", ">= 0.5x raw",
-            lambda r: r >= 0.5),
-        Row("broadcast to 10", raw["fan10"], cey["fan10"], "dlv/s", ">= 0.5x, 0 lost",
-            lambda r: r >= 0.5 and zero_lost),
-        Row("broadcast to 100", raw["fan100"], cey["fan100"], "dlv/s", ">= 0.5x, 0 lost",
-            lambda r: r >= 0.5 and zero_lost),
-        Row("1,000 agents join (s)", raw["join"], cey["join"], "s", "< 2 s",
-            lambda r, v=cey["join"]: v < 2.0),
-        Row("playground RSS, 1,000 agents", raw["rss"], cey["rss"], "MB", "< 80 MB",
-            lambda r, v=cey["rss"]: v < 80.0),
-        Row("CPU, 100 idle agents", float("nan"), cpu, "%core", "< 2%",
-            lambda r, v=cpu: v < 2.0),
+            lambda r: True, nats=nat["relay99"], lower_is_better=True),
+        Row("one-way into @on (msg/s)", raw["oneway"], cey["oneway"], "msg/s",
+            ">= 0.6x raw, > nats", lambda r: r >= 0.6, nats=nat["oneway"], beat_nats=True),
+        Row("worker->pg->worker one-way (msg/s)", raw["relay_oneway"], cey["relay_oneway"],
+            "msg/s", ">= 0.5x raw, > nats", lambda r: r >= 0.5, nats=nat["relay_oneway"],
+            beat_nats=True),
+        Row("broadcast to 10", raw["fan10"], cey["fan10"], "dlv/s", ">= 0.7x, 0 lost, > nats",
+            lambda r: r >= 0.7 and none_lost(10), nats=nat["fan10"], beat_nats=True),
+        Row("broadcast to 100", raw["fan100"], cey["fan100"], "dlv/s",
+            ">= 0.7x, 0 lost, > nats", lambda r: r >= 0.7 and none_lost(100),
+            nats=nat["fan100"], beat_nats=True),
+        Row("1,000 agents join (s)", raw["join"], cey["join"], "s", "< 1 s",
+            lambda r, v=cey["join"]: v < 1.0, lower_is_better=True),
+        Row("playground RSS, 1,000 agents", raw["rss"], cey["rss"], "MB", "< 60 MB",
+            lambda r, v=cey["rss"]: v < 60.0, lower_is_better=True),
+        Row("CPU, 100 idle agents", NAN, cpu, "%core", "< 1%",
+            lambda r, v=cpu: v < 1.0, lower_is_better=True),
     ]  # fmt: skip
     if lost:
-        print("  LOST: " + "; ".join(lost), file=sys.stderr)
+        print("  LOST: " + "; ".join(f"{impl} to {n}: {count} lost (over all runs)"
+                                     for (impl, n), count in lost.items()))  # fmt: skip
     return rows
 
 
@@ -389,18 +501,40 @@ def fmt(value: float) -> str:
 
 
 def print_table(title: str, rows: list[Row]) -> None:
-    header = f"| {'metric':<34} | {'raw':>12} | {'ceylon':>12} | {'unit':<6} | {'ratio':>6} | "
-    header += f"{'target':<20} | met |"
+    with_nats = any(row.nats == row.nats for row in rows)
+    header = f"| {'metric':<34} | {'raw':>12} | {'ceylon':>12} | "
+    if with_nats:
+        header += f"{'nats':>12} | "
+    header += f"{'unit':<6} | {'ratio':>6} | "
+    if with_nats:
+        header += f"{'vs nats':<13} | "
+    header += f"{'target':<24} | met |"
     print(f"\n### {title}\n")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for row in rows:
-        met = "yes" if row.ok(row.ratio) else "NO"
+        met = "yes" if row.met else "NO"
         ratio = f"{row.ratio:>5.2f}x" if row.ratio == row.ratio else f"{'-':>6}"
-        print(
-            f"| {row.metric:<34} | {fmt(row.raw):>12} | {fmt(row.ceylon):>12} | "
-            f"{row.unit:<6} | {ratio} | {row.target:<20} | {met:<3} |"
-        )
+        line = f"| {row.metric:<34} | {fmt(row.raw):>12} | {fmt(row.ceylon):>12} | "
+        if with_nats:
+            line += f"{fmt(row.nats):>12} | "
+        line += f"{row.unit:<6} | {ratio} | "
+        if with_nats:
+            beats = row.beats_nats
+            versus = "-" if beats is None else (
+                f"{row.nats_ratio:.2f}x {'better' if beats else 'worse'}")  # fmt: skip
+            line += f"{versus:<13} | "
+        print(line + f"{row.target:<24} | {met:<3} |")
+
+
+def nats_versions() -> str:
+    """'nats-server vX, nats-py Y' of the installed bench extra."""
+    import importlib.metadata
+
+    server = Process([str(server_binary()), "--version"], cwd=ROOT)
+    server.wait(timeout=30)
+    client = importlib.metadata.version("nats-py")
+    return f"{server.output().strip()}, nats-py {client}"
 
 
 def main() -> int:
@@ -424,6 +558,11 @@ def main() -> int:
         f"Ceylon benchmarks on {loop_name()}, Python {sys.version.split()[0]}, "
         f"median of {args.repeat} runs; ratio = ceylon / raw"
     )
+    if "agents" in (args.suites or list(SUITES)):
+        print(
+            f"NATS: {nats_versions()}, the server pinned to one CPU with GOMAXPROCS=1; "
+            "vs nats = ceylon / nats, and which does better"
+        )
     for name in args.suites or list(SUITES):
         print_table(name, SUITES[name](args))
     print(f"\n(bench took {time.monotonic() - started:.0f} s)")

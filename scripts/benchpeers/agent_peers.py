@@ -217,6 +217,37 @@ async def receivers(args: argparse.Namespace) -> None:
     await asyncio.sleep(3600)  # stay connected until the driver stops this process
 
 
+class Sink(BaseAgent):
+    """Counts the ticks sent to it by name; reports msgs/s over the first --seconds."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__("sink", role="sink")
+        self.seconds = seconds
+        self.ticks = 0
+        self.first_tick = 0.0
+        self.done = asyncio.Event()
+
+    @on(Tick)
+    async def tick(self, message: Tick) -> None:
+        self.ticks += 1
+        if self.ticks == 1:
+            self.first_tick = time.perf_counter()
+        elif self.ticks % 1024 == 0 and not self.done.is_set():
+            elapsed = time.perf_counter() - self.first_tick
+            if elapsed >= self.seconds:
+                result(msgs_per_s=self.ticks / elapsed, count=self.ticks, seconds=elapsed)
+                self.done.set()
+
+
+async def sink(args: argparse.Namespace) -> None:
+    agent = Sink(args.seconds)
+    await agent.connect(f"{HOST}:{args.port}")
+    print("ready", flush=True)
+    async with asyncio.timeout(args.seconds * 4 + 60):
+        await agent.done.wait()
+    await asyncio.sleep(3600)  # stay connected until the driver stops this process
+
+
 async def swarm(args: argparse.Namespace) -> None:
     agents = [BaseAgent(f"s{args.first + i}", role="idle") for i in range(args.agents)]
     print("ready", flush=True)
@@ -241,7 +272,11 @@ def frames_of(buf: bytearray) -> tuple[list[bytes], int]:
 
 
 async def raw_relay(args: argparse.Namespace) -> None:
-    """Frames are msgpack [target index, payload]; each is forwarded to that client."""
+    """Frames are msgpack [target index, payload]; each is forwarded to that client.
+
+    A client's index is the order it connected in. After each read, the relay waits for
+    the clients it wrote to (drain), so a fast sender is held to the pace of its target.
+    """
     clients: list[asyncio.StreamWriter] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -251,9 +286,13 @@ async def raw_relay(args: argparse.Namespace) -> None:
             buf += data
             frames, used = frames_of(buf)
             del buf[:used]
+            targets = set()
             for frame in frames:
                 target, _ = msgpack.unpackb(frame)
                 clients[target].write(HEADER.pack(len(frame)) + frame)
+                targets.add(target)
+            for target in targets:
+                await clients[target].drain()
 
     server = await asyncio.start_server(handle, HOST, 0)
     listening(server.sockets[0].getsockname()[1])
@@ -284,6 +323,61 @@ async def raw_relay_pair(args: argparse.Namespace) -> None:
         if seq >= args.warmup:
             samples.append(elapsed)
     result(**percentiles(samples))
+
+
+async def raw_relay_sink(args: argparse.Namespace) -> None:
+    """Joins the relay first (index 0, proven by a frame to itself), then counts the
+    frames relayed to it; reports msgs/s over the first --seconds."""
+    reader, writer = await asyncio.open_connection(HOST, args.port)
+    hello = msgpack.packb([0, "hello"])
+    writer.write(HEADER.pack(len(hello)) + hello)
+    await reader.readexactly(4 + len(hello))
+    print("ready", flush=True)
+    unpackb = msgpack.unpackb
+    buf = bytearray()
+    count, started = 0, 0.0
+    deadline = time.monotonic() + args.seconds * 4 + 60
+    while time.monotonic() < deadline:
+        data = await reader.read(262144)
+        if not data:
+            break
+        if not started:
+            started = time.perf_counter()
+        buf += data
+        frames, used = frames_of(buf)
+        del buf[:used]
+        for frame in frames:
+            unpackb(frame)
+        count += len(frames)
+        elapsed = time.perf_counter() - started
+        if elapsed >= args.seconds:
+            result(msgs_per_s=count / elapsed, count=count, seconds=elapsed)
+            break
+    await asyncio.sleep(3600)  # stay connected until the driver stops this process
+
+
+async def raw_relay_source(args: argparse.Namespace) -> None:
+    """Sends frames [0, tick] through the relay to the sink, for up to 3x --seconds."""
+    reader, writer = await asyncio.open_connection(HOST, args.port)
+    await sleep_until(args.start_at)
+    pack = msgpack.Packer().pack
+    stop_at = time.monotonic() + args.seconds * 3
+    seq = 0
+    try:
+        while time.monotonic() < stop_at:
+            frames = []
+            for _ in range(256):
+                payload = pack([0, {"seq": seq, "sent_at": time.time(), "text": TEXT}])
+                frames.append(HEADER.pack(len(payload)))
+                frames.append(payload)
+                seq += 1
+            writer.write(b"".join(frames))
+            await writer.drain()
+            await asyncio.sleep(0)
+    except ConnectionError:
+        pass
+    result(sent=seq, started_at=args.start_at)
+    await asyncio.sleep(3600)  # keep the connection until the driver has its results
 
 
 async def raw_fanout(args: argparse.Namespace) -> None:
@@ -406,9 +500,12 @@ ROLES = {
     "echo": echo,
     "source": source,
     "receivers": receivers,
+    "sink": sink,
     "swarm": swarm,
     "raw-relay": raw_relay,
     "raw-relay-pair": raw_relay_pair,
+    "raw-relay-sink": raw_relay_sink,
+    "raw-relay-source": raw_relay_source,
     "raw-fanout": raw_fanout,
     "raw-sinks": raw_sinks,
     "raw-source": raw_source,
