@@ -256,7 +256,12 @@ class Connection(asyncio.Protocol):
         self._transport = transport
         self.remote_address = transport.get_extra_info("peername")
         self._log = logger.bind(peer=str(self.remote_address))
-        transport.set_write_buffer_limits(high=self.options.write_high_water)
+        # Congestion ends in resume_writing(), so the socket must pause before the
+        # connection can be congested: its high-water mark stays under half the bound.
+        options = self.options
+        transport.set_write_buffer_limits(
+            high=min(options.write_high_water, options.max_pending_bytes // 2)
+        )
         self._flush()
 
     def data_received(self, data: bytes) -> None:

@@ -17,8 +17,9 @@ bound is *congested*; then, by `RouterOptions.slow_consumer`:
   disconnected with the reason "slow consumer". Meanwhile a sender that has added more
   than `pause_share` bytes to its queue is paused (TCP backpressure), so a flood waits
   for a receiver that is merely behind; a sender sending little is never paused, and
-  no sender waits for one receiver longer than `grace`. A queue that reaches
-  `max_buffer` is cut at once.
+  no sender waits for one receiver longer than `grace` (nor half its heartbeat
+  timeout: its Pings wait unread meanwhile), and each is paused once per episode. A
+  queue that reaches `max_buffer` is cut at once.
 * ``"drop"``: what would be queued for it is dropped instead, counted, and the count
   sent to it (a `Dropped` record) once it has caught up; nobody is ever paused.
 """
@@ -89,12 +90,15 @@ _DISCONNECT: Final = SlowConsumerPolicy.DISCONNECT
 class _Congestion:
     """A congested receiver: who added what since, who is paused, the grace timer."""
 
-    __slots__ = ("shares", "paused", "timer", "dropped")
+    __slots__ = ("shares", "paused", "released", "timer", "release_timer", "dropped")
 
     def __init__(self) -> None:
         self.shares: collections.Counter[str] = collections.Counter()
         self.paused: set[str] = set()
+        #: senders paused once already and let go: not paused again for this receiver
+        self.released: set[str] = set()
         self.timer: asyncio.TimerHandle | None = None
+        self.release_timer: asyncio.TimerHandle | None = None
         self.dropped = 0
 
 
@@ -279,10 +283,27 @@ class Router:
             return False
         shares = congestion.shares
         shares[origin] += size
-        if shares[origin] > self.options.pause_share and origin not in congestion.paused:
+        if (
+            shares[origin] > self.options.pause_share
+            and origin not in congestion.paused
+            and origin not in congestion.released
+        ):
             congestion.paused.add(origin)
             source.pause_reading()
+            if congestion.release_timer is None:
+                # A paused sender's Pings wait unread too: let it go well before its
+                # heartbeat timeout, and never later than the grace period.
+                hold = min(self.options.grace, source.options.heartbeat_timeout / 2)
+                loop = asyncio.get_running_loop()
+                congestion.release_timer = loop.call_later(hold, self._release, conn)
         return True
+
+    def _release(self, conn: Connection) -> None:
+        congestion = self._congested.get(conn)
+        if congestion is None:
+            return
+        congestion.release_timer = None
+        self._resume_senders(congestion)
 
     def _congestion(self, conn: Connection, congested: bool) -> None:
         if not congested:
@@ -297,8 +318,12 @@ class Router:
 
     def _expired(self, conn: Connection) -> None:
         congestion = self._congested.get(conn)
-        if congestion is not None:
-            congestion.timer = None
+        if congestion is None:
+            return
+        congestion.timer = None
+        if conn.closed:  # gone meanwhile (a heartbeat timeout): nothing to cut
+            self._end_congestion(conn)
+        else:
             self._cut(conn, f"congested for more than {self.options.grace:g} s")
 
     def _cut(self, conn: Connection, why: str) -> None:
@@ -318,9 +343,16 @@ class Router:
             return
         if congestion.timer is not None:
             congestion.timer.cancel()
+        if congestion.release_timer is not None:
+            congestion.release_timer.cancel()
+        self._resume_senders(congestion)
+        if congestion.dropped and not conn.closed:
+            conn.send_dropped(congestion.dropped)
+
+    def _resume_senders(self, congestion: _Congestion) -> None:
         for key in congestion.paused:
             source = self._conns.get(key)
             if source is not None:
                 source.resume_reading()
-        if congestion.dropped and not conn.closed:
-            conn.send_dropped(congestion.dropped)
+        congestion.released |= congestion.paused
+        congestion.paused.clear()
