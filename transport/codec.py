@@ -23,8 +23,7 @@ from typing import Any, Final
 import msgpack
 
 from .errors import DecodeError, EncodeError, TagConflictError, UnknownTypeError
-from .limits import DEFAULT_LIMITS, DecodeLimits
-from .limits import unpack as _unpack
+from .limits import DEFAULT_LIMITS, DecodeLimits, unpacker
 
 __all__ = [
     "MAX_NESTING",
@@ -319,6 +318,7 @@ class Codec:
         self._depth = 0
         self._decode_depth = 0
         self._tag_bytes: dict[str, bytes] = {}
+        self._unpack = unpacker(limits, self._ext_hook)
         # Read on every message: looked up here once rather than through the registry.
         self._specs = self.registry.by_type
         self._by_tag = self.registry.by_tag
@@ -461,6 +461,20 @@ class Codec:
             DecodeError: the body is not msgpack, is over a decode limit, or is not what
                 the tag requires.
         """
+        spec = self._by_tag.get(tag)
+        if spec is not None and spec.direct:  # the common case, inlined: one call deep
+            self._decode_depth = 0
+            try:
+                value = self._unpack(body)
+            except DecodeError as exc:
+                if exc.tag is None and type(exc) is DecodeError:
+                    raise DecodeError(tag, exc.reason) from None
+                raise
+            if type(value) is dict and value.keys() == spec.allowed:
+                obj: Any = _new_object(spec.cls)
+                obj.__dict__ = value
+                return obj
+            return spec.build(value)
         return self.build(tag, self.unpack(body, tag))
 
     def build(self, tag: str, value: Any) -> Any:
@@ -492,14 +506,14 @@ class Codec:
         """
         self._decode_depth = 0
         try:
-            return _unpack(data, self.limits, self._ext_hook)
+            return self._unpack(data)
         except DecodeError as exc:
             if exc.tag is None and tag is not None and type(exc) is DecodeError:
                 raise DecodeError(tag, exc.reason) from None
             raise
 
     def _unpack_nested(self, data: bytes, expected: type) -> Any:
-        value = _unpack(data, self.limits, self._ext_hook)
+        value = self._unpack(data)
         if type(value) is not expected:
             raise DecodeError(
                 None, f"extension holds {type(value).__name__}, not {expected.__name__}"

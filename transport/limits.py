@@ -23,6 +23,7 @@ about 20 for the worst shape of short strings; an over-limit document raises
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -30,7 +31,7 @@ import msgpack
 
 from .errors import DecodeError
 
-__all__ = ["DEFAULT_LIMITS", "DecodeLimits", "unpack"]
+__all__ = ["DEFAULT_LIMITS", "DecodeLimits", "unpack", "unpacker"]
 
 # Bytes that may start an array or a map: fixmap, fixarray, array16/32, map16/32.
 _CONTAINER_BYTES: Final = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
@@ -113,35 +114,72 @@ def unpack(
     Raises:
         DecodeError: not msgpack, or over a limit (the message names which).
     """
+    if ext_hook is None:
+        return _plain(limits)(data)
+    return unpacker(limits, ext_hook)(data)
+
+
+def unpacker(
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    ext_hook: Callable[[int, bytes], Any] | None = None,
+) -> Callable[[bytes | bytearray | memoryview], Any]:
+    """`unpack` with its arguments bound, for decoding many documents: a document no
+    bigger than `DecodeLimits.scan_above` takes one call with fixed limits (those of
+    the largest such document), which is most of what an agent receives."""
+    unpackb = msgpack.unpackb
+    small = limits.scan_above
+    cap = limits.max_elements(small)
+    if ext_hook is None:
+        hook: Callable[[int, bytes], Any] = _no_extensions
+    else:
+        hook = ext_hook
+
+    def unpack_one(data: bytes | bytearray | memoryview) -> Any:
+        # The small case spells its arguments out: msgpack parses keywords per call,
+        # and merging a dict of them costs as much as the decoding itself.
+        try:
+            if len(data) <= small:
+                return unpackb(
+                    data, strict_map_key=False, max_array_len=cap, max_map_len=cap, ext_hook=hook
+                )
+            return unpackb(data, strict_map_key=False, ext_hook=hook, **_large(data, limits))
+        except DecodeError:
+            raise
+        except (ValueError, TypeError, OverflowError, RecursionError, msgpack.StackError) as exc:
+            raise _refusal(exc) from None
+
+    return unpack_one
+
+
+@functools.lru_cache(maxsize=16)
+def _plain(limits: DecodeLimits) -> Callable[[bytes | bytearray | memoryview], Any]:
+    return unpacker(limits)
+
+
+def _no_extensions(code: int, data: bytes) -> Any:
+    raise DecodeError(None, f"extension values are not accepted here (type {code})")
+
+
+def _large(data: bytes | bytearray | memoryview, limits: DecodeLimits) -> dict[str, Any]:
     size = len(data)
     cap = limits.max_elements(size)
-    options: dict[str, Any] = {
-        "strict_map_key": False,
-        "max_array_len": cap,
-        "max_map_len": cap,
-    }
-    if ext_hook is not None:
-        options["ext_hook"] = ext_hook
-    else:
-        options["max_ext_len"] = 0
-    if size > limits.scan_above:
-        budget = limits.max_containers(size)
-        if container_bound(data) > budget:
-            counter = _Budget(budget)
-            options["object_hook"] = counter
-            options["list_hook"] = counter
-    try:
-        return msgpack.unpackb(data, **options)
-    except DecodeError:
-        raise
-    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.StackError) as exc:
-        # msgpack reports malformed input and exceeded limits as ValueError subclasses
-        # (UnicodeDecodeError among them), unhashable keys as TypeError. The message
-        # names the problem, never the values.
-        text = _describe(exc)
-        if "exceeds" in text or isinstance(exc, msgpack.StackError):
-            raise DecodeError(None, f"over a decode limit: {text or type(exc).__name__}") from None
-        raise DecodeError(None, f"not msgpack: {type(exc).__name__}: {text}") from None
+    options: dict[str, Any] = {"max_array_len": cap, "max_map_len": cap}
+    budget = limits.max_containers(size)
+    if container_bound(data) > budget:
+        counter = _Budget(budget)
+        options["object_hook"] = counter
+        options["list_hook"] = counter
+    return options
+
+
+def _refusal(exc: BaseException) -> DecodeError:
+    # msgpack reports malformed input and exceeded limits as ValueError subclasses
+    # (UnicodeDecodeError among them), unhashable keys as TypeError. The message names
+    # the problem, never the values.
+    text = _describe(exc)
+    if "exceeds" in text or isinstance(exc, msgpack.StackError):
+        return DecodeError(None, f"over a decode limit: {text or type(exc).__name__}")
+    return DecodeError(None, f"not msgpack: {type(exc).__name__}: {text}")
 
 
 def _describe(exc: BaseException) -> str:

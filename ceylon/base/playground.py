@@ -435,7 +435,9 @@ class BasePlayGround(BaseAgent):
         detail = self.directory.find(origin)
         if detail is None:  # left while its messages were on the way
             return
-        if target is not None and any(tag.startswith(system.SYSTEM_PREFIX) for tag, _ in pairs):
+        if target is not None and any(
+            tag.startswith(system.SYSTEM_PREFIX) for tag in {tag for tag, _ in pairs}
+        ):
             requests = [p for p in pairs if p[0].startswith(system.SYSTEM_PREFIX)]
             self.router.messages_routed -= len(requests)  # runtime, not application ones
             conn = self.router.connection(origin)
