@@ -13,11 +13,14 @@ from transport import ConnectionClosed, HandshakeError
 from .base import Admin, BaseAgent, BasePlayGround, Worker, register
 from .config import Settings
 from .errors import (
+    AgentLeftError,
     AgentNotFoundError,
+    AskTimeout,
     CeylonError,
     HandlerSignatureError,
     NotConnectedError,
     PluginError,
+    RemoteHandlerError,
     WorkersMissingError,
 )
 from .handlers import on, on_connect, on_disconnect, on_run
@@ -26,7 +29,9 @@ from .peer import AgentDetail, PeerMode
 __all__ = [
     "Admin",
     "AgentDetail",
+    "AgentLeftError",
     "AgentNotFoundError",
+    "AskTimeout",
     "BaseAgent",
     "BasePlayGround",
     "CeylonError",
@@ -36,6 +41,7 @@ __all__ = [
     "NotConnectedError",
     "PeerMode",
     "PluginError",
+    "RemoteHandlerError",
     "Settings",
     "Worker",
     "WorkersMissingError",

@@ -68,16 +68,29 @@ def invoke(
     return func(message, **kwargs) if spec.bound else func(owner, message, **kwargs)
 
 
+#: Hears how the handlers of an asked message ended: (the first value one returned that
+#: is not None, or None; the exception one raised, or None).
+AnswerCallback = Callable[[Any, "BaseException | None"], None]
+
+
 class Batch:
     """Messages of one sender that arrived together."""
 
-    __slots__ = ("items", "sender", "now", "origin")
+    __slots__ = ("items", "sender", "now", "origin", "answer")
 
-    def __init__(self, items: list[Item], sender: AgentDetail, now: int, origin: str) -> None:
+    def __init__(
+        self,
+        items: list[Item],
+        sender: AgentDetail,
+        now: int,
+        origin: str,
+        answer: AnswerCallback | None = None,
+    ) -> None:
         self.items = items
         self.sender = sender
         self.now = now
         self.origin = origin
+        self.answer = answer
 
 
 class _Queue:
@@ -132,14 +145,25 @@ class Dispatcher:
         if specs:
             self.submit_batch([(specs, message)], sender, now, origin)
 
-    def submit_batch(self, items: list[Item], sender: AgentDetail, now: int, origin: str) -> None:
-        """Queue messages from `sender`, in order, behind that sender's earlier ones."""
+    def submit_batch(
+        self,
+        items: list[Item],
+        sender: AgentDetail,
+        now: int,
+        origin: str,
+        answer: AnswerCallback | None = None,
+    ) -> None:
+        """Queue messages from `sender`, in order, behind that sender's earlier ones.
+
+        With `answer` (an asked message), it hears what the handlers returned or raised
+        once they are done.
+        """
         if self._closed or not items:
             return
         queue = self._queues.get(sender.id)
         if queue is None:
             queue = self._queues[sender.id] = _Queue()
-        queue.batches.append(Batch(items, sender, now, origin))
+        queue.batches.append(Batch(items, sender, now, origin, answer))
         count = self._pending[origin] = self._pending.get(origin, 0) + len(items)
         self._idle.clear()
         if count > self.max_pending and origin not in self._paused:
@@ -155,19 +179,31 @@ class Dispatcher:
         try:
             while batches:
                 batch = batches[0]
-                sender, now = batch.sender, batch.now
+                sender, now, answer = batch.sender, batch.now, batch.answer
                 for specs, message in batch.items:
                     for spec in specs:
                         try:
-                            await invoke(spec, owner, message, sender, now)
-                        except Exception:
+                            result = await invoke(spec, owner, message, sender, now)
+                        except Exception as exc:
                             self._failed(spec, message, sender)
-                        except asyncio.CancelledError:
+                            if answer is not None:
+                                answer(None, exc)
+                                answer = None
+                        except asyncio.CancelledError as exc:
                             if self._closed:
                                 raise  # close() is stopping us
                             self._cancelled(spec, message, sender)
+                            if answer is not None:
+                                answer(None, exc)
+                                answer = None
+                        else:
+                            if answer is not None and result is not None:
+                                answer(result, None)
+                                answer = None
                         if self._closed:  # a handler stopped the agent
                             return
+                if answer is not None:
+                    answer(None, None)
                 batches.popleft()
                 self._done(batch.origin, len(batch.items))
         finally:

@@ -4,6 +4,10 @@ The tree::
 
     CeylonError
     ├── AgentNotFoundError        send_message to an unknown id or name    (.target)
+    │   └── AgentLeftError        the asked agent left before it answered  (.target)
+    ├── AskTimeout                ask() got no answer in time    (.target, .timeout)
+    ├── RemoteHandlerError        the asked agent's handler failed
+    │                                             (.target, .type_name, .message)
     ├── WorkersMissingError       play() deadline passed                   (.missing)
     ├── HandlerSignatureError     a bad @on/@on_connect/@on_run signature  (.handler)
     ├── PluginError               a plugin misconfigured or failed         (.plugin)
@@ -18,11 +22,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
+    "AgentLeftError",
     "AgentNotFoundError",
+    "AskTimeout",
     "CeylonError",
     "HandlerSignatureError",
     "NotConnectedError",
     "PluginError",
+    "RemoteHandlerError",
     "WorkersMissingError",
 ]
 
@@ -37,6 +44,35 @@ class AgentNotFoundError(CeylonError, LookupError):
     def __init__(self, target: str) -> None:
         self.target = target
         super().__init__(f"no connected agent has the id or name {target!r}")
+
+
+class AgentLeftError(AgentNotFoundError):
+    """The agent asked left (or this agent lost its playground) before it answered."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        LookupError.__init__(self, f"agent {target!r} left before it answered")
+
+
+class AskTimeout(CeylonError, TimeoutError):
+    """`ask()` got no reply within its timeout."""
+
+    def __init__(self, target: str, timeout: float) -> None:
+        self.target = target
+        self.timeout = timeout
+        super().__init__(f"no reply from {target!r} within {timeout:g} s")
+
+
+class RemoteHandlerError(CeylonError):
+    """The asked agent could not answer: its handler raised, returned nothing, or it had
+    no handler for the message (or could not decode it). Only the exception's type and
+    message cross the wire, never a traceback or values."""
+
+    def __init__(self, target: str, type_name: str, message: str) -> None:
+        self.target = target
+        self.type_name = type_name
+        self.message = message
+        super().__init__(f"{target!r} could not answer a {type_name}: {message}")
 
 
 class WorkersMissingError(CeylonError, TimeoutError):

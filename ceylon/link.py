@@ -42,6 +42,14 @@ class Link(Protocol):
     async def send(self, key: str, message: Any) -> None:
         """Send a direct message, asking the playground who `key` is if needed."""
 
+    async def resolve(self, key: str) -> AgentDetail:
+        """The agent whose id or name is `key` (asking the playground if needed).
+
+        Raises:
+            AgentNotFoundError: no connected agent has that id or name.
+        """
+        ...
+
     async def agents(self) -> list[AgentDetail]:
         """The other agents connected now."""
         ...

@@ -161,6 +161,7 @@ class Session:
         for future in self._requests.values():
             if not future.done():
                 future.set_exception(NotConnectedError(f"connection lost: {reason}"))
+        self.agent.receive_link_lost(reason)
         self._requests.clear()
         self._partial.clear()
         self._forget_known()
@@ -363,6 +364,11 @@ class Session:
 
     async def send(self, key: str, message: Any) -> None:
         conn = self._connection()
+        target = await self.resolve(key)
+        await conn.send(message, target=target.id, sender=self.agent.id)
+
+    async def resolve(self, key: str) -> AgentDetail:
+        self._connection()
         target = self._lookup(key)
         if target is None:  # not known here (yet): ask the playground
             reply = await self._request(system.Resolve(0, key))
@@ -370,7 +376,7 @@ class Session:
                 raise AgentNotFoundError(key)
             target = reply.agent
             self._remember(target)
-        await conn.send(message, target=target.id, sender=self.agent.id)
+        return target
 
     async def agents(self) -> list[AgentDetail]:
         if self.agent.wants_membership:

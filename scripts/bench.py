@@ -224,6 +224,16 @@ def relay_rtt(impl: str, count: int) -> dict[str, float]:
         return result_of(pinger, 120)
 
 
+def ask_rtt(count: int) -> dict[str, float]:
+    """Sequential `ask()` from one worker to another through the hub."""
+    with Cluster([AGENT_PEERS, "hub"]) as cluster:
+        cluster.peer([AGENT_PEERS, "echo"], ready="^ready")
+        asker = cluster.peer(
+            [AGENT_PEERS, "pinger", "--target", "echo", "--ask", "--count", str(count)]
+        )
+        return result_of(asker, 120)
+
+
 def one_way_to_handler(impl: str, seconds: float) -> float:
     if impl == "raw":
         return run_pair(
@@ -344,7 +354,7 @@ def agents_suite(args: argparse.Namespace) -> list[Row]:
             print(f"  agents, {impl}, run {rep + 1}/{args.repeat}", file=sys.stderr)
             if impl == "nats":
                 rtt = nats_rtt(args.rtt_count)
-                for key in ("rtt", "relay"):  # one figure stands beside both round trips
+                for key in ("rtt", "relay", "ask"):  # one figure stands beside each round trip
                     add(impl, f"{key}50", rtt["p50_us"])
                     add(impl, f"{key}99", rtt["p99_us"])
                 oneway = nats_one_way(args.seconds)
@@ -357,6 +367,10 @@ def agents_suite(args: argparse.Namespace) -> list[Row]:
                 relay = relay_rtt(impl, args.rtt_count)
                 add(impl, "relay50", relay["p50_us"])
                 add(impl, "relay99", relay["p99_us"])
+                if impl == "ceylon":
+                    asked = ask_rtt(args.rtt_count)
+                    add(impl, "ask50", asked["p50_us"])
+                    add(impl, "ask99", asked["p99_us"])
                 add(impl, "oneway", one_way_to_handler(impl, args.seconds))
                 add(impl, "relay_oneway", relay_one_way(impl, args.seconds))
             for receivers, messages in ((10, 20_000), (100, 4_000)):
@@ -386,6 +400,11 @@ def agents_suite(args: argparse.Namespace) -> list[Row]:
             lower_is_better=True, beat_nats=True),
         Row("worker->pg->worker p99", raw["relay99"], cey["relay99"], "us", "(reported)",
             lambda r: True, nats=nat["relay99"], lower_is_better=True),
+        Row("ask worker->pg->worker p50", raw["relay50"], cey["ask50"], "us",
+            "(reported), < nats", lambda r: True, nats=nat["ask50"], lower_is_better=True,
+            beat_nats=True),
+        Row("ask worker->pg->worker p99", raw["relay99"], cey["ask99"], "us", "(reported)",
+            lambda r: True, nats=nat["ask99"], lower_is_better=True),
         Row("one-way into @on (msg/s)", raw["oneway"], cey["oneway"], "msg/s",
             ">= 0.6x raw, > nats", lambda r: r >= 0.6, nats=nat["oneway"], beat_nats=True),
         Row("worker->pg->worker one-way (msg/s)", raw["relay_oneway"], cey["relay_oneway"],

@@ -13,10 +13,24 @@ from loguru import logger
 
 from transport import PLAIN_TAG, Codec, DecodeError, UnknownTypeError, default_registry
 
+from ..asking import (
+    ASK_REPLY,
+    ASK_REQUEST,
+    ASK_TAGS,
+    NO_REPLY,
+    RAISED,
+    UNDECODABLE,
+    AskReply,
+    AskRequest,
+    PendingAsks,
+)
+from ..asking import (
+    NO_HANDLER as NO_ASK_HANDLER,
+)
 from ..config import Settings, parse_address
 from ..dispatch import DEFAULT_MAX_PENDING, Dispatcher, Item
 from ..drops import NO_HANDLER, UNKNOWN_TAG, WRONG_FIELDS, AgentStats, DropCounter
-from ..errors import NotConnectedError
+from ..errors import AskTimeout, NotConnectedError
 from ..handlers import HandlerSpec, HandlerTable, pattern_matches, validate_handler
 from ..link import Link
 from ..peer import AgentDetail, PeerMode
@@ -94,6 +108,8 @@ class BaseAgent:
         self._received = 0
         self._dispatcher: Dispatcher | None = None
         self._run_tasks: set[asyncio.Task[Any]] = set()
+        self._asks = PendingAsks()
+        self._replying: set[asyncio.Task[None]] = set()
         self.max_pending = DEFAULT_MAX_PENDING
         self._log = logger.bind(agent=name)
 
@@ -178,7 +194,12 @@ class BaseAgent:
             if tag != last_tag:
                 last_tag, specs = tag, self._handlers_for(tag)
             if not specs:
-                if direct:
+                if tag in ASK_TAGS:  # the runtime's own: off the common path
+                    if items:
+                        self._submit_items(items, sender, origin)
+                        items = []
+                    self._receive_ask(tag, body, sender, direct, origin)
+                elif direct:
                     self._unhandled(tag, sender)
                 continue
             try:
@@ -187,8 +208,135 @@ class BaseAgent:
                 self._dropped(tag, UNKNOWN_TAG, sender, f"nested type {exc.tag} is unknown here")
             except DecodeError as exc:
                 self._dropped(tag, WRONG_FIELDS, sender, exc.reason)
-        if items and self._dispatcher is not None:
+        if items:
+            self._submit_items(items, sender, origin)
+
+    def _submit_items(self, items: list[Item], sender: AgentDetail, origin: str) -> None:
+        if self._dispatcher is not None:
             self._dispatcher.submit_batch(items, sender, int(time.time() * 1000), origin)
+
+    # -- request/reply ---------------------------------------------------------------
+
+    def _receive_ask(
+        self, tag: str, body: bytes, sender: AgentDetail, direct: bool, origin: str
+    ) -> None:
+        if not direct:
+            return  # asks and replies are never broadcast
+        try:
+            wrapper = self._codec.decode(tag, body)
+        except DecodeError as exc:
+            self._dropped(tag, WRONG_FIELDS, sender, exc.reason)
+            return
+        if tag == ASK_REPLY:
+            if not self._asks.answered(sender.id, wrapper):
+                self._log.debug("ignored a late reply from {}", sender.name or sender.id)
+            return
+        assert tag == ASK_REQUEST
+        request: AskRequest = wrapper
+        specs = self._handlers_for(request.tag)
+        if not specs:
+            kind = "no handler for it" if request.tag in default_registry else "type unknown"
+            self._reply(sender, AskReply(request.request, failure=NO_ASK_HANDLER, error=kind))
+            return
+        try:
+            message = self._codec.decode(request.tag, request.body)
+        except DecodeError as exc:  # UnknownTypeError among them
+            failed = AskReply(request.request, failure=UNDECODABLE, error=exc.reason)
+            self._reply(sender, failed)
+            return
+
+        def answer(result: Any, error: BaseException | None) -> None:
+            self._answer_ask(sender, request.request, result, error)
+
+        if self._dispatcher is not None:
+            self._dispatcher.submit_batch(
+                [(specs, message)], sender, int(time.time() * 1000), origin, answer
+            )
+
+    def _answer_ask(
+        self, asker: AgentDetail, number: int, result: Any, error: BaseException | None
+    ) -> None:
+        if error is not None:
+            reply = AskReply(number, failure=RAISED, error_type=type(error).__name__)
+            reply.error = str(error)[:500]
+        elif result is None:
+            reply = AskReply(number, failure=NO_REPLY, error="the handler returned None")
+        else:
+            try:
+                tag, body = self._codec.encode(result)
+            except Exception as exc:  # EncodeError, or a type that cannot be registered
+                text = f"the reply could not be encoded: {exc}"[:500]
+                reply = AskReply(number, failure=RAISED, error_type=type(exc).__name__)
+                reply.error = text
+            else:
+                reply = AskReply(number, tag, body)
+        self._reply(asker, reply)
+
+    def _reply(self, asker: AgentDetail, reply: AskReply) -> None:
+        link = self._link
+        if link is None:
+            return
+        try:
+            if link.send_nowait(asker.id, reply):
+                return
+        except Exception as exc:  # gone, or the reply is over the frame size
+            self._log.warning("could not reply to {}: {}", asker.name or asker.id, exc)
+            return
+        task = asyncio.get_running_loop().create_task(self._send_reply(link, asker, reply))
+        self._replying.add(task)
+        task.add_done_callback(self._replying.discard)
+
+    async def _send_reply(self, link: Link, asker: AgentDetail, reply: AskReply) -> None:
+        try:
+            await link.send(asker.id, reply)
+        except Exception as exc:
+            self._log.warning("could not reply to {}: {}", asker.name or asker.id, exc)
+
+    async def ask(self, target: str, message: Any, timeout: float = 10.0) -> Any:
+        """Send `message` to one agent and return what its handler for it returns.
+
+        The target's ``@on(type(message))`` handler's return value is the reply, encoded
+        and decoded like any message (its type must be registered here: a type named in
+        one of this agent's ``@on`` handlers is, `register()` does it for others). The
+        ask travels as a direct message, in order with this agent's other messages to
+        the target. Cancelling the call drops the reply when it comes.
+
+        Args:
+            target: the agent's id or name (the playground's included).
+            timeout: seconds to wait for the reply.
+
+        Raises:
+            AskTimeout: no reply within `timeout`.
+            AgentNotFoundError: no connected agent has that id or name.
+            AgentLeftError: the target left before it answered.
+            RemoteHandlerError: the target's handler raised (its type and message are
+                given, nothing else), returned None, or it has no handler for the
+                message (or could not decode it).
+            NotConnectedError: the agent has no playground, or lost it meanwhile.
+            EncodeError: the message cannot be encoded.
+            DecodeError: the reply cannot be decoded here (its type is not registered).
+        """
+        link = self._require_link()
+        tag, body = self._codec.encode(message)
+        try:
+            async with asyncio.timeout(timeout):
+                detail = await link.resolve(target)
+                if detail.id == self.id:
+                    raise ValueError("an agent cannot ask itself")
+                number, future = self._asks.open(detail.id, target, type(message).__name__)
+                try:
+                    await link.send(detail.id, AskRequest(number, tag, body))
+                    self._sent += 1
+                    reply_tag, reply_body = await future
+                finally:
+                    self._asks.close(number)
+        except TimeoutError:
+            raise AskTimeout(target, timeout) from None
+        return self._codec.decode(reply_tag, reply_body)
+
+    def receive_link_lost(self, reason: str) -> None:
+        """The link to the playground is gone: every open ask fails (called by the link)."""
+        self._asks.fail_all(NotConnectedError(f"connection lost: {reason}"))
 
     def _receive_plain(
         self, body: bytes, sender: AgentDetail, direct: bool, items: list[Item]
@@ -246,6 +394,8 @@ class BaseAgent:
     def receive_membership(self, detail: AgentDetail, topic: str, *, joined: bool) -> None:
         """Run the on_connect (or, when not `joined`, on_disconnect) handlers matching
         `detail` (called by the agent's link as agents come and go)."""
+        if not joined:
+            self._asks.left(detail.id)
         self._membership(self._table.connect if joined else self._table.disconnect, detail, topic)
 
     def _membership(self, specs: list[HandlerSpec], detail: AgentDetail, topic: str) -> None:

@@ -66,6 +66,12 @@ class _RouterLink:
     async def send(self, key: str, message: Any) -> None:
         self.send_nowait(key, message)
 
+    async def resolve(self, key: str) -> AgentDetail:
+        detail = self.owner.directory.find(key)
+        if detail is None:
+            raise AgentNotFoundError(key)
+        return detail
+
     async def agents(self) -> list[AgentDetail]:
         return [m.detail for m in self.owner.directory]
 

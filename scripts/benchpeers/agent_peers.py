@@ -44,6 +44,13 @@ class Pong:
 
 
 @dataclasses.dataclass
+class Query:
+    """Asked with `ask()`; answered with a Pong."""
+
+    seq: int
+
+
+@dataclasses.dataclass
 class Tick:
     seq: int
     sent_at: float
@@ -134,6 +141,10 @@ class Echo(BaseAgent):
     async def ping(self, message: Ping, agent: AgentDetail) -> None:
         await self.send_message(agent.id, Pong(message.seq))
 
+    @on(Query)
+    async def query(self, message: Query) -> Pong:
+        return Pong(message.seq)
+
 
 async def pinger(args: argparse.Namespace) -> None:
     agent = Pinger("pinger")
@@ -143,8 +154,11 @@ async def pinger(args: argparse.Namespace) -> None:
     for seq in range(args.count + args.warmup):
         agent.reply = loop.create_future()
         started = time.perf_counter()
-        await agent.send_message(args.target, Ping(seq))
-        got = await agent.reply
+        if args.ask:
+            got = (await agent.ask(args.target, Query(seq))).seq
+        else:
+            await agent.send_message(args.target, Ping(seq))
+            got = await agent.reply
         elapsed = time.perf_counter() - started
         assert got == seq
         if seq >= args.warmup:
@@ -524,6 +538,7 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=0)
     parser.add_argument("--first", type=int, default=0, help="number of the first agent")
     parser.add_argument("--target", default="", help="name to send to (default: broadcast)")
+    parser.add_argument("--ask", action="store_true", help="pinger: ask() instead of send")
     parser.add_argument("--start-at", type=float, default=0.0, help="epoch seconds to start")
     args = parser.parse_args()
     logger.remove()
