@@ -150,6 +150,7 @@ class Session:
                 return
             if not await self._reconnect():
                 return
+            self.agent.receive_link_restored()
 
     def _lost(self, conn: Connection) -> None:
         self._connected.clear()

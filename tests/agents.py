@@ -188,3 +188,22 @@ class Sluggard(BaseAgent):
         if cmd.action == "stats":
             stats = self.stats()
             _say(self.name, f"stats handled {self.handled} upstream {stats.dropped_upstream}")
+
+
+class Looper(BaseAgent):
+    """A run loop that says when it starts and then broadcasts a `Note` every `every`
+    seconds (`count` at most per start)."""
+
+    def __init__(self, name: str, role: str = "looper", every: float = 0.05, count: int = 2000):
+        super().__init__(name, role=role)
+        self.every = every
+        self.count = count
+        self.starts = 0
+
+    @on_run()
+    async def loop(self) -> None:
+        self.starts += 1
+        _say(self.name, f"run loop start {self.starts}")
+        for seq in range(self.count):
+            await self.broadcast_message(Note(self.name, seq, "loop"))
+            await asyncio.sleep(self.every)  # the loop's own pace

@@ -107,7 +107,9 @@ class BaseAgent:
         self._sent = 0
         self._received = 0
         self._dispatcher: Dispatcher | None = None
-        self._run_tasks: set[asyncio.Task[Any]] = set()
+        self._run_tasks: dict[asyncio.Task[Any], HandlerSpec] = {}
+        #: run loops the link's loss cut short: they start again when it is back
+        self._interrupted: list[HandlerSpec] = []
         self._asks = PendingAsks()
         self._replying: set[asyncio.Task[None]] = set()
         self.max_pending = DEFAULT_MAX_PENDING
@@ -335,8 +337,20 @@ class BaseAgent:
         return self._codec.decode(reply_tag, reply_body)
 
     def receive_link_lost(self, reason: str) -> None:
-        """The link to the playground is gone: every open ask fails (called by the link)."""
+        """The link to the playground is gone (called by the link): every open ask fails
+        and the run loops are cancelled (`receive_link_restored` starts them again)."""
         self._asks.fail_all(NotConnectedError(f"connection lost: {reason}"))
+        this = asyncio.current_task()  # a run loop that stops its agent finishes stop()
+        for task, spec in list(self._run_tasks.items()):
+            if task is not this:
+                task.cancel()
+                del self._run_tasks[task]
+                self._interrupted.append(spec)
+
+    def receive_link_restored(self) -> None:
+        """The link reconnected and registered anew (called by the link): the run loops
+        start again, from the top."""
+        self._start_run_loops()
 
     def _receive_plain(
         self, body: bytes, sender: AgentDetail, direct: bool, items: list[Item]
@@ -478,16 +492,23 @@ class BaseAgent:
         if self._link is not None:
             self._link.hold(origin, paused)
 
-    def _start_run_loops(self) -> None:
-        if self._run_tasks:
-            return
+    def _start_run_loops(self, specs: list[HandlerSpec] | None = None) -> None:
+        """Start the run loops (`specs`, or all of them once)."""
+        if specs is None:
+            if self._run_tasks:
+                return
+            specs = list(self._table.run)
         loop = asyncio.get_running_loop()
-        for spec in self._table.run:
+        for spec in specs:
             args: tuple[Any, ...] = () if spec.bound else (self,)
             if spec.wants_inputs:
                 args += (b"",)
             task = loop.create_task(self._run_loop(spec, args))
-            self._run_tasks.add(task)
+            self._run_tasks[task] = spec
+            task.add_done_callback(self._run_ended)
+
+    def _run_ended(self, task: asyncio.Task[Any]) -> None:
+        self._run_tasks.pop(task, None)
 
     async def _run_loop(self, spec: HandlerSpec, args: tuple[Any, ...]) -> None:
         try:
@@ -495,7 +516,9 @@ class BaseAgent:
         except asyncio.CancelledError:
             raise
         except NotConnectedError:
-            self._log.info("run loop {} ended: not connected", spec.name)
+            # The link went before it said so: this loop starts again when it is back.
+            self._log.info("run loop {} stopped: not connected", spec.name)
+            self._interrupted.append(spec)
         except Exception:
             self._log.exception("run loop {} raised", spec.name)
 
@@ -503,6 +526,7 @@ class BaseAgent:
         this = asyncio.current_task()  # stop() may come from a run loop or a handler
         tasks = [task for task in self._run_tasks if task is not this]
         self._run_tasks.clear()
+        self._interrupted.clear()
         for task in tasks:
             task.cancel()
         if tasks:

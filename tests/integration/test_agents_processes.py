@@ -146,6 +146,26 @@ async def test_workers_reconnect_to_a_restarted_playground(spawn: Any) -> None:
     await asyncio.to_thread(second.wait_for_lines, joined, seconds(20))
 
 
+def test_a_run_loop_starts_again_after_the_playground_restarts(spawn: Any) -> None:
+    first, address = start_playground(spawn)
+    port = address.rsplit(":", 1)[1]
+    looper = spawn(
+        "-m", "ceylon", "worker", "--connect", address, "--agent", "tests.agents:Looper",
+        "--name", "looper", *BEAT,
+    )  # fmt: skip
+    looper.wait_for_line(r"^looper run loop start 1$", timeout=seconds(20))
+    first.signal(signal.SIGKILL)  # not even a goodbye
+    first.wait(seconds(10))
+    second = spawn("-m", "ceylon", "playground", "--port", port, *BEAT)
+    second.wait_for_line(r"agent looper .*joined", timeout=seconds(20))
+    looper.wait_for_line(r"^looper run loop start 2$", timeout=seconds(10))
+    # and it runs: its broadcasts reach the new playground (counted in its status)
+    status = spawn("-m", "ceylon", "status", "--connect", address, "--once", "--json")
+    routed = json.loads(status.wait_for_line(r"^\{.*", timeout=seconds(20)).group(0))
+    assert routed["messages_routed"] > 0, routed
+    assert "ended" not in looper.output() and "raised" not in looper.output(), looper.output()
+
+
 def test_sigterm_and_sigint_end_processes_in_order(spawn: Any) -> None:
     playground, address = start_playground(spawn)
     worker = start_worker(spawn, address, "A", "--no-reconnect")
