@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import enum
 import importlib
 import ipaddress
 import json
@@ -21,13 +22,14 @@ from typing import Any
 from loguru import logger
 
 import transport
+from transport import TransportError, default_registry
 
 from .base.agent import BaseAgent
 from .base.playground import BasePlayGround
 from .config import DEFAULT_PORT, Settings, parse_address
 from .log import setup_cli_logging
 
-__all__ = ["build_parser", "load_object", "main"]
+__all__ = ["UsageError", "build_parser", "import_modules", "load_object", "main"]
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -49,6 +51,47 @@ def load_object(spec: str) -> Any:
     for part in attribute.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+class UsageError(Exception):
+    """A mistake on the command line: printed as one line, exit 2."""
+
+
+def import_modules(names: Sequence[str]) -> None:
+    """Import the user modules of ``--import`` (the current directory is searched too)
+    and register the dataclasses and enums they define, so messages of those types can
+    be decoded here.
+
+    Raises:
+        UsageError: a module cannot be imported.
+    """
+    if names and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:  # its own import errors too: the user's code, not ours
+            raise UsageError(f"--import {name}: {type(exc).__name__}: {exc}") from None
+        for value in list(vars(module).values()):
+            if not isinstance(value, type) or value.__module__ != module.__name__:
+                continue
+            if dataclasses.is_dataclass(value) or issubclass(value, enum.Enum):
+                try:
+                    default_registry.register(value)
+                except TransportError as exc:  # a tag taken twice
+                    raise UsageError(f"--import {name}: {exc}") from None
+
+
+def _add_import(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module of yours first, so its message types are registered "
+        "(custom task types, say) and its plugins found (repeatable)",
+    )
 
 
 def _add_security(parser: argparse.ArgumentParser, *, server: bool) -> None:
@@ -110,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="host a plugin (repeatable): " + ", ".join(sorted(PLUGINS)) if PLUGINS else "none",
     )
+    _add_import(pg)
     _add_security(pg, server=True)
     _add_liveness(pg)
     group = pg.add_argument_group("slow consumers")
@@ -167,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="how long to keep trying to reach the playground at start (default 30)",
     )
+    _add_import(wk)
     _add_security(wk, server=False)
     _add_liveness(wk)
     wk.set_defaults(run=run_worker)
@@ -231,6 +276,7 @@ async def _until_signalled(*waits: asyncio.Future[Any] | asyncio.Task[Any]) -> N
 
 
 def _make_playground(args: argparse.Namespace) -> BasePlayGround:
+    import_modules(args.imports)
     playground = BasePlayGround(
         name=args.name,
         port=args.port,
@@ -278,6 +324,7 @@ def run_playground(args: argparse.Namespace) -> int:
 
 
 def _make_agent(args: argparse.Namespace) -> BaseAgent:
+    import_modules(args.imports)
     try:
         cls = load_object(args.agent)
     except (ValueError, ImportError, AttributeError) as exc:
@@ -352,5 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_cli_logging(getattr(args, "verbose", False))
     try:
         return int(args.run(args))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 0

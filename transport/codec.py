@@ -301,6 +301,10 @@ class TypeRegistry:
 default_registry: Final = TypeRegistry()
 
 
+def _unbuilt(code: int, data: bytes) -> None:
+    return None
+
+
 class Codec:
     """Encode and decode application messages against one `TypeRegistry`.
 
@@ -319,6 +323,7 @@ class Codec:
         self._decode_depth = 0
         self._tag_bytes: dict[str, bytes] = {}
         self._unpack = unpacker(limits, self._ext_hook)
+        self._peek = unpacker(limits, _unbuilt)
         # Read on every message: looked up here once rather than through the registry.
         self._specs = self.registry.by_type
         self._by_tag = self.registry.by_tag
@@ -494,6 +499,17 @@ class Codec:
         if tag == PLAIN_TAG:
             return value
         raise UnknownTypeError(tag)
+
+    def peek(self, body: bytes) -> dict[str, Any] | None:
+        """The top-level fields of a message body, without building anything: nested
+        registered values come back as None. For saying what a message that could not
+        be decoded was about (its id, say); None when the body is not a map of fields.
+        """
+        try:
+            value = self._peek(body)
+        except DecodeError:
+            return None
+        return value if type(value) is dict else None
 
     def unpack(self, data: bytes | bytearray, tag: str | None = None) -> Any:
         """Decode one msgpack document within `limits`, building the registered types

@@ -202,14 +202,19 @@ class BaseAgent:
                         items = []
                     self._receive_ask(tag, body, sender, direct, origin)
                 elif direct:
-                    self._unhandled(tag, sender)
+                    self._unhandled(tag, body, sender)
                 continue
             try:
                 items.append((specs, decode(tag, body)))
             except UnknownTypeError as exc:
-                self._dropped(tag, UNKNOWN_TAG, sender, f"nested type {exc.tag} is unknown here")
+                detail = f"nested type {exc.tag} is unknown here"
+                self._dropped(tag, UNKNOWN_TAG, sender, detail)
+                if direct:
+                    self._tell_dropped(tag, UNKNOWN_TAG, detail, body, sender)
             except DecodeError as exc:
                 self._dropped(tag, WRONG_FIELDS, sender, exc.reason)
+                if direct:
+                    self._tell_dropped(tag, WRONG_FIELDS, exc.reason, body, sender)
         if items:
             self._submit_items(items, sender, origin)
 
@@ -242,8 +247,14 @@ class BaseAgent:
             return
         try:
             message = self._codec.decode(request.tag, request.body)
-        except DecodeError as exc:  # UnknownTypeError among them
-            failed = AskReply(request.request, failure=UNDECODABLE, error=exc.reason)
+        except UnknownTypeError as exc:
+            error = f"cannot decode it here: type {exc.tag} is not registered in that process"
+            failed = AskReply(request.request, failure=UNDECODABLE, error=error)
+            self._reply(sender, failed)
+            return
+        except DecodeError as exc:
+            error = f"cannot decode it here: {exc.reason}"
+            failed = AskReply(request.request, failure=UNDECODABLE, error=error)
             self._reply(sender, failed)
             return
 
@@ -366,11 +377,43 @@ class BaseAgent:
         elif direct:
             self._dropped(type(value).__name__, NO_HANDLER, sender, "")
 
-    def _unhandled(self, tag: str, sender: AgentDetail) -> None:
+    def _unhandled(self, tag: str, body: bytes, sender: AgentDetail) -> None:
         if tag in default_registry:
             self._dropped(tag, NO_HANDLER, sender, "")
+            self._tell_dropped(tag, NO_HANDLER, "no handler for it here", body, sender)
         else:
-            self._dropped(tag, UNKNOWN_TAG, sender, "the type is not registered here")
+            detail = "the type is not registered here"
+            self._dropped(tag, UNKNOWN_TAG, sender, detail)
+            self._tell_dropped(tag, UNKNOWN_TAG, detail, body, sender)
+
+    def _tell_dropped(
+        self, tag: str, reason: str, detail: str, body: bytes, sender: AgentDetail
+    ) -> None:
+        if type(self).message_dropped is BaseAgent.message_dropped:
+            return  # nobody listens: the fields are not worth decoding
+        try:
+            self.message_dropped(tag, reason, detail, self._codec.peek(body), sender)
+        except Exception:
+            self._log.exception("message_dropped raised; the agent goes on")
+
+    def message_dropped(
+        self,
+        type_name: str,
+        reason: str,
+        detail: str,
+        fields: dict[str, Any] | None,
+        sender: AgentDetail,
+    ) -> None:
+        """Called for each direct message dropped here (it is counted in `stats()` too);
+        override it to tell the sender, say. Does nothing by default.
+
+        Args:
+            type_name: the message's tag (its type's name, unless registered otherwise).
+            reason: "unknown tag", "wrong fields" or "no handler".
+            detail: what went wrong, in words.
+            fields: the message's top-level fields as plain values (nested dataclasses
+                and enums are None), or None if it has none.
+        """
 
     def _dropped(self, type_name: str, reason: str, sender: AgentDetail, detail: str) -> None:
         self._log.warning(

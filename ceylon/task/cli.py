@@ -36,6 +36,7 @@ import transport
 from ..base.agent import BaseAgent
 from ..cli import EXIT_FAILED, load_object
 from ..config import parse_address
+from ..errors import AskTimeout, RemoteHandlerError
 from ..handlers import on
 from ..testing import Process, python_command
 from .data import GroupAccepted, GroupDone, SubmitGroup, TaskGroup, TaskStatus, TaskStatusUpdate
@@ -173,15 +174,12 @@ class _Submitter(BaseAgent):
     def __init__(self, manager: TaskManager) -> None:
         super().__init__(f"task-runner-{id(self):x}", role="task-runner")
         self.manager = manager
-        self.accepted: dict[int, asyncio.Future[GroupAccepted]] = {}
         self.groups_done: set[str] = set()
         self.changed = asyncio.Event()
 
     @on(GroupAccepted)
     async def _accepted(self, reply: GroupAccepted) -> None:
-        future = self.accepted.get(reply.request)
-        if future is not None and not future.done():
-            future.set_result(reply)
+        pass  # the reply to an ask(): handled here so that it is registered
 
     @on(TaskStatusUpdate)
     async def _update(self, update: TaskStatusUpdate) -> None:
@@ -205,29 +203,36 @@ async def _run_remote(args: argparse.Namespace, groups: list[TaskGroup], console
     manager = TaskManager()
     manager.add_groups(groups)  # mirrored here: goals and progress are evaluated locally
     runner = _Submitter(manager)
+    deadline = time.monotonic() + args.timeout  # the only deadline of the run
     await runner.connect(parse_address(args.connect), token=args.token)
-    loop = asyncio.get_running_loop()
     try:
         for request, group in enumerate(groups, 1):
-            runner.accepted[request] = loop.create_future()
             submit = SubmitGroup(
                 request, group.name, group.description, group.subtasks, group.dependencies,
-                group.depends_on, group.priority, group.task_id,
+                group.depends_on, group.priority, group.task_id, group.task_timeout,
             )  # fmt: skip
             playground = runner.connected_playground
             assert playground is not None
-            await runner.send_message(playground.id, submit)
-            async with asyncio.timeout(30):
-                reply = await runner.accepted[request]
-            if reply.error:
-                console.print(f"[red]refused: {reply.error}")
+            try:
+                reply = await runner.ask(playground.id, submit, timeout=_left(deadline))
+            except RemoteHandlerError as exc:
+                console.print(f"[red]refused: group {group.name!r}: {exc.message}")
                 return EXIT_FAILED
-        await _follow(manager, len(manager.tasks), manager.all_done, console, args.timeout)
+            except AskTimeout:
+                raise TimeoutError from None
+            if reply.error:
+                console.print(f"[red]refused: group {group.name!r}: {reply.error}")
+                return EXIT_FAILED
+        await _follow(manager, len(manager.tasks), manager.all_done, console, _left(deadline))
         stats = manager_statistics(manager)
         console.print(_table(stats, groups))
         return 0 if not manager.failed_tasks else EXIT_FAILED
     finally:
         await runner.stop()
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 def manager_statistics(manager: TaskManager) -> TaskStatistics:

@@ -68,6 +68,10 @@ class TaskMessage:
     status: TaskStatus = TaskStatus.PENDING
     metadata: dict[str, Any] | None = None
     result: Any = None
+    #: seconds the task may run before it is cancelled and counts as failed (then
+    #: retried by the playground's retry rules); None: the group's or the playground's
+    #: default, if any
+    timeout: float | None = None
 
 
 #: Decides whether a group's goal is met: (task groups by task_id, completed tasks by task_id).
@@ -111,6 +115,8 @@ class TaskGroup:
     required_by: list[str] = dataclasses.field(default_factory=list)
     status: TaskStatus = TaskStatus.PENDING
     priority: int = 1
+    #: the `TaskMessage.timeout` of its tasks that set none
+    task_timeout: float | None = None
 
 
 @dataclasses.dataclass
@@ -144,7 +150,8 @@ class TaskStatusUpdate:
 class SubmitGroup:
     """Ask a playground hosting the task plugin to run a group (no goal: it stays with you).
 
-    The playground answers `GroupAccepted`, then forwards every `TaskStatusUpdate` of the
+    Sent with `ask()`, it is answered by a `GroupAccepted` (or a `RemoteHandlerError` if
+    the playground cannot decode it); then the playground forwards every `TaskStatusUpdate` of the
     group's tasks and finally a `GroupDone`.
     """
 
@@ -156,6 +163,7 @@ class SubmitGroup:
     depends_on: list[str] = dataclasses.field(default_factory=list)
     priority: int = 1
     group_id: str = ""
+    task_timeout: float | None = None
 
 
 @dataclasses.dataclass

@@ -21,6 +21,8 @@ class TaskPlayGround(BasePlayGround):
         max_retries: how many more times a task that raised is tried.
         role_timeout: seconds a task may wait for a worker of its role to exist before it
             fails; None (the default) waits, with a warning.
+        task_timeout: seconds a task may run when neither it (`TaskMessage.timeout`) nor
+            its group (`TaskGroup.task_timeout`) says; None (the default): no limit.
     """
 
     def __init__(
@@ -30,10 +32,11 @@ class TaskPlayGround(BasePlayGround):
         *,
         max_retries: int = 0,
         role_timeout: float | None = None,
+        task_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(name=name, port=port, **kwargs)
-        self.task_plugin = TaskPlugin(max_retries=max_retries, role_timeout=role_timeout)
+        self.task_plugin = TaskPlugin(max_retries, role_timeout, task_timeout)
         self.add_plugin(self.task_plugin)
 
     @property

@@ -46,15 +46,25 @@ class TaskPlugin(Plugin):
         max_retries: how many more times a task that raised is tried.
         role_timeout: seconds a ready task may wait for a worker of its role to exist;
             then it fails with a clear error. None waits for ever (with a warning).
+        task_timeout: the `TaskMessage.timeout` of tasks whose task and group set none
+            (None: no limit).
     """
 
     name = "tasks"
 
-    def __init__(self, max_retries: int = 0, role_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        max_retries: int = 0,
+        role_timeout: float | None = None,
+        task_timeout: float | None = None,
+    ) -> None:
         super().__init__()
+        if task_timeout is not None and task_timeout <= 0:
+            raise ValueError(f"task_timeout must be positive, got {task_timeout}")
         self.manager = TaskManager()
         self.assigner = Assigner(max_retries)
         self.role_timeout = role_timeout
+        self.task_timeout = task_timeout
         self._names: dict[str, str] = {}  # worker id -> name
         self._watchers: dict[str, str] = {}  # group id -> id of the agent that submitted it
         self._changed = asyncio.Event() if _in_loop() else None
@@ -131,6 +141,8 @@ class TaskPlugin(Plugin):
     def _dispatch(self, assignments: list[Assignment]) -> None:
         for task_id, worker_id in assignments:
             task = self.manager.tasks[task_id]
+            if task.timeout is None:
+                task.timeout = self.manager.group_of(task_id).task_timeout or self.task_timeout
             self.manager.started(task_id, self._names.get(worker_id, worker_id))
             try:
                 self._pg.send_message_nowait(worker_id, task)
@@ -176,7 +188,9 @@ class TaskPlugin(Plugin):
             if group.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
                 self._pg.send_message_nowait(watcher, GroupDone(group.task_id, group.status))
 
-    async def _on_submit(self, request: SubmitGroup, agent: AgentDetail) -> None:
+    async def _on_submit(self, request: SubmitGroup, agent: AgentDetail) -> GroupAccepted:
+        # Asked (`ask`): the reply is the return value; a SubmitGroup that cannot be
+        # decoded here is refused to the asker by the runtime, naming the type.
         group = TaskManager.create_task_group(
             request.name,
             request.description,
@@ -185,6 +199,7 @@ class TaskPlugin(Plugin):
             depends_on=request.depends_on,
             priority=request.priority,
         )
+        group.task_timeout = request.task_timeout
         if request.group_id:
             group.task_id = request.group_id
             for task in group.subtasks:
@@ -192,10 +207,9 @@ class TaskPlugin(Plugin):
         try:
             self.add_groups([group])
         except ValueError as exc:
-            await self._pg.send_message(agent.id, GroupAccepted(request.request, "", str(exc)))
-            return
+            return GroupAccepted(request.request, "", str(exc))
         self._watchers[group.task_id] = agent.id
-        await self._pg.send_message(agent.id, GroupAccepted(request.request, group.task_id))
+        return GroupAccepted(request.request, group.task_id)
 
     # -- roles nobody serves -----------------------------------------------------------
 

@@ -69,22 +69,53 @@ class TaskExecutionAgent(BaseAgent):
         self._running.add(job)
         job.add_done_callback(self._running.discard)
 
+    def message_dropped(
+        self,
+        type_name: str,
+        reason: str,
+        detail: str,
+        fields: dict[str, Any] | None,
+        sender: AgentDetail,
+    ) -> None:
+        # A task this worker cannot build (a TaskMessage subclass it does not know, say)
+        # must not sit on the playground's books as running: it fails at once, saying why.
+        if fields is None or not isinstance(fields.get("task_id"), str):
+            return
+        if "required_role" not in fields or "duration" not in fields:
+            return  # not a task
+        error = (
+            f"worker {self.name} cannot run a {type_name}: {detail} (register the type in the "
+            f"worker's process: ceylon worker --import MODULE)"
+        )
+        update = TaskStatusUpdate(fields["task_id"], TaskStatus.FAILED, self.name, None, error)
+        job = asyncio.get_running_loop().create_task(self._report(sender.id, update))
+        self._running.add(job)
+        job.add_done_callback(self._running.discard)
+
     async def _run(self, task: TaskMessage, reply_to: str) -> None:
         started = time.time()
+        deadline = asyncio.timeout(task.timeout)
         try:
-            result = await self.execute_task(task)
+            async with deadline:
+                result = await self.execute_task(task)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                error = f"timed out after {task.timeout:g} s"
+            else:
+                error = f"{type(exc).__name__}: {exc}"
             update = TaskStatusUpdate(
-                task.task_id, TaskStatus.FAILED, self.name, None,
-                f"{type(exc).__name__}: {exc}", started, time.time(),
-            )  # fmt: skip
+                task.task_id, TaskStatus.FAILED, self.name, None, error, started, time.time()
+            )
         else:
             self.tasks_done += 1
             update = TaskStatusUpdate(
                 task.task_id, TaskStatus.COMPLETED, self.name, result, None, started, time.time()
             )
+        await self._report(reply_to, update)
+
+    async def _report(self, reply_to: str, update: TaskStatusUpdate) -> None:
         try:
             await self.send_message(reply_to, update)
         except TypeError as exc:  # the result cannot be encoded: say so instead
