@@ -11,19 +11,21 @@ import asyncio
 import dataclasses
 import enum
 import importlib
+import inspect
 import ipaddress
 import json
 import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from loguru import logger
 
 import transport
 from transport import TransportError, default_registry
 
+from . import __version__
 from .base.agent import BaseAgent
 from .base.playground import BasePlayGround
 from .config import DEFAULT_PORT, Settings, parse_address
@@ -55,6 +57,45 @@ def load_object(spec: str) -> Any:
 
 class UsageError(Exception):
     """A mistake on the command line: printed as one line, exit 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one line on stderr and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range (0-65535)")
+    return port
+
+
+def address(text: str) -> str:
+    """An argparse type: ``HOST:PORT`` with a port of 1 to 65535."""
+    try:
+        _, port = parse_address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range (1-65535) in {text!r}")
+    return text
+
+
+async def start_listening(playground: BasePlayGround) -> None:
+    """`playground.start()`, with a port in use or an address this host does not have
+    as a `UsageError`."""
+    try:
+        await playground.start()
+    except OSError as exc:
+        where = f"{playground.host}:{playground.requested_port}"
+        raise UsageError(f"cannot listen on {where}: {exc.strerror or exc}") from None
 
 
 def import_modules(names: Sequence[str]) -> None:
@@ -135,15 +176,19 @@ def _add_liveness(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ceylon", description="Ceylon multi-agent runtime: playgrounds and agents over TCP."
     )
+    parser.add_argument("--version", action="version", version=f"ceylon {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     pg = sub.add_parser("playground", help="run a playground that agents connect to")
     pg.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback)")
     pg.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port, 0 for a free one ({DEFAULT_PORT})"
+        "--port",
+        type=port_number,
+        default=DEFAULT_PORT,
+        help=f"port, 0 for a free one ({DEFAULT_PORT})",
     )
     pg.add_argument("--name", default="playground", help="the playground's agent name")
     pg.add_argument(
@@ -182,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     pg.set_defaults(run=run_playground)
 
     wk = sub.add_parser("worker", help="run one agent that connects to a playground")
-    wk.add_argument("--connect", required=True, metavar="HOST:PORT", help="the playground")
+    wk.add_argument(
+        "--connect", required=True, type=address, metavar="HOST:PORT", help="the playground"
+    )
     wk.add_argument(
         "--agent",
         default="ceylon:Worker",
@@ -238,7 +285,7 @@ def _server_tls(args: argparse.Namespace) -> Any:
     if not args.tls_cert and not args.tls_key:
         return None
     if not (args.tls_cert and args.tls_key):
-        raise SystemExit("error: --tls-cert and --tls-key go together")
+        raise UsageError("--tls-cert and --tls-key go together")
     return transport.server_context(args.tls_cert, args.tls_key, args.tls_ca)
 
 
@@ -296,7 +343,7 @@ def _make_playground(args: argparse.Namespace) -> BasePlayGround:
     for name in args.plugin:
         if name not in PLUGINS:
             known = ", ".join(sorted(PLUGINS)) or "none"
-            raise SystemExit(f"error: unknown plugin {name!r} (known: {known})")
+            raise UsageError(f"unknown plugin {name!r} (known: {known})")
         factory = load_object(PLUGINS[name])
         factory(playground)
     return playground
@@ -304,13 +351,13 @@ def _make_playground(args: argparse.Namespace) -> BasePlayGround:
 
 async def _playground(args: argparse.Namespace) -> int:
     playground = _make_playground(args)
+    await start_listening(playground)
     if not _is_loopback(args.host) and not (args.token or os.environ.get("CEYLON_TOKEN")):
         logger.warning(
             "listening on {} without a token: anyone who can reach it may join "
             "(set --token or CEYLON_TOKEN)",
             args.host,
         )
-    await playground.start()
     print(f"listening on {playground.address}", flush=True)
     try:
         await _until_signalled()
@@ -328,23 +375,48 @@ def _make_agent(args: argparse.Namespace) -> BaseAgent:
     try:
         cls = load_object(args.agent)
     except (ValueError, ImportError, AttributeError) as exc:
-        raise SystemExit(f"error: cannot load --agent {args.agent}: {exc}") from None
-    name = args.name or f"{getattr(cls, '__name__', 'agent')}-{os.getpid()}"
+        raise UsageError(f"cannot load --agent {args.agent}: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, BaseAgent)):
+        raise UsageError(f"--agent {args.agent} is not an agent class (a ceylon.BaseAgent)")
+    name = args.name or f"{cls.__name__}-{os.getpid()}"
     kwargs: dict[str, Any] = {"name": name}
     if args.role is not None:
         kwargs["role"] = args.role
     for option in args.option:
         key, sep, value = option.partition("=")
         if not sep or not key.isidentifier():
-            raise SystemExit(f"error: --option takes KEY=VALUE, got {option!r}")
+            raise UsageError(f"--option takes KEY=VALUE, got {option!r}")
         try:
             kwargs[key] = json.loads(value)
         except ValueError:
             kwargs[key] = value
-    agent = cls(**kwargs)
-    if not isinstance(agent, BaseAgent):
-        raise SystemExit(f"error: {args.agent} did not make a ceylon agent")
-    return agent
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        known = _parameters(cls)
+        unknown = [key for key in kwargs if key != "name" and key not in known]
+        if unknown:
+            accepted = ", ".join(known) or "none"
+            raise UsageError(
+                f"--option {unknown[0]}: {cls.__name__} takes no such option (it takes: {accepted})"
+            ) from None
+        raise UsageError(f"--agent {args.agent}: {exc}") from None
+    except ValueError as exc:  # the class refused a value
+        raise UsageError(f"--agent {args.agent}: {exc}") from None
+
+
+def _parameters(cls: type) -> list[str]:
+    """The keyword parameters the ``__init__``s of `cls` and its bases name."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        for parameter in list(inspect.signature(init).parameters.values())[1:]:
+            plain = parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+            if plain and parameter.name not in names and parameter.name != "name":
+                names.append(parameter.name)
+    return names
 
 
 async def _worker(args: argparse.Namespace) -> int:
@@ -366,7 +438,8 @@ async def _worker(args: argparse.Namespace) -> int:
                     await agent.connect(address, settings=settings)
                     break
                 except (OSError, transport.ConnectionClosed) as exc:
-                    logger.info("playground not reachable yet ({}); retrying", exc)
+                    logger.info("playground not reachable yet ({}); retrying in {:g} s", exc,
+                                delay)  # fmt: skip
                     await asyncio.sleep(delay)  # backoff between attempts, by design
                     delay = min(delay * 2, settings.reconnect_max)
     except TimeoutError:
@@ -375,8 +448,7 @@ async def _worker(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     except transport.HandshakeError as exc:
-        logger.error("the playground refused this agent: {}", exc.reason)
-        print(f"refused: {exc.reason}", file=sys.stderr, flush=True)
+        print(f"refused: {exc.reason}", file=sys.stderr, flush=True)  # said once, here
         return EXIT_USAGE
     print(f"agent {agent.name} connected to {args.connect}", flush=True)
     stopped = asyncio.ensure_future(agent.wait_stopped())

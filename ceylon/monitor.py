@@ -25,8 +25,16 @@ from rich.table import Table
 import transport
 
 from .base.agent import BaseAgent
-from .cli import EXIT_FAILED, EXIT_USAGE, _add_security, _client_tls, _until_signalled
-from .config import Settings, parse_address
+from .cli import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    UsageError,
+    _add_security,
+    _client_tls,
+    _until_signalled,
+    address,
+)
+from .config import DEFAULT_PORT, Settings, parse_address
 from .errors import CeylonError
 from .peer import PeerMode
 from .system import PlaygroundStatus
@@ -39,7 +47,13 @@ def add_command(sub: Any) -> None:
     status = sub.add_parser(
         "status", help="show a running playground: agents, tasks, throughput (live)"
     )
-    status.add_argument("--connect", required=True, metavar="HOST:PORT", help="the playground")
+    status.add_argument(
+        "--connect",
+        type=address,
+        default=f"127.0.0.1:{DEFAULT_PORT}",
+        metavar="HOST:PORT",
+        help=f"the playground (default 127.0.0.1:{DEFAULT_PORT})",
+    )
     status.add_argument(
         "--interval", type=float, default=1.0, metavar="S", help="seconds between refreshes (1)"
     )
@@ -143,7 +157,7 @@ def _duration(seconds: float) -> str:
 
 async def _status(args: argparse.Namespace) -> int:
     if args.interval <= 0:
-        raise SystemExit("error: --interval must be > 0")
+        raise UsageError("--interval must be > 0")
     observer = Observer(f"status-{os.getpid()}-{secrets.token_hex(3)}", PeerMode.CLIENT)
     settings = Settings(workspace=args.workspace, token=args.token, ssl=_client_tls(args))
     try:

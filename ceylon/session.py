@@ -192,8 +192,8 @@ class Session:
                 self._log.error("playground refused to take this agent back: {}", exc)
                 return False
             except (OSError, TimeoutError, ConnectionClosed) as exc:
-                self._log.debug("reconnect failed: {}; next try in {:.1f} s", exc, delay)
                 delay = min(delay * 2, self.settings.reconnect_max)
+                self._log.info("playground not reachable ({}); retrying in {:.1f} s", exc, delay)
                 continue
             if self._stopping:  # stop() came while this attempt was under way
                 assert self._conn is not None

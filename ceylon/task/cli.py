@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import enum
 import inspect
 import itertools
-import sys
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +36,17 @@ from rich.table import Table
 import transport
 
 from ..base.agent import BaseAgent
-from ..cli import EXIT_FAILED, load_object
+from ..cli import (
+    EXIT_FAILED,
+    UsageError,
+    _add_security,
+    _client_tls,
+    _server_tls,
+    address,
+    load_object,
+    port_number,
+    start_listening,
+)
 from ..config import parse_address
 from ..errors import AskTimeout, RemoteHandlerError
 from ..handlers import on
@@ -63,13 +75,18 @@ def add_command(sub: Any) -> None:
     )
     run.add_argument("--remote", type=int, default=0, metavar="N",
                      help="start no workers; wait for N remote ones")  # fmt: skip
-    run.add_argument("--connect", metavar="HOST:PORT",
+    run.add_argument("--connect", metavar="HOST:PORT", type=address,
                      help="submit to a running playground hosting --plugin tasks")  # fmt: skip
     run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=0, help="port of the hosted playground (0)")
-    run.add_argument("--token", default=None, help="shared secret (default: $CEYLON_TOKEN)")
+    run.add_argument("--port", type=port_number, default=0,
+                     help="port of the hosted playground (0)")  # fmt: skip
     run.add_argument("--timeout", type=float, default=3600.0, metavar="S",
                      help="give up after S seconds (exit 1)")  # fmt: skip
+    run.add_argument("--json", action="store_true",
+                     help="print each task's status, result and error as JSON")  # fmt: skip
+    run.add_argument("--out", metavar="FILE",
+                     help="write that JSON to FILE instead")  # fmt: skip
+    _add_security(run, server=True)
     run.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     run.set_defaults(run=run_tasks)
 
@@ -79,10 +96,48 @@ async def _groups_from(spec: str) -> list[TaskGroup]:
     made = factory()
     if inspect.isawaitable(made):
         made = await made
-    groups = [made] if isinstance(made, TaskGroup) else list(made)
+    if isinstance(made, TaskGroup):
+        return [made]
+    groups = list(made) if isinstance(made, list | tuple) else []
     if not groups or not all(isinstance(g, TaskGroup) for g in groups):
-        raise SystemExit(f"error: {spec} must return TaskGroup(s), got {made!r}")
+        shown = repr(made) if len(repr(made)) <= 60 else f"a {type(made).__name__}"
+        raise UsageError(f"{spec} must return a TaskGroup or a list of them, got {shown}")
     return groups
+
+
+def _report(args: argparse.Namespace, manager: TaskManager) -> None:
+    """--json / --out: every task's status, result and error."""
+    if not (args.json or args.out):
+        return
+    tasks = []
+    for task_id, task in manager.tasks.items():
+        status = (
+            "completed" if task_id in manager.completed_tasks
+            else "failed" if task_id in manager.failed_tasks
+            else task.status.value
+        )  # fmt: skip
+        tasks.append({
+            "task_id": task_id, "name": task.name, "group_id": task.group_id,
+            "status": status, "worker": task.assigned_to,
+            "result": task.result if status == "completed" else None,
+            "error": manager.errors.get(task_id),
+        })  # fmt: skip
+    text = json.dumps({"tasks": tasks}, default=_plain)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as out:
+            out.write(text + "\n")
+    else:
+        print(text, flush=True)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return repr(value)
 
 
 def _progress(console: Console) -> Progress:
@@ -137,8 +192,11 @@ async def _follow(manager: TaskManager, total: int, done: Callable[[], bool], co
 
 
 async def _run_hosted(args: argparse.Namespace, groups: list[TaskGroup], console: Console) -> int:
-    playground = TaskPlayGround(name="tasks", port=args.port, host=args.host, token=args.token)
-    await playground.start()
+    playground = TaskPlayGround(
+        name="tasks", port=args.port, host=args.host, workspace=args.workspace,
+        token=args.token, ssl=_server_tls(args),
+    )  # fmt: skip
+    await start_listening(playground)
     print(f"listening on {playground.address}", flush=True)
     roles = sorted({t.required_role for g in groups for t in g.subtasks})
     children: list[Process] = []
@@ -153,14 +211,18 @@ async def _run_hosted(args: argparse.Namespace, groups: list[TaskGroup], console
                     "--agent", args.agent, "--role", role, "--name", f"{role}-{n}",
                     "--option", f"max_concurrent_tasks={args.max_concurrent}",
                 )  # fmt: skip
+                command += ["--workspace", args.workspace]
                 if args.token:
                     command += ["--token", args.token]
+                if args.tls_ca:
+                    command += ["--tls-ca", args.tls_ca]
                 children.append(Process(command))
             await playground.wait_for_agents(count=len(children), timeout=min(args.timeout, 60.0))
         await playground.assign_task_groups(groups)
         manager = playground.task_manager
         await _follow(manager, len(manager.tasks), manager.all_done, console, args.timeout)
         console.print(_table(playground.statistics(), groups))
+        _report(args, manager)
         return 0 if not manager.failed_tasks else EXIT_FAILED
     finally:
         await playground.finish()
@@ -204,7 +266,10 @@ async def _run_remote(args: argparse.Namespace, groups: list[TaskGroup], console
     manager.add_groups(groups)  # mirrored here: goals and progress are evaluated locally
     runner = _Submitter(manager)
     deadline = time.monotonic() + args.timeout  # the only deadline of the run
-    await runner.connect(parse_address(args.connect), token=args.token)
+    await runner.connect(
+        parse_address(args.connect), workspace=args.workspace, token=args.token,
+        ssl=_client_tls(args),
+    )  # fmt: skip
     try:
         for request, group in enumerate(groups, 1):
             submit = SubmitGroup(
@@ -226,6 +291,7 @@ async def _run_remote(args: argparse.Namespace, groups: list[TaskGroup], console
         await _follow(manager, len(manager.tasks), manager.all_done, console, _left(deadline))
         stats = manager_statistics(manager)
         console.print(_table(stats, groups))
+        _report(args, manager)
         return 0 if not manager.failed_tasks else EXIT_FAILED
     finally:
         await runner.stop()
@@ -246,8 +312,6 @@ async def _main(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     groups = await _groups_from(args.factory)
     if args.connect:
-        if ":" not in args.connect:
-            raise SystemExit("error: --connect takes HOST:PORT")
         return await _run_remote(args, groups, console)
     return await _run_hosted(args, groups, console)
 
@@ -259,5 +323,4 @@ def run_tasks(args: argparse.Namespace) -> int:
         logger.error("the run did not finish within {} s", args.timeout)
         return EXIT_FAILED
     except (ValueError, ImportError, AttributeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
