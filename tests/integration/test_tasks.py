@@ -195,3 +195,18 @@ def test_tasks_run_submits_to_a_cli_playground_hosting_the_plugin(spawn: Any) ->
     assert table.wait(seconds(30)) == 0, table.output()
     shown = table.output()
     assert "agents by role" in shown and "p0, p1" in shown
+
+
+def test_tasks_run_writes_every_tasks_outcome_as_json(spawn: Any, tmp_path: Any) -> None:
+    out = tmp_path / "results.json"
+    run = spawn("-m", "ceylon", "tasks", "run", "tests.fixtures.task_groups:small",
+                "--workers", "1", "--json", "--out", str(out))  # fmt: skip
+    assert run.wait(seconds(60)) == 0, run.output()
+    tasks = json.loads(out.read_text())["tasks"]
+    assert len(tasks) == 60 and {t["status"] for t in tasks} == {"completed"}
+    assert all(t["worker"] and t["error"] is None for t in tasks)
+    printed = spawn("-m", "ceylon", "tasks", "run", "tests.fixtures.task_groups:small",
+                    "--workers", "1", "--json")  # fmt: skip
+    assert printed.wait(seconds(60)) == 0, printed.output()
+    (line,) = [x for x in printed.output().splitlines() if x.startswith('{"tasks"')]
+    assert len(json.loads(line)["tasks"]) == 60
