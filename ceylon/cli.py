@@ -17,8 +17,8 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, NoReturn, TypeVar
 
 from loguru import logger
 
@@ -35,6 +35,8 @@ __all__ = ["UsageError", "build_parser", "import_modules", "load_object", "main"
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+
+T = TypeVar("T")
 
 
 def load_object(spec: str) -> Any:
@@ -302,6 +304,50 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+async def run_interruptibly(
+    main: Coroutine[Any, Any, T],
+    on_signal: Callable[[int], None] | None = None,
+    grace: float = 1.0,
+) -> tuple[T | None, int | None]:
+    """Run `main` until it ends or SIGINT/SIGTERM ends it; returns (its result, or None
+    if a signal cut it short; the signal, or None).
+
+    With `on_signal`, the first signal calls it (to ask `main` to wrap up: its result
+    is still returned) and `main` is cancelled only if it has not ended `grace` seconds
+    later; without, or on a second signal, `main` is cancelled at once. Its cleanup
+    (``finally``) runs either way.
+    """
+    loop = asyncio.get_running_loop()
+    task = loop.create_task(main)
+    got: list[int] = []
+
+    def signalled(signum: int) -> None:
+        got.append(signum)
+        if on_signal is None or len(got) > 1:
+            task.cancel()
+        else:
+            on_signal(signum)
+            loop.call_later(grace, task.cancel)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, signalled, signum)
+    try:
+        try:
+            return await task, (got[0] if got else None)
+        except asyncio.CancelledError:
+            if not got:
+                raise
+            return None, got[0]
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def interrupted_exit(signum: int) -> int:
+    """The exit code of a command a signal ended: 130 for SIGINT, 143 for SIGTERM."""
+    return 128 + signum
 
 
 async def _until_signalled(*waits: asyncio.Future[Any] | asyncio.Task[Any]) -> None:

@@ -10,9 +10,12 @@ nothing is written.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -20,11 +23,15 @@ from loguru import logger
 
 import transport
 
+from ..cli import interrupted_exit, run_interruptibly
 from .data import MeetingOutput
 from .instance import Instance, InstanceError, parse_instance
 from .participant import ParticipantAgent
 from .playground import SchedulingPlayground
 from .solver import DEFAULT_TIME_LIMIT
+
+#: Seconds after SIGINT/SIGTERM for the best schedule so far to be booked and written.
+STOP_GRACE = 0.9
 
 __all__ = ["add_command"]
 
@@ -63,9 +70,9 @@ def _entries(instance: Instance, outputs: dict[str, MeetingOutput]) -> list[dict
     return entries
 
 
-async def _solve(instance: Instance, time_limit: float) -> dict[str, Any]:
-    started = time.monotonic()
-
+async def _solve(
+    instance: Instance, time_limit: float, stopping: threading.Event, started: float
+) -> dict[str, Any]:
     def progress(line: str) -> None:
         print(f"[{time.monotonic() - started:6.2f} s] {line}", file=sys.stderr, flush=True)
 
@@ -76,12 +83,26 @@ async def _solve(instance: Instance, time_limit: float) -> dict[str, Any]:
         time_limit=time_limit,
         progress=progress,
     )
+    plugin = playground.meeting_plugin
+    plugin.stopping = stopping
     participants = [ParticipantAgent(n, slots) for n, slots in instance.participants.items()]
     progress(f"{instance.name}: {len(participants)} participant agents, "
              f"{len(instance.meetings)} meetings")  # fmt: skip
-    outputs = await playground.schedule_meetings(instance.meetings, participants)
+    try:
+        outputs = await playground.schedule_meetings(instance.meetings, participants)
+    except asyncio.CancelledError:
+        # Cut short while the agents were leaving: the schedule, if there is one, stands.
+        if plugin.last_outputs is None:
+            raise
+        outputs = plugin.last_outputs
     elapsed = time.monotonic() - started
     progress(f"done in {elapsed:.2f} s")
+    return _solution(instance, outputs, elapsed)
+
+
+def _solution(
+    instance: Instance, outputs: dict[str, MeetingOutput], elapsed: float
+) -> dict[str, Any]:
     return {
         "schedule": _entries(instance, outputs),
         "instance": instance.name,
@@ -107,7 +128,28 @@ def run_solve(args: argparse.Namespace) -> int:
     except InstanceError as exc:
         print(f"error: {args.instance}: {exc}", file=sys.stderr)
         return 2
-    solution = transport.run(_solve(instance, args.time_limit))
+    # The solver runs in a thread and polls `stopping`: a signal ends the search with
+    # the best valid schedule so far, which is booked and written; if that takes longer
+    # than the grace period, the run is cut and nothing is written.
+    stopping = threading.Event()
+    solution, signum = transport.run(
+        run_interruptibly(
+            _solve(instance, args.time_limit, stopping, time.monotonic()),
+            on_signal=lambda _: stopping.set(),
+            grace=STOP_GRACE,
+        )
+    )
+    if signum is not None:
+        name = signal.Signals(signum).name
+        if solution is None:
+            print(f"interrupted by {name} before a schedule was found; nothing written",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            return interrupted_exit(signum)
+        if not args.out:
+            print(f"interrupted by {name}; without --out nothing is written",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            return interrupted_exit(signum)
+    assert solution is not None
     text = json.dumps(solution, indent=1)
     if args.out:
         tmp = f"{args.out}.tmp"
@@ -116,4 +158,10 @@ def run_solve(args: argparse.Namespace) -> int:
         os.replace(tmp, args.out)  # nothing partial is ever left at --out
     else:
         print(text)
+    if signum is not None:
+        scheduled = sum(entry["scheduled"] for entry in solution["schedule"])
+        print(f"interrupted by {signal.Signals(signum).name}: wrote the best valid schedule "
+              f"found so far ({scheduled} meetings) to {args.out}", file=sys.stderr,
+              flush=True)  # fmt: skip
+        return interrupted_exit(signum)
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -92,6 +93,11 @@ class MeetingPlugin(Plugin):
         self._people: dict[str, str] = {}  # name -> agent id
         self._plans = 0
         self._planning = 0
+        #: set (from any thread) to end the search now with the best schedule so far
+        #: and plan no further rounds (what SIGINT does to ``ceylon meetings solve``)
+        self.stopping = threading.Event()
+        #: the outputs of the last `plan` (kept for a caller cut short after it ended)
+        self.last_outputs: dict[str, MeetingOutput] | None = None
 
     def attach(self, playground: BasePlayGround) -> None:
         super().attach(playground)
@@ -241,7 +247,9 @@ class MeetingPlugin(Plugin):
                 problem.allow = self._rule_check(by_name)
             budget = self.time_limit if round_no == 1 else min(1.0, self.time_limit)
             self.progress(f"round {round_no}: solving {len(open_meetings)} meeting(s)")
-            solution = await asyncio.to_thread(solve, problem, budget, round_no, self.progress)
+            solution = await asyncio.to_thread(
+                solve, problem, budget, round_no, self.progress, self.stopping.is_set
+            )
             retry: list[Meeting] = []
             bookings = [(by_name[mid], placement) for mid, placement in solution.placements.items()]
             results = await asyncio.gather(
@@ -281,7 +289,7 @@ class MeetingPlugin(Plugin):
                     retry.append(by_name[name])
             for meeting_id, reason in solution.reasons.items():
                 outputs[meeting_id] = MeetingOutput(meeting_id, meeting_id, False, error=reason)
-            if not retry:
+            if not retry or self.stopping.is_set():
                 break
             self.progress(f"round {round_no}: {len(retry)} meeting(s) to plan again")
             open_meetings = retry
@@ -302,7 +310,8 @@ class MeetingPlugin(Plugin):
         self.progress(
             f"scheduled {done}/{len(meetings)} meetings in {time.monotonic() - started:.2f} s"
         )
-        return {m.name: outputs[m.name] for m in meetings}
+        self.last_outputs = {m.name: outputs[m.name] for m in meetings}
+        return self.last_outputs
 
     def _rule_check(self, by_name: dict[str, Meeting]) -> Callable[[Any, int], bool]:
         def allow(need: Any, start: int) -> bool:

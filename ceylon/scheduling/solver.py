@@ -216,8 +216,15 @@ def _order(day: _Day) -> list[int]:
     return sorted((m for m in range(len(day.needs)) if day.avail[m]), key=key)
 
 
-def _greedy(state: _State, order: list[int], rng: random.Random | None = None) -> None:
-    for m in order:
+def _greedy(
+    state: _State,
+    order: list[int],
+    rng: random.Random | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> None:
+    for i, m in enumerate(order):
+        if stop is not None and i & 15 == 0 and stop():
+            return  # what is placed so far is a valid schedule already
         if m in state.placed:
             continue
         option = state.best_option(m, rng)
@@ -225,7 +232,13 @@ def _greedy(state: _State, order: list[int], rng: random.Random | None = None) -
             state.place(m, *option)
 
 
-def _ruin_and_recreate(day: _Day, state: _State, deadline: float, rng: random.Random) -> _State:
+def _never() -> bool:
+    return False
+
+
+def _ruin_and_recreate(
+    day: _Day, state: _State, deadline: float, rng: random.Random, stop: Callable[[], bool]
+) -> _State:
     order = _order(day)
     candidates = [m for m in order]
     if not candidates:
@@ -235,7 +248,7 @@ def _ruin_and_recreate(day: _Day, state: _State, deadline: float, rng: random.Ra
     upper = sum(day.needs[m].priority for m in candidates)
     current = state
     current_weight = best_weight
-    while best_weight < upper and time.monotonic() < deadline:
+    while best_weight < upper and time.monotonic() < deadline and not stop():
         unplaced = [m for m in candidates if m not in current.placed]
         if not unplaced:
             break
@@ -279,7 +292,10 @@ class _Exact:
     """Branch and bound over one day; keeps the best found (the optimum unless the node
     budget runs out)."""
 
-    def __init__(self, day: _Day, incumbent: _State, node_budget: int) -> None:
+    def __init__(
+        self, day: _Day, incumbent: _State, node_budget: int, stop: Callable[[], bool] = _never
+    ) -> None:
+        self.stop = stop
         self.day = day
         self.order = _order(day)
         self.suffix = [0] * (len(self.order) + 1)
@@ -329,6 +345,8 @@ class _Exact:
 
     def _search(self, i: int, state: _State, weight: int) -> None:
         self.nodes += 1
+        if self.nodes & 1023 == 0 and self.stop():
+            self.budget = 0  # asked to stop: keep the best found so far
         if weight > self.best_weight:
             self.best, self.best_weight = state.copy(), weight
         if (
@@ -362,6 +380,7 @@ def solve(
     time_limit: float = DEFAULT_TIME_LIMIT,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    stop: Callable[[], bool] = _never,
 ) -> Solution:
     """A valid schedule maximising the priority-weighted count of scheduled meetings.
 
@@ -369,6 +388,8 @@ def solve(
         time_limit: seconds of local improvement, shared by the dates that need it.
         seed: the search is random but reproducible for a given seed.
         progress: called with a line of news now and then.
+        stop: polled often (many times a second): when it returns True the search ends
+            with the best valid schedule found so far.
     """
     started = time.monotonic()
     by_date: dict[str, list[Need]] = defaultdict(list)
@@ -379,7 +400,7 @@ def solve(
     states = []
     for day in days:
         state = _State(day)
-        _greedy(state, _order(day))
+        _greedy(state, _order(day), stop=stop)
         states.append(state)
     total = problem.total_weight
     if progress:
@@ -388,7 +409,7 @@ def solve(
     # Share the budget by how much each date has left to gain.
     for index, day in enumerate(days):
         if _small(day):
-            states[index] = _Exact(day, states[index], EXACT_NODES).run()
+            states[index] = _Exact(day, states[index], EXACT_NODES, stop).run()
     gaps = [
         sum(day.needs[m].priority for m in _order(day)) - states[i].weight()
         for i, day in enumerate(days)
@@ -400,7 +421,7 @@ def solve(
             continue
         share = remaining * gaps[index] / open_gap
         states[index] = _ruin_and_recreate(
-            day, states[index], time.monotonic() + share, random.Random(rng.random())
+            day, states[index], time.monotonic() + share, random.Random(rng.random()), stop
         )
     solution = _assemble(problem, days, states)
     if progress:

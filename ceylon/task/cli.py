@@ -17,6 +17,8 @@ import enum
 import inspect
 import itertools
 import json
+import signal
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,8 +45,10 @@ from ..cli import (
     _client_tls,
     _server_tls,
     address,
+    interrupted_exit,
     load_object,
     port_number,
+    run_interruptibly,
     start_listening,
 )
 from ..config import parse_address
@@ -191,7 +195,9 @@ async def _follow(manager: TaskManager, total: int, done: Callable[[], bool], co
         progress.update(bar, completed=ended)
 
 
-async def _run_hosted(args: argparse.Namespace, groups: list[TaskGroup], console: Console) -> int:
+async def _run_hosted(
+    args: argparse.Namespace, groups: list[TaskGroup], console: Console, run: _Run
+) -> int:
     playground = TaskPlayGround(
         name="tasks", port=args.port, host=args.host, workspace=args.workspace,
         token=args.token, ssl=_server_tls(args),
@@ -219,7 +225,7 @@ async def _run_hosted(args: argparse.Namespace, groups: list[TaskGroup], console
                 children.append(Process(command))
             await playground.wait_for_agents(count=len(children), timeout=min(args.timeout, 60.0))
         await playground.assign_task_groups(groups)
-        manager = playground.task_manager
+        manager = run.manager = playground.task_manager
         await _follow(manager, len(manager.tasks), manager.all_done, console, args.timeout)
         console.print(_table(playground.statistics(), groups))
         _report(args, manager)
@@ -261,8 +267,10 @@ class _Submitter(BaseAgent):
         self.changed.set()
 
 
-async def _run_remote(args: argparse.Namespace, groups: list[TaskGroup], console: Console) -> int:
-    manager = TaskManager()
+async def _run_remote(
+    args: argparse.Namespace, groups: list[TaskGroup], console: Console, run: _Run
+) -> int:
+    manager = run.manager = TaskManager()
     manager.add_groups(groups)  # mirrored here: goals and progress are evaluated locally
     runner = _Submitter(manager)
     deadline = time.monotonic() + args.timeout  # the only deadline of the run
@@ -308,12 +316,33 @@ def manager_statistics(manager: TaskManager) -> TaskStatistics:
                      len(manager.failed_tasks))  # fmt: skip
 
 
+@dataclasses.dataclass
+class _Run:
+    """What a run has to show when a signal ends it."""
+
+    manager: TaskManager | None = None
+
+
 async def _main(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     groups = await _groups_from(args.factory)
-    if args.connect:
-        return await _run_remote(args, groups, console)
-    return await _run_hosted(args, groups, console)
+    run = _Run()
+    main = (
+        _run_remote(args, groups, console, run)
+        if args.connect
+        else _run_hosted(args, groups, console, run)
+    )
+    code, signum = await run_interruptibly(main)  # children are stopped as it unwinds
+    if signum is None:
+        assert code is not None
+        return code
+    manager = run.manager
+    where = ""
+    if manager is not None:
+        ended = len(manager.completed_tasks) + len(manager.failed_tasks)
+        where = f" at {ended}/{len(manager.tasks)} tasks ({len(manager.failed_tasks)} failed)"
+    print(f"interrupted by {signal.Signals(signum).name}{where}", file=sys.stderr, flush=True)
+    return interrupted_exit(signum)
 
 
 def run_tasks(args: argparse.Namespace) -> int:
