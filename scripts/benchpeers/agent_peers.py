@@ -285,16 +285,55 @@ def frames_of(buf: bytearray) -> tuple[list[bytes], int]:
     return out, pos
 
 
+RELAY_ENDS = 2  # the raw relay joins two clients, index 0 and index 1
+
+
+async def read_frame(reader: asyncio.StreamReader) -> Any:
+    (size,) = HEADER.unpack(await reader.readexactly(4))
+    return msgpack.unpackb(await reader.readexactly(size))
+
+
+def write_frame(writer: asyncio.StreamWriter, message: Any) -> None:
+    frame = msgpack.packb(message)
+    writer.write(HEADER.pack(len(frame)) + frame)
+
+
+async def join_relay(port: int, index: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connects to the raw relay as client `index`; returns once it reports ready."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    write_frame(writer, [index, "hello"])
+    await writer.drain()
+    ready = await read_frame(reader)
+    if ready != [index, "ready"]:
+        raise RuntimeError(f"raw relay answered {ready!r} to client {index}")
+    return reader, writer
+
+
 async def raw_relay(args: argparse.Namespace) -> None:
     """Frames are msgpack [target index, payload]; each is forwarded to that client.
 
-    A client's index is the order it connected in. After each read, the relay waits for
-    the clients it wrote to (drain), so a fast sender is held to the pace of its target.
+    Handshake: each client's first frame is [its index, "hello"]. Once both ends are in,
+    the relay sends each one [its index, "ready"], and only then starts relaying; no
+    client sends before its ready, so no frame can name a client not yet registered.
+    After each read, the relay waits for the clients it wrote to (drain), so a fast
+    sender is held to the pace of its target.
     """
-    clients: list[asyncio.StreamWriter] = []
+    joined: dict[int, asyncio.StreamWriter] = {}
+    clients: list[asyncio.StreamWriter] = []  # by index, filled once both ends are in
+    all_in = asyncio.Event()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        clients.append(writer)
+        index, hello = await read_frame(reader)
+        if hello != "hello" or index in joined or not 0 <= index < RELAY_ENDS:
+            writer.close()
+            raise ValueError(f"raw relay: bad hello {[index, hello]!r}")
+        joined[index] = writer
+        if len(joined) == RELAY_ENDS:
+            clients.extend(joined[i] for i in range(RELAY_ENDS))
+            for i, client in enumerate(clients):  # both, before anything is relayed
+                write_frame(client, [i, "ready"])
+            all_in.set()
+        await all_in.wait()
         buf = bytearray()
         while data := await reader.read(262144):
             buf += data
@@ -315,23 +354,17 @@ async def raw_relay(args: argparse.Namespace) -> None:
 
 async def raw_relay_pair(args: argparse.Namespace) -> None:
     """Client 0 pings client 1 through the relay; client 1 echoes back to 0."""
-    r0, w0 = await asyncio.open_connection(HOST, args.port)
-    await asyncio.sleep(0.05)  # connection order is the relay's addressing
-    r1, w1 = await asyncio.open_connection(HOST, args.port)
-
-    async def read(reader: asyncio.StreamReader) -> Any:
-        (size,) = HEADER.unpack(await reader.readexactly(4))
-        return msgpack.unpackb(await reader.readexactly(size))
+    (r0, w0), (r1, w1) = await asyncio.gather(join_relay(args.port, 0), join_relay(args.port, 1))
 
     samples = []
     for seq in range(args.count + args.warmup):
         started = time.perf_counter()
         frame = msgpack.packb([1, {"seq": seq}])
         w0.write(HEADER.pack(len(frame)) + frame)
-        _, ping = await read(r1)
+        _, ping = await read_frame(r1)
         back = msgpack.packb([0, ping])
         w1.write(HEADER.pack(len(back)) + back)
-        _, pong = await read(r0)
+        _, pong = await read_frame(r0)
         elapsed = time.perf_counter() - started
         assert pong["seq"] == seq
         if seq >= args.warmup:
@@ -340,13 +373,15 @@ async def raw_relay_pair(args: argparse.Namespace) -> None:
 
 
 async def raw_relay_sink(args: argparse.Namespace) -> None:
-    """Joins the relay first (index 0, proven by a frame to itself), then counts the
-    frames relayed to it; reports msgs/s over the first --seconds."""
+    """Joins the relay as client 0, then counts the frames relayed to it; reports
+    msgs/s over the first --seconds. Prints ready once its hello is sent; the relay
+    answers it when the source has joined too."""
     reader, writer = await asyncio.open_connection(HOST, args.port)
-    hello = msgpack.packb([0, "hello"])
-    writer.write(HEADER.pack(len(hello)) + hello)
-    await reader.readexactly(4 + len(hello))
+    write_frame(writer, [0, "hello"])
+    await writer.drain()
     print("ready", flush=True)
+    if await read_frame(reader) != [0, "ready"]:
+        raise RuntimeError("raw relay did not report ready to client 0")
     unpackb = msgpack.unpackb
     buf = bytearray()
     count, started = 0, 0.0
@@ -371,8 +406,9 @@ async def raw_relay_sink(args: argparse.Namespace) -> None:
 
 
 async def raw_relay_source(args: argparse.Namespace) -> None:
-    """Sends frames [0, tick] through the relay to the sink, for up to 3x --seconds."""
-    reader, writer = await asyncio.open_connection(HOST, args.port)
+    """Joins the relay as client 1; sends frames [0, tick] through it to the sink, for up
+    to 3x --seconds."""
+    reader, writer = await join_relay(args.port, 1)
     await sleep_until(args.start_at)
     pack = msgpack.Packer().pack
     stop_at = time.monotonic() + args.seconds * 3
