@@ -1,195 +1,123 @@
-"""Helpers for multi-process integration tests (and demos) of Ceylon programs.
+"""Testing Ceylon programs with pytest: fixtures for in-process and multi-process tests.
 
-`Process` starts a child, collects its output lines on a thread, lets the caller wait for
-a line matching a pattern under a deadline, and stops the child by its PID: terminate,
-wait, kill. Nothing here sleeps to synchronise: waits block on the line queue.
+Installed with the package as a pytest plugin (the ``pytest11`` entry point ``ceylon``),
+so the fixtures are there in any project that has ceylon-runtime installed:
+
+* `playground`: an in-process `BasePlayGround` on a free port, started for the test and
+  finished after it (needs pytest-asyncio; use it from ``async def`` tests).
+* `playground_process`: a real ``ceylon playground`` process on a free port; its
+  ``address`` is read from what it prints; stopped by PID after the test.
+* `worker_process`: a factory, ``worker_process("mod:Class", name=..., role=...,
+  **options)``, starting a real ``ceylon worker`` against `playground_process` and
+  waiting until it is connected; each is stopped by PID after the test.
+
+`free_port()` picks a free loopback port; `scaled(seconds)` multiplies a timeout by
+``CEYLON_TEST_TIMEOUT_FACTOR`` (default 1), which every wait here uses too, so a slow
+machine needs one variable. `Process` is the child-process helper they are built on.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
-import queue
-import re
-import signal
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Sequence
-from pathlib import Path
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Process", "python_command"]
+import pytest
+
+from .base.playground import BasePlayGround
+from .process import Process, python_command
+
+__all__ = [
+    "Process",
+    "RunningPlayground",
+    "free_port",
+    "playground",
+    "playground_process",
+    "python_command",
+    "scaled",
+    "worker_process",
+]
 
 
-def python_command(*args: str) -> list[str]:
-    """``[sys.executable, *args]``: run Python the way the current process runs."""
-    return [sys.executable, *args]
+def scaled(seconds: float) -> float:
+    """`seconds` times ``CEYLON_TEST_TIMEOUT_FACTOR`` (default 1)."""
+    return seconds * float(os.environ.get("CEYLON_TEST_TIMEOUT_FACTOR") or "1")
 
 
-class Process:
-    """A child process with its output (stdout and stderr merged) read line by line.
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` right now (the OS's pick; another process could take
+    it before you bind it, so prefer port 0 where the program reports its port)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
-    Args:
-        command: the program and its arguments.
-        cwd: working directory.
-        env: extra environment variables, added to the current environment.
-    """
 
-    def __init__(
-        self,
-        command: Sequence[str],
-        *,
-        cwd: str | Path | None = None,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.command = list(command)
-        environment = os.environ.copy()
-        environment["PYTHONUNBUFFERED"] = "1"
-        environment.update(env or {})
-        self.popen = subprocess.Popen(
-            self.command,
-            cwd=cwd,
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-        )
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+@dataclass
+class RunningPlayground:
+    """A ``ceylon playground`` process: where it listens, and the process itself."""
+
+    address: str
+    process: Process
 
     @property
-    def pid(self) -> int:
-        return self.popen.pid
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
 
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
 
-    def _next_line(self, deadline: float, wanted: str, timeout: float) -> str:
-        """The next line printed, kept in `lines`; raises when time or output runs out."""
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(
-                    f"no {wanted} from {self.command!r} in {timeout} s; "
-                    f"output so far:\n{self.output()}"
-                )
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                self._queue.put(None)  # keep the end marker for later waits
-                self.popen.wait(timeout=5)
-                raise RuntimeError(
-                    f"{self.command!r} exited with {self.popen.returncode} before printing "
-                    f"{wanted}; output:\n{self.output()}"
-                )
-            self.lines.append(line)
-            return line
+if importlib.util.find_spec("pytest_asyncio") is not None:  # async tests need it anyway
+    import pytest_asyncio
 
-    def wait_for_line(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
-        """Wait until the child prints a line matching the regex `pattern`.
+    @pytest_asyncio.fixture
+    async def playground() -> AsyncIterator[BasePlayGround]:
+        """An in-process playground on a free port, started; finished after the test."""
+        hub = BasePlayGround(name="playground", port=0)
+        await hub.start()
+        try:
+            yield hub
+        finally:
+            await hub.finish()
 
-        Only lines printed after those already seen count; lines before the match are
-        kept in `lines` (and in `output()`).
 
-        Raises:
-            TimeoutError: no such line within `timeout` seconds; the message shows
-                what the child printed.
-            RuntimeError: the child exited first.
-        """
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            match = regex.search(self._next_line(deadline, f"a line matching {pattern!r}", timeout))
-            if match:
-                return match
+@pytest.fixture
+def playground_process() -> Iterator[RunningPlayground]:
+    """A real ``ceylon playground`` process on a free port; stopped after the test."""
+    child = Process(python_command("-m", "ceylon", "playground", "--port", "0"))
+    try:
+        match = child.wait_for_line(r"^listening on (\S+:\d+)$", timeout=scaled(30))
+        yield RunningPlayground(match.group(1), child)
+    finally:
+        child.stop(timeout=scaled(10))
 
-    def wait_for_lines(self, patterns: list[str], timeout: float = 15.0) -> None:
-        """Wait until every regex in `patterns` matched its own line, in any order.
 
-        Lines printed before the call count too (unlike `wait_for_line`).
+@pytest.fixture
+def worker_process(
+    playground_process: RunningPlayground,
+) -> Iterator[Callable[..., Process]]:
+    """Start ``ceylon worker`` processes against `playground_process`:
+    ``worker_process("mod:Class", name="w1", role="r", **options)`` returns the process
+    once the agent is connected; options go to the class as ``--option KEY=JSON``."""
+    children: list[Process] = []
 
-        Raises:
-            TimeoutError, RuntimeError: as `wait_for_line`.
-        """
-        deadline = time.monotonic() + timeout
-        pending = [re.compile(p) for p in patterns]
-        self.drain()
-        candidates = list(self.lines)
-        while True:
-            for line in candidates:
-                for regex in pending:
-                    if regex.search(line):
-                        pending.remove(regex)
-                        break
-            if not pending:
-                return
-            wanted = f"lines matching {[r.pattern for r in pending]}"
-            candidates = [self._next_line(deadline, wanted, timeout)]
+    def start(agent: str, *, name: str, role: str | None = None, **options: Any) -> Process:
+        command = python_command(
+            "-m", "ceylon", "worker", "--connect", playground_process.address,
+            "--agent", agent, "--name", name, "--no-reconnect",
+        )  # fmt: skip
+        if role is not None:
+            command += ["--role", role]
+        for key, value in options.items():
+            command += ["--option", f"{key}={json.dumps(value)}"]
+        child = Process(command, cwd=os.getcwd())
+        children.append(child)
+        child.wait_for_line(rf"^agent {name} connected", timeout=scaled(30))
+        return child
 
-    def drain(self) -> list[str]:
-        """Collect every line already printed, without waiting."""
-        while True:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
-                return self.lines
-            if line is None:
-                self._queue.put(None)
-                return self.lines
-            self.lines.append(line)
-
-    def output(self) -> str:
-        """Everything printed so far."""
-        return "\n".join(self.drain())
-
-    def signal(self, signum: int) -> None:
-        """Send `signum` to the child (only if it is still running)."""
-        if self.popen.poll() is None:
-            os.kill(self.popen.pid, signum)
-
-    def kill(self) -> None:
-        """SIGKILL the child and reap it."""
-        self.signal(signal.SIGKILL)
-        self.popen.wait(timeout=10)
-
-    def wait(self, timeout: float = 15.0) -> int:
-        """Wait for the child to exit; return its exit code.
-
-        Raises:
-            subprocess.TimeoutExpired: it is still running after `timeout`.
-        """
-        code = self.popen.wait(timeout=timeout)
-        self._close_pipe(timeout)
-        return code
-
-    def _close_pipe(self, timeout: float) -> None:
-        self._reader.join(timeout=timeout)
-        if self.popen.stdout is not None and not self._reader.is_alive():
-            self.popen.stdout.close()
-
-    def stop(self, timeout: float = 10.0) -> int:
-        """Terminate, wait up to `timeout`, then kill; return the exit code."""
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=timeout)
-        self._close_pipe(timeout)
-        return self.popen.returncode
-
-    def __enter__(self) -> Process:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    try:
+        yield start
+    finally:
+        for child in children:
+            child.stop(timeout=scaled(10))

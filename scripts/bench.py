@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "scripts" / "benchpeers"))
 
 from natsserver import NatsServer, server_binary  # noqa: E402
 
-from ceylon.testing import Process, python_command  # noqa: E402
+from ceylon.process import Process, python_command  # noqa: E402
 from transport import loop_name  # noqa: E402
 
 TRANSPORT_PEERS = "scripts/benchpeers/transport_peers.py"

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ceylon import BaseAgent  # noqa: E402
-from ceylon.testing import Process, python_command  # noqa: E402
+from ceylon.process import Process, python_command  # noqa: E402
 from examples.chat_agents import Start  # noqa: E402
 
 

@@ -54,7 +54,7 @@ from ..cli import (
 from ..config import parse_address
 from ..errors import AskTimeout, RemoteHandlerError
 from ..handlers import on
-from ..testing import Process, python_command
+from ..process import Process, python_command
 from .data import GroupAccepted, GroupDone, SubmitGroup, TaskGroup, TaskStatus, TaskStatusUpdate
 from .manager import TaskManager
 from .playground import TaskPlayGround

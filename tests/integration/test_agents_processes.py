@@ -11,6 +11,7 @@ import dataclasses
 import json
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 import trustme
 
 from ceylon import AgentDetail, AgentNotFoundError, BaseAgent, on, on_disconnect
-from ceylon.testing import Process
+from ceylon.testing import Process, RunningPlayground
 
 from ..agents import Command, Note
 from ..conftest import BEAT_FLAGS, seconds, wait_until
@@ -73,11 +74,13 @@ async def observer_for(address: str) -> Observer:
     return observer
 
 
-async def test_broadcast_reaches_every_other_agent_once_in_order(spawn: Any) -> None:
-    playground, address = start_playground(spawn)
-    a = start_worker(spawn, address, "A")
-    b = start_worker(spawn, address, "B")
-    observer = await observer_for(address)
+async def test_broadcast_reaches_every_other_agent_once_in_order(
+    playground_process: RunningPlayground, worker_process: Callable[..., Process]
+) -> None:
+    # with the fixtures of ceylon.testing, as a user's project would
+    a = worker_process("tests.agents:Echoer", name="A")
+    b = worker_process("tests.agents:Echoer", name="B")
+    observer = await observer_for(playground_process.address)
     try:
         await observer.send_message("A", Command("broadcast", count=1000))
         await asyncio.to_thread(a.wait_for_line, r"^A broadcast 1000", seconds(30))
@@ -92,12 +95,11 @@ async def test_broadcast_reaches_every_other_agent_once_in_order(spawn: Any) -> 
         await observer.stop()
 
 
-async def test_direct_messages_by_name_and_id_reach_only_their_target(spawn: Any) -> None:
-    playground, address = start_playground(spawn)
-    a = start_worker(spawn, address, "A")
-    b = start_worker(spawn, address, "B")
-    c = start_worker(spawn, address, "C")
-    observer = await observer_for(address)
+async def test_direct_messages_by_name_and_id_reach_only_their_target(
+    playground_process: RunningPlayground, worker_process: Callable[..., Process]
+) -> None:
+    a, b, c = (worker_process("tests.agents:Echoer", name=name) for name in "ABC")
+    observer = await observer_for(playground_process.address)
     try:
         b_id = next(d.id for d in await observer.get_connected_agents() if d.name == "B")
         await observer.send_message("A", Command("direct", arg="B", count=1))
