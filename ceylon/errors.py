@@ -11,6 +11,8 @@ The tree::
     ├── WorkersMissingError       play() deadline passed                   (.missing)
     ├── HandlerSignatureError     a bad @on/@on_connect/@on_run signature  (.handler)
     ├── PluginError               a plugin misconfigured or failed         (.plugin)
+    ├── EncodeError               a message that cannot be encoded (also a
+    │                             transport.EncodeError and a TypeError)
     └── NotConnectedError         the agent is not connected (yet, or any more)
 
 The transport's `ConnectionClosed` and `HandshakeError` reach users unchanged (they are
@@ -21,7 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import transport
+
 __all__ = [
+    "EncodeError",
     "AgentLeftError",
     "AgentNotFoundError",
     "AskTimeout",
@@ -106,3 +111,7 @@ class PluginError(CeylonError):
 
 class NotConnectedError(CeylonError, RuntimeError):
     """The agent has no live link to its playground."""
+
+
+class EncodeError(CeylonError, transport.EncodeError):
+    """A message (or a reply) cannot be encoded: the error names the type, never values."""

@@ -57,6 +57,7 @@ class Process:
             errors="replace",
         )
         self.lines: list[str] = []
+        self._cursor = 0  # lines before it were looked at by a wait that matched
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -95,10 +96,10 @@ class Process:
             return line
 
     def wait_for_line(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
-        """Wait until the child prints a line matching the regex `pattern`.
+        """Wait until the child prints a line matching the regex `pattern`, or return at
+        once if it has already printed one since the last line a wait matched.
 
-        Only lines printed after those already seen count; lines before the match are
-        kept in `lines` (and in `output()`).
+        Lines printed are kept in `lines` (and in `output()`), whether or not they match.
 
         Raises:
             TimeoutError: no such line within `timeout` seconds; the message shows
@@ -107,15 +108,20 @@ class Process:
         """
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
+        self.drain()
+        start = self._cursor
         while True:
-            match = regex.search(self._next_line(deadline, f"a line matching {pattern!r}", timeout))
-            if match:
-                return match
+            for index in range(start, len(self.lines)):
+                match = regex.search(self.lines[index])
+                if match:
+                    self._cursor = index + 1
+                    return match
+            start = len(self.lines)
+            self._next_line(deadline, f"a line matching {pattern!r}", timeout)
 
     def wait_for_lines(self, patterns: list[str], timeout: float = 15.0) -> None:
-        """Wait until every regex in `patterns` matched its own line, in any order.
-
-        Lines printed before the call count too (unlike `wait_for_line`).
+        """Wait until every regex in `patterns` matched its own line, in any order, among
+        the lines printed since the last line a wait matched (as `wait_for_line`).
 
         Raises:
             TimeoutError, RuntimeError: as `wait_for_line`.
@@ -123,17 +129,20 @@ class Process:
         deadline = time.monotonic() + timeout
         pending = [re.compile(p) for p in patterns]
         self.drain()
-        candidates = list(self.lines)
+        start, last = self._cursor, self._cursor
         while True:
-            for line in candidates:
+            for index in range(start, len(self.lines)):
                 for regex in pending:
-                    if regex.search(line):
+                    if regex.search(self.lines[index]):
                         pending.remove(regex)
+                        last = index + 1
                         break
             if not pending:
+                self._cursor = max(self._cursor, last)
                 return
+            start = len(self.lines)
             wanted = f"lines matching {[r.pattern for r in pending]}"
-            candidates = [self._next_line(deadline, wanted, timeout)]
+            self._next_line(deadline, wanted, timeout)
 
     def drain(self) -> list[str]:
         """Collect every line already printed, without waiting."""

@@ -20,7 +20,8 @@ find_python() {
     return 1
 }
 
-want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+# Reinstalled when the project or the way it is installed changes.
+want="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/_venv.sh" | sha256sum | cut -d' ' -f1)"
 if [ ! -x "$VENV/bin/python" ]; then
     py="$(find_python)"
     echo "creating $VENV with $("$py" --version)" >&2
@@ -29,7 +30,8 @@ fi
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ]; then
     echo "installing ceylon and its test dependencies into .venv" >&2
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test]" >&2
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        --config-settings editable_mode=compat -e "$ROOT[test]" >&2
     echo "$want" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Final, TypeVar
 
 from loguru import logger
 
+import transport
 from transport import PLAIN_TAG, Codec, DecodeError, UnknownTypeError, default_registry
 
 from ..asking import (
@@ -30,7 +31,7 @@ from ..asking import (
 from ..config import Settings, parse_address
 from ..dispatch import DEFAULT_MAX_PENDING, Dispatcher, Item
 from ..drops import NO_HANDLER, UNKNOWN_TAG, WRONG_FIELDS, AgentStats, DropCounter
-from ..errors import AskTimeout, NotConnectedError
+from ..errors import AskTimeout, EncodeError, NotConnectedError
 from ..handlers import HandlerSpec, HandlerTable, pattern_matches, validate_handler
 from ..link import Link
 from ..peer import AgentDetail, PeerMode
@@ -330,7 +331,10 @@ class BaseAgent:
             DecodeError: the reply cannot be decoded here (its type is not registered).
         """
         link = self._require_link()
-        tag, body = self._codec.encode(message)
+        try:
+            tag, body = self._codec.encode(message)
+        except transport.EncodeError as exc:
+            raise _encode_error(exc) from None
         try:
             async with asyncio.timeout(timeout):
                 detail = await link.resolve(target)
@@ -487,7 +491,10 @@ class BaseAgent:
             EncodeError: the message cannot be encoded.
         """
         link = self._require_link()
-        link.broadcast_nowait(message)
+        try:
+            link.broadcast_nowait(message)
+        except transport.EncodeError as exc:
+            raise _encode_error(exc) from None
         self._sent += 1
         if link.congested:
             await link.drain()
@@ -501,10 +508,13 @@ class BaseAgent:
             EncodeError: the message cannot be encoded.
         """
         link = self._require_link()
-        if not link.send_nowait(target, message):
-            await link.send(target, message)
-        elif link.congested:
-            await link.drain()
+        try:
+            if not link.send_nowait(target, message):
+                await link.send(target, message)
+            elif link.congested:
+                await link.drain()
+        except transport.EncodeError as exc:
+            raise _encode_error(exc) from None
         self._sent += 1
 
     async def get_connected_agents(self) -> list[AgentDetail]:
@@ -645,6 +655,10 @@ class BaseAgent:
         """Wait until every message received so far has been handled."""
         if self._dispatcher is not None:
             await self._dispatcher.wait_idle()
+
+
+def _encode_error(exc: transport.EncodeError) -> EncodeError:
+    return exc if isinstance(exc, EncodeError) else EncodeError(str(exc))
 
 
 def _register_quietly(message_type: type) -> None:

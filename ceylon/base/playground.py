@@ -217,6 +217,11 @@ class BasePlayGround(BaseAgent):
             await plugin.start()
         self._start_run_loops()
 
+    async def cleanup(self) -> None:
+        """`finish()`, by the name the tutorial's resource-management snippet uses (safe
+        to call inside ``async with playground.play(...)``, which finishes too)."""
+        await self.finish()
+
     async def finish(self) -> None:
         """End the session: say goodbye to every agent, stop listening, stop handlers."""
         if self._finished:
