@@ -23,9 +23,20 @@ from loguru import logger
 
 import transport
 
-from ..cli import interrupted_exit, run_interruptibly
-from .data import MeetingOutput
-from .instance import Instance, InstanceError, parse_instance
+from ..base.agent import BaseAgent
+from ..cli import (
+    UsageError,
+    _add_security,
+    _client_tls,
+    address,
+    interrupted_exit,
+    run_interruptibly,
+)
+from ..config import parse_address
+from ..errors import RemoteHandlerError
+from ..handlers import on
+from .data import MeetingOutput, PlanRequest, PlanResult
+from .instance import FORMAT_HELP, Instance, InstanceError, parse_instance
 from .participant import ParticipantAgent
 from .playground import SchedulingPlayground
 from .solver import DEFAULT_TIME_LIMIT
@@ -40,12 +51,25 @@ def add_command(sub: Any) -> None:
     """Add ``meetings solve`` to the ``ceylon`` command line."""
     meetings = sub.add_parser("meetings", help="schedule meetings (the meeting plugin)")
     actions = meetings.add_subparsers(dest="meetings_command", metavar="ACTION", required=True)
-    solve = actions.add_parser("solve", help="solve an instance file over the protocol")
+    solve = actions.add_parser(
+        "solve",
+        help="solve an instance file over the protocol",
+        epilog=FORMAT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     solve.add_argument("instance", metavar="INSTANCE.json")
     solve.add_argument("--out", metavar="FILE", help="write the solution here (not stdout)")
     solve.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT, metavar="S",
                        help=f"seconds for the solver to improve the schedule "
                        f"({DEFAULT_TIME_LIMIT})")  # fmt: skip
+    solve.add_argument(
+        "--connect",
+        type=address,
+        metavar="HOST:PORT",
+        help="plan on a running `ceylon playground --plugin meetings` with the participant "
+        "agents connected to it (their calendars, not the instance's, are used)",
+    )
+    _add_security(solve, server=False)
     solve.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     solve.set_defaults(run=run_solve)
 
@@ -100,6 +124,46 @@ async def _solve(
     return _solution(instance, outputs, elapsed)
 
 
+class _Planner(BaseAgent):
+    """Asks a remote meeting plugin to plan (it handles the reply type, so it is known)."""
+
+    @on(PlanResult)
+    async def _result(self, result: PlanResult) -> None:
+        pass  # the reply to an ask()
+
+
+async def _solve_remote(
+    args: argparse.Namespace, instance: Instance, started: float
+) -> dict[str, Any]:
+    """Plan the instance's meetings on the playground at ``--connect``."""
+
+    def progress(line: str) -> None:
+        print(f"[{time.monotonic() - started:6.2f} s] {line}", file=sys.stderr, flush=True)
+
+    asker = _Planner(f"meetings-solve-{os.getpid()}", role="planner")
+    await asker.connect(
+        parse_address(args.connect), workspace=args.workspace, token=args.token,
+        ssl=_client_tls(args),
+    )  # fmt: skip
+    try:
+        playground = asker.connected_playground
+        assert playground is not None
+        progress(f"{instance.name}: asking {args.connect} to plan {len(instance.meetings)} "
+                 f"meetings with the participants connected there")  # fmt: skip
+        request = PlanRequest(list(instance.meetings), instance.constraints, args.time_limit)
+        try:
+            result = await asker.ask(playground.id, request, timeout=args.time_limit + 120)
+        except RemoteHandlerError as exc:
+            raise UsageError(f"{args.connect} cannot plan meetings: {exc.message} "
+                             f"(is it started with --plugin meetings?)") from None  # fmt: skip
+    finally:
+        await asker.stop()
+    outputs = {o.name: o for o in result.outputs}
+    elapsed = time.monotonic() - started
+    progress(f"done in {elapsed:.2f} s")
+    return _solution(instance, outputs, elapsed)
+
+
 def _solution(
     instance: Instance, outputs: dict[str, MeetingOutput], elapsed: float
 ) -> dict[str, Any]:
@@ -132,13 +196,14 @@ def run_solve(args: argparse.Namespace) -> int:
     # the best valid schedule so far, which is booked and written; if that takes longer
     # than the grace period, the run is cut and nothing is written.
     stopping = threading.Event()
-    solution, signum = transport.run(
-        run_interruptibly(
-            _solve(instance, args.time_limit, stopping, time.monotonic()),
-            on_signal=lambda _: stopping.set(),
-            grace=STOP_GRACE,
+    if args.connect:
+        main = _solve_remote(args, instance, time.monotonic())
+        solution, signum = transport.run(run_interruptibly(main))
+    else:
+        main = _solve(instance, args.time_limit, stopping, time.monotonic())
+        solution, signum = transport.run(
+            run_interruptibly(main, on_signal=lambda _: stopping.set(), grace=STOP_GRACE)
         )
-    )
     if signum is not None:
         name = signal.Signals(signum).name
         if solution is None:

@@ -24,6 +24,8 @@ __all__ = [
     "MeetingCancelled",
     "MeetingOutput",
     "MeetingScheduled",
+    "PlanRequest",
+    "PlanResult",
     "TimeConstraints",
     "TimeSlot",
 ]
@@ -130,7 +132,23 @@ class MeetingCancelled:
     meeting_id: str
 
 
+@dataclasses.dataclass
+class PlanRequest:
+    """Ask a playground hosting the meeting plugin to plan `meetings` with the participant
+    agents connected to it (send it with `ask()`; the reply is a `PlanResult`)."""
+
+    meetings: list[Meeting]
+    constraints: TimeConstraints | None = None
+    time_limit: float | None = None
+
+
+@dataclasses.dataclass
+class PlanResult:
+    outputs: list[MeetingOutput]
+
+
 for _cls in (TimeSlot, Meeting, MeetingOutput, TimeConstraints, AvailabilityRequest,
              AvailabilityResponse, MeetingScheduled, CalendarRequest, CalendarReply,
-             BookingProposal, BookingReply, MeetingCancelled):  # fmt: skip
+             BookingProposal, BookingReply, MeetingCancelled, PlanRequest,
+             PlanResult):  # fmt: skip
     default_registry.register(_cls, tag=f"ceylon.scheduling.{_cls.__name__}")

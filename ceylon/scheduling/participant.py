@@ -25,6 +25,7 @@ from .data import (
     MeetingScheduled,
     TimeSlot,
 )
+from .intervals import clear_of, inside, subtract
 
 __all__ = ["ParticipantAgent", "as_slots"]
 
@@ -70,21 +71,15 @@ class ParticipantAgent(BaseAgent):
 
     def is_free(self, slot: TimeSlot, min_gap: int = 0, ignore: str | None = None) -> bool:
         """Inside one window, and `min_gap` hours clear of every other booking."""
-        inside = any(
-            w.date == slot.date and w.start_time <= slot.start_time and slot.end_time <= w.end_time
-            for w in self.available_slots
+        windows = [(w.start_time, w.end_time) for w in self.available_slots if w.date == slot.date]
+        booked = [
+            (b.start_time, b.end_time)
+            for meeting_id, b in self.bookings.items()
+            if meeting_id != ignore and b.date == slot.date
+        ]
+        return inside(windows, slot.start_time, slot.end_time) and clear_of(
+            booked, slot.start_time, slot.end_time, min_gap
         )
-        if not inside:
-            return False
-        for meeting_id, booked in self.bookings.items():
-            if meeting_id == ignore or booked.date != slot.date:
-                continue
-            if (
-                slot.start_time < booked.end_time + min_gap
-                and booked.start_time < slot.end_time + min_gap
-            ):
-                return False
-        return True
 
     def free_windows(self, dates: Iterable[str], earliest: int, latest: int) -> list[TimeSlot]:
         """Availability on `dates` within [earliest, latest], minus what is booked."""
@@ -95,14 +90,8 @@ class ParticipantAgent(BaseAgent):
                 continue
             pieces = [(max(window.start_time, earliest), min(window.end_time, latest))]
             for booked in self.bookings.values():
-                if booked.date != window.date:
-                    continue
-                pieces = [
-                    part
-                    for a, b in pieces
-                    for part in ((a, min(b, booked.start_time)), (max(a, booked.end_time), b))
-                    if part[0] < part[1]
-                ]
+                if booked.date == window.date:
+                    pieces = subtract(pieces, booked.start_time, booked.end_time)
             out += [TimeSlot(window.date, a, b) for a, b in pieces if a < b]
         return out
 

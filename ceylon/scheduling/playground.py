@@ -35,33 +35,23 @@ from .data import (
     MeetingCancelled,
     MeetingOutput,
     MeetingScheduled,
+    PlanRequest,
+    PlanResult,
     TimeConstraints,
     TimeSlot,
 )
-from .instance import problem_for
+from .planner import ROUNDS, Planner, Windows
 from .solver import DEFAULT_TIME_LIMIT, solve
 
 __all__ = ["MeetingPlugin", "SchedulingPlayground", "SchedulingRule", "attach"]
 
 REPLY_TIMEOUT = 10.0
-ROUNDS = 5
-
-Windows = dict[str, dict[str, list[tuple[int, int]]]]
 
 
 class SchedulingRule(Protocol):
     """A custom rule: may `meeting` take place in `slot`?"""
 
     def allows(self, meeting: Meeting, slot: TimeSlot) -> bool: ...
-
-
-def _subtract(windows: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
-    out = []
-    for a, b in windows:
-        for part in ((a, min(b, start)), (max(a, end), b)):
-            if part[0] < part[1]:
-                out.append(part)
-    return out
 
 
 class MeetingPlugin(Plugin):
@@ -103,6 +93,11 @@ class MeetingPlugin(Plugin):
         super().attach(playground)
         playground.on(CalendarReply)(self._on_calendar)
         playground.on(BookingReply)(self._on_booking)
+        playground.on(PlanRequest)(self._on_plan_request)
+
+    async def _on_plan_request(self, request: PlanRequest) -> PlanResult:
+        outputs = await self.plan(request.meetings, request.constraints, request.time_limit)
+        return PlanResult(list(outputs.values()))
 
     def agent_left(self, agent: AgentDetail) -> None:
         if agent.role == self.role:
@@ -137,12 +132,14 @@ class MeetingPlugin(Plugin):
         if not expected:
             self._calendar_done[reply.request].set()
 
-    async def _gather(self, people: list[AgentDetail], dates: list[str]) -> Windows:
+    async def _gather(
+        self, people: list[AgentDetail], dates: list[str], constraints: TimeConstraints
+    ) -> Windows:
         request = next(self._requests)
         self._calendars[request] = {}
         self._expected[request] = {p.name for p in people}
         self._calendar_done[request] = done = asyncio.Event()
-        c = self.constraints
+        c = constraints
         ask = CalendarRequest(request, dates, c.earliest_start, c.latest_end)
         for person in people:
             with contextlib.suppress(AgentNotFoundError):
@@ -175,12 +172,14 @@ class MeetingPlugin(Plugin):
         if waiter is not None:
             waiter.set()
 
-    async def _book(self, meeting: Meeting, slot: TimeSlot, people: list[str]) -> list[str]:
+    async def _book(
+        self, meeting: Meeting, slot: TimeSlot, people: list[str], min_gap: int
+    ) -> list[str]:
         """Ask each attendee to hold `slot`; returns those who did not accept."""
         replies: dict[str, BookingReply] = {}
         self._replies[meeting.name] = replies
         self._reply_waiters[meeting.name] = waiter = asyncio.Event()
-        proposal = BookingProposal(meeting.name, meeting.name, slot, self.constraints.min_gap)
+        proposal = BookingProposal(meeting.name, meeting.name, slot, min_gap)
         unreachable = []
         for person in people:
             try:
@@ -210,108 +209,81 @@ class MeetingPlugin(Plugin):
 
     # -- planning ---------------------------------------------------------------------
 
-    async def plan(self, meetings: Sequence[Meeting]) -> dict[str, MeetingOutput]:
-        """Schedule `meetings` with the participants connected now.
+    async def plan(
+        self,
+        meetings: Sequence[Meeting],
+        constraints: TimeConstraints | None = None,
+        time_limit: float | None = None,
+    ) -> dict[str, MeetingOutput]:
+        """Schedule `meetings` with the participants connected now (under `constraints`
+        and `time_limit` if given, else the plugin's own).
 
         Returns:
             One `MeetingOutput` per meeting, by name; an unscheduled one says why.
         """
         self._planning += 1
         try:
-            return await self._plan(meetings)
+            return await self._plan(
+                meetings,
+                constraints or self.constraints,
+                self.time_limit if time_limit is None else time_limit,
+            )
         finally:
             self._planning -= 1
             self._plans += 1
 
-    async def _plan(self, meetings: Sequence[Meeting]) -> dict[str, MeetingOutput]:
+    async def _plan(
+        self, meetings: Sequence[Meeting], constraints: TimeConstraints, time_limit: float
+    ) -> dict[str, MeetingOutput]:
         started = time.monotonic()
         people = [a for a in await self._pg.get_connected_agents() if a.role == self.role]
         self._people = {p.name: p.id for p in people}
         self._left = set()
         dates = sorted({m.date for m in meetings})
         self.progress(f"asking {len(people)} participants for their calendars")
-        windows = await self._gather(people, dates)
+        windows = await self._gather(people, dates, constraints)
         self.progress(
             f"calendars from {len(windows)} participants in {time.monotonic() - started:.2f} s"
         )
         by_name = {m.name: m for m in meetings}
-        outputs: dict[str, MeetingOutput] = {}
-        confirmed: dict[str, tuple[TimeSlot, list[str]]] = {}
-        open_meetings = list(meetings)
-        gap = self.constraints.min_gap
-        for round_no in range(1, ROUNDS + 1):
-            for name in self._left:
-                windows.pop(name, None)
-            problem = problem_for(open_meetings, windows, self.constraints)
-            if self.rules:
-                problem.allow = self._rule_check(by_name)
-            budget = self.time_limit if round_no == 1 else min(1.0, self.time_limit)
-            self.progress(f"round {round_no}: solving {len(open_meetings)} meeting(s)")
+        allow = self._rule_check(by_name) if self.rules else None
+        planner = Planner(meetings, windows, constraints, allow=allow, rounds=ROUNDS)
+        while (problem := planner.next_problem(self._left)) is not None:
+            self.progress(f"round {planner.round}: solving {len(problem.meetings)} meeting(s)")
             solution = await asyncio.to_thread(
-                solve, problem, budget, round_no, self.progress, self.stopping.is_set
-            )
-            retry: list[Meeting] = []
-            bookings = [(by_name[mid], placement) for mid, placement in solution.placements.items()]
-            results = await asyncio.gather(
+                solve, problem, planner.budget(time_limit), planner.round, self.progress,
+                self.stopping.is_set,
+            )  # fmt: skip
+            bookings = planner.proposals(solution)
+            refusals = await asyncio.gather(
                 *(
-                    self._book(m, TimeSlot(p.date, p.start, p.end), list(p.attendees))
-                    for m, p in bookings
+                    self._book(b.meeting, b.slot, list(b.attendees), constraints.min_gap)
+                    for b in bookings
                 )
             )
-            for (meeting, placement), refused in zip(bookings, results, strict=True):
-                slot = TimeSlot(placement.date, placement.start, placement.end)
-                if refused:
-                    await self._cancel(meeting.name, set(placement.attendees) - set(refused))
-                    for person in refused:
-                        days = windows.get(person, {})
-                        if placement.date in days:
-                            days[placement.date] = _subtract(
-                                days[placement.date], placement.start, placement.end
-                            )
-                    retry.append(meeting)
-                    continue
-                confirmed[meeting.name] = (slot, list(placement.attendees))
-                for person in placement.attendees:
-                    days = windows.get(person, {})
-                    if placement.date in days:
-                        days[placement.date] = _subtract(
-                            days[placement.date], placement.start - gap, placement.end + gap
-                        )
-            # Anyone who left since loses the meetings they were in: plan those again.
-            for name, (slot, attendees) in list(confirmed.items()):
-                if set(attendees) & self._left:
-                    del confirmed[name]
-                    await self._cancel(name, set(attendees) - self._left)
-                    for person in attendees:
-                        if person not in self._left:
-                            days = windows.get(person, {})
-                            days.setdefault(slot.date, []).append((slot.start_time, slot.end_time))
-                    retry.append(by_name[name])
-            for meeting_id, reason in solution.reasons.items():
-                outputs[meeting_id] = MeetingOutput(meeting_id, meeting_id, False, error=reason)
-            if not retry or self.stopping.is_set():
-                break
-            self.progress(f"round {round_no}: {len(retry)} meeting(s) to plan again")
-            open_meetings = retry
-        for meeting in meetings:
-            if meeting.name in confirmed:
-                slot, attendees = confirmed[meeting.name]
-                outputs[meeting.name] = MeetingOutput(meeting.name, meeting.name, True, slot,
-                                                      attendees)  # fmt: skip
-                scheduled = MeetingScheduled(meeting.name, slot, attendees)
-                for person in attendees:
-                    with contextlib.suppress(AgentNotFoundError):
-                        self._pg.send_message_nowait(self._people.get(person, person), scheduled)
-            elif meeting.name not in outputs or outputs[meeting.name].scheduled:
-                outputs[meeting.name] = MeetingOutput(
-                    meeting.name, meeting.name, False, error="participants kept refusing"
-                )
+            for booking, refused in zip(bookings, refusals, strict=True):
+                release = planner.booked(booking, refused)
+                if release:
+                    await self._cancel(booking.meeting.name, release)
+            for name, stay in planner.end_round(self._left):
+                await self._cancel(name, stay)
+            if self.stopping.is_set():
+                planner.stop()
+            elif planner.retrying:
+                self.progress(f"round {planner.round}: {planner.retrying} meeting(s) to plan again")
+        for booking in planner.confirmed():
+            scheduled = MeetingScheduled(
+                booking.meeting.name, booking.slot, list(booking.attendees)
+            )
+            for person in booking.attendees:
+                with contextlib.suppress(AgentNotFoundError):
+                    self._pg.send_message_nowait(self._people.get(person, person), scheduled)
+        self.last_outputs = outputs = planner.outputs()
         done = sum(o.scheduled for o in outputs.values())
         self.progress(
             f"scheduled {done}/{len(meetings)} meetings in {time.monotonic() - started:.2f} s"
         )
-        self.last_outputs = {m.name: outputs[m.name] for m in meetings}
-        return self.last_outputs
+        return outputs
 
     def _rule_check(self, by_name: dict[str, Meeting]) -> Callable[[Any, int], bool]:
         def allow(need: Any, start: int) -> bool:

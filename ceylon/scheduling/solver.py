@@ -288,87 +288,343 @@ def _ruin_and_recreate(
     return best
 
 
-class _Exact:
-    """Branch and bound over one day; keeps the best found (the optimum unless the node
-    budget runs out)."""
+class _Assign:
+    """Who attends, for meetings whose start hours are fixed: an exact search over people.
+
+    Required people are seated first; then each other person in turn takes one of the
+    largest sets of still-short meetings they can all attend, depth first, remembering
+    the (person, shortfalls) pairs that failed. Returns meeting -> attendee mask, or None
+    when no seating exists (or the search was stopped).
+    """
 
     def __init__(
-        self, day: _Day, incumbent: _State, node_budget: int, stop: Callable[[], bool] = _never
+        self,
+        day: _Day,
+        placed: dict[int, int],
+        points: dict[int, int],
+        stop: Callable[[], bool],
     ) -> None:
-        self.stop = stop
         self.day = day
-        self.order = _order(day)
-        self.suffix = [0] * (len(self.order) + 1)
-        for i in range(len(self.order) - 1, -1, -1):
-            self.suffix[i] = self.suffix[i + 1] + day.needs[self.order[i]].priority
+        self.stop = stop
+        self.meetings = sorted(placed, key=lambda m: placed[m])
+        self.placed = placed
+        self.points = points  # meeting -> bit mask of the (gap-widened) hours it holds
+        self.calls = 0
+        self.stopped = False
+
+    def run(self) -> dict[int, int] | None:
+        day = self.day
+        ms = self.meetings
+        n = len(ms)
+        conflict = [0] * n  # j -> mask of meetings (by position) clashing with it
+        for a in range(n):
+            for b in range(n):
+                if a != b and self.points[ms[a]] & self.points[ms[b]]:
+                    conflict[a] |= 1 << b
+        seats = [day.needs[m].seats - _popcount(day.required[m]) for m in ms]
+        held: dict[int, int] = defaultdict(int)  # person -> meetings they are required in
+        for j, m in enumerate(ms):
+            for i in _bits(day.required[m]):
+                if held[i] & conflict[j]:
+                    return None  # required in two meetings that clash
+                held[i] |= 1 << j
+        eligible: dict[int, int] = defaultdict(int)  # person -> meetings they may fill
+        for j, m in enumerate(ms):
+            for i in _bits(day.avail[m][self.placed[m]] & ~day.required[m]):
+                if not held[i] & conflict[j]:
+                    eligible[i] |= 1 << j
+        people = [i for i in eligible if eligible[i]]
+        # Scarce people first: those who can fill the fewest meetings.
+        people.sort(key=lambda i: (_popcount(eligible[i]), i))
+        self.options = [_independent_sets(eligible[i], conflict) for i in people]
+        self.people = people
+        # count[k][j]: people from position k on who may fill meeting j
+        self.count = [[0] * n for _ in range(len(people) + 1)]
+        for k in range(len(people) - 1, -1, -1):
+            row = list(self.count[k + 1])
+            for j in _bits(eligible[people[k]]):
+                row[j] += 1
+            self.count[k] = row
+        self.failed: set[tuple[int, tuple[int, ...]]] = set()
+        self.chosen: list[int] = [0] * len(people)
+        if not self._fill(0, tuple(seats)):
+            return None
+        out = {m: day.required[m] for m in ms}
+        for k, i in enumerate(people):
+            for j in _bits(self.chosen[k]):
+                out[ms[j]] |= 1 << i
+        return out
+
+    def _fill(self, k: int, short: tuple[int, ...]) -> bool:
+        if not any(short):
+            for rest in range(k, len(self.chosen)):
+                self.chosen[rest] = 0
+            return True
+        if self.stopped or k == len(self.people):
+            return False
+        self.calls += 1
+        if self.calls & 1023 == 0 and self.stop():
+            self.stopped = True
+            return False
+        count = self.count[k]
+        if any(s > c for s, c in zip(short, count, strict=True)):
+            return False
+        key = (k, short)
+        if key in self.failed:
+            return False
+        open_mask = 0
+        for j, s in enumerate(short):
+            if s:
+                open_mask |= 1 << j
+        useful: list[int] = []
+        for option in self.options[k]:
+            effect = option & open_mask
+            if effect and not any(effect & u == effect for u in useful):
+                useful = [u for u in useful if u & effect != u]
+                useful.append(effect)
+        useful.sort(key=_popcount, reverse=True)
+        for effect in useful:
+            self.chosen[k] = effect
+            after = tuple(s - ((effect >> j) & 1) for j, s in enumerate(short))
+            if self._fill(k + 1, after):
+                return True
+        if not useful:  # nothing left for this person to fill
+            self.chosen[k] = 0
+            if self._fill(k + 1, short):
+                return True
+        self.failed.add(key)
+        return False
+
+
+def _independent_sets(mask: int, conflict: list[int]) -> list[int]:
+    """The maximal sets of meetings in `mask` that pairwise do not clash."""
+    out: list[int] = []
+
+    def grow(chosen: int, left: int) -> None:
+        if not left:
+            out.append(chosen)
+            return
+        low = left & -left
+        j = low.bit_length() - 1
+        grow(chosen | low, left & ~low & ~conflict[j])
+        if left & conflict[j] & ~low:  # without j, only if something clashing could fit
+            grow(chosen, left & ~low)
+
+    grow(0, mask)
+    return [s for s in out if not any(s != t and s & t == s for t in out)]
+
+
+class _Exact:
+    """Branch and bound over one date: which meetings take place, and when.
+
+    Who attends is left open while branching: a placement is kept only if, at every
+    (gap-widened) hour, the meetings holding it can still be seated side by side (Hall's
+    condition over each set of them, required people counted where they must be). That
+    is a relaxation, so nothing feasible is cut; a schedule that would beat the best is
+    then seated exactly by `_Assign` (or dropped). The bound is the weight placed plus
+    every undecided meeting that still has a start it could take; meetings are branched
+    on fewest starts first, starts that keep most of the rest open first; identical
+    meetings take their starts in order. Ends early (not proven) on `stop`, the deadline
+    or the node budget; `proven` says whether the search ran to the end.
+    """
+
+    def __init__(
+        self,
+        day: _Day,
+        incumbent: _State,
+        deadline: float,
+        stop: Callable[[], bool] = _never,
+        node_budget: int = EXACT_NODES,
+    ) -> None:
+        self.day = day
+        self.stop = stop
+        self.deadline = deadline
+        self.budget = node_budget
         self.best = incumbent.copy()
         self.best_weight = incumbent.weight()
         self.nodes = 0
-        self.budget = node_budget
+        self.seatings = 0
+        self.aborted = False
+        self.proven = False
+        self.meetings = _order(day)
+        widen = (1 << day.gap) - 1 if day.gap else 0
+        self.points: dict[tuple[int, int], int] = {}
+        self.free: dict[tuple[int, int], int] = {}
+        for m in self.meetings:
+            need = day.needs[m]
+            for s, mask in day.avail[m].items():
+                span = ((1 << need.duration) - 1) | (widen << need.duration)
+                self.points[(m, s)] = span << (s - day.lo)
+                self.free[(m, s)] = mask & ~day.required[m]
+        self.short = {
+            m: day.needs[m].seats - _popcount(day.required[m]) for m in self.meetings
+        }
+        self.priority = {m: day.needs[m].priority for m in self.meetings}
+        self.at: list[list[int]] = [[] for _ in range(day.hi - day.lo + day.gap)]
+        self.placed: dict[int, int] = {}
+        # Identical meetings (same length, seats, weight, required people and options):
+        # any schedule can be relabelled so their starts rise, the skipped ones last.
+        self.twin_after: dict[int, int] = {}
+        self.twin_before: dict[int, int] = {}
+        last: dict[tuple[object, ...], int] = {}
+        for m in sorted(self.meetings):
+            need = day.needs[m]
+            key = (need.duration, need.seats, need.priority, day.required[m],
+                   tuple(sorted(day.avail[m].items())))  # fmt: skip
+            if key in last:
+                self.twin_after[last[key]] = m
+                self.twin_before[m] = last[key]
+            last[key] = m
 
     def run(self) -> _State:
-        self._search(0, _State(self.day), 0)
+        domains = {m: sorted(self.day.avail[m]) for m in self.meetings}
+        self._search(0, domains)
+        self.proven = not self.aborted
         return self.best
 
-    def _classes(self, free: int, state: _State) -> list[list[int]]:
-        # People alike for what is left: same availability, required by the same
-        # meetings, busy at the same hours on this date.
+    # -- the relaxation -----------------------------------------------------------------
+
+    def _fits(self, m: int, s: int) -> bool:
+        """Whether (m, s) can join the placed meetings as far as each hour can tell."""
         day = self.day
-        groups: dict[tuple[object, ...], list[int]] = defaultdict(list)
-        for i in _bits(free):
-            sig = tuple((mask >> i) & 1 for opts in day.avail for mask in opts.values())
-            needed = tuple((req >> i) & 1 for req in day.required)  # required somewhere
-            busy = tuple((b >> i) & 1 for b in state.busy)
-            groups[(sig, needed, busy)].append(i)
-        return list(groups.values())
+        points = self.points[(m, s)]
+        seen: set[tuple[int, ...]] = set()
+        t = 0
+        while points:
+            if points & 1 and self.at[t]:
+                others = tuple(self.at[t])
+                if others not in seen:
+                    seen.add(others)
+                    if not self._hall(m, s, others):
+                        return False
+            points >>= 1
+            t += 1
+        return True
 
-    def _choices(self, m: int, free: int, state: _State) -> Iterator[int]:
-        need = self.day.needs[m]
-        req = self.day.required[m]
-        groups = self._classes(free & ~req, state)
+    def _hall(self, m: int, s: int, others: tuple[int, ...]) -> bool:
+        day = self.day
+        required = day.required[m]
+        held = required
+        frees = []
+        shorts = []
+        for j in others:
+            r = day.required[j]
+            if r & held:
+                return False  # someone required in two meetings at once
+            held |= r
+            frees.append(self.free[(j, self.placed[j])])
+            shorts.append(self.short[j])
+        mine = self.free[(m, s)] & ~held
+        frees = [f & ~held for f in frees]
+        short = self.short[m]
+        count = len(others)
+        check_all = required and any(f & required for f in frees)  # were counted free
+        for subset in range(1 << count):
+            union = mine
+            need = short
+            for j in range(count):
+                if subset >> j & 1:
+                    union |= frees[j]
+                    need += shorts[j]
+            if _popcount(union) < need:
+                return False
+            if check_all and subset:
+                rest = 0
+                rest_need = 0
+                for j in range(count):
+                    if subset >> j & 1:
+                        rest |= frees[j]
+                        rest_need += shorts[j]
+                if _popcount(rest) < rest_need:
+                    return False
+        return True
 
-        def spread(i: int, left: int) -> Iterator[list[int]]:
-            if i == len(groups):
-                if left == 0:
-                    yield []
-                return
-            for n in range(min(left, len(groups[i])), -1, -1):
-                for rest in spread(i + 1, left - n):
-                    yield [n, *rest]
+    # -- the search ---------------------------------------------------------------------
 
-        for counts in spread(0, need.seats - _popcount(req)):
-            mask = req
-            for group, n in zip(groups, counts, strict=True):
-                for i in group[:n]:
-                    mask |= 1 << i
-            yield mask
+    def _place(self, m: int, s: int) -> None:
+        self.placed[m] = s
+        for t in _bits(self.points[(m, s)]):
+            self.at[t].append(m)
 
-    def _search(self, i: int, state: _State, weight: int) -> None:
+    def _unplace(self, m: int) -> None:
+        s = self.placed.pop(m)
+        for t in _bits(self.points[(m, s)]):
+            self.at[t].remove(m)
+
+    def _bound(self, weight: int, domains: dict[int, list[int]]) -> int:
+        return weight + sum(self.priority[m] for m, d in domains.items() if d)
+
+    def _search(self, weight: int, domains: dict[int, list[int]]) -> None:
         self.nodes += 1
-        if self.nodes & 1023 == 0 and self.stop():
-            self.budget = 0  # asked to stop: keep the best found so far
-        if weight > self.best_weight:
-            self.best, self.best_weight = state.copy(), weight
-        if (
-            i == len(self.order)
-            or weight + self.suffix[i] <= self.best_weight
-            or self.nodes > self.budget
+        if self.nodes & 63 == 0 and (
+            self.stop() or time.monotonic() > self.deadline or self.nodes > self.budget
         ):
+            self.aborted = True
+        if self.aborted:
             return
-        day = self.day
-        m = self.order[i]
-        need = day.needs[m]
-        for s, available in day.avail[m].items():
-            free = available & ~state.blocked(s, need.duration)
-            if free & day.required[m] != day.required[m] or _popcount(free) < need.seats:
-                continue
-            for attendees in self._choices(m, free, state):
-                state.place(m, s, attendees)
-                self._search(i + 1, state, weight + need.priority)
-                state.remove(m)
-                if self.nodes > self.budget or self.best_weight == weight + self.suffix[i]:
-                    return
-        self._search(i + 1, state, weight)
+        bound = self._bound(weight, domains)
+        if bound <= self.best_weight:
+            return
+        live = [
+            m for m, d in domains.items()
+            if d and not domains.get(self.twin_before.get(m, -1))
+        ]  # fmt: skip
+        if not live:
+            self._seat(weight)
+            return
+        m = min(live, key=lambda q: (len(domains[q]), -self.priority[q], q))
+        priority = self.priority[m]
+        rest = {q: d for q, d in domains.items() if q != m}
+        children = []
+        for s in domains[m]:
+            self._place(m, s)
+            points = self.points[(m, s)]
+            child = {}
+            for q, d in rest.items():
+                child[q] = [x for x in d if not self.points[(q, x)] & points or self._fits(q, x)]
+            twin = self.twin_after.get(m)
+            if twin is not None and twin in child:
+                child[twin] = [x for x in child[twin] if x >= s]
+            self._twins_follow(child)
+            self._unplace(m)
+            children.append((self._bound(weight + priority, child), s, child))
+        children.sort(key=lambda c: -c[0])
+        for child_bound, s, child in children:
+            if child_bound <= self.best_weight or self.aborted:
+                break
+            self._place(m, s)
+            self._search(weight + priority, child)
+            self._unplace(m)
+            if self.best_weight >= bound:
+                return
+        if self.aborted:
+            return
+        twin = self.twin_after.get(m)
+        if twin is not None and twin in rest:
+            rest[twin] = []  # the identical ones after it are skipped too
+            self._twins_follow(rest)
+        if bound - priority > self.best_weight:
+            self._search(weight, rest)
+
+    def _twins_follow(self, domains: dict[int, list[int]]) -> None:
+        """A meeting whose identical predecessor cannot take place cannot either."""
+        for m in sorted(domains):
+            before = self.twin_before.get(m)
+            if before is not None and before in domains and not domains[before]:
+                domains[m] = []
+
+    def _seat(self, weight: int) -> None:
+        """Seat the placed meetings; a seating is the new best."""
+        self.seatings += 1
+        seating = _Assign(self.day, dict(self.placed),
+                          {m: self.points[(m, s)] for m, s in self.placed.items()},
+                          self.stop).run()  # fmt: skip
+        if seating is None:
+            return
+        state = _State(self.day)
+        for m, s in self.placed.items():
+            state.place(m, s, seating[m])
+        self.best, self.best_weight = state, weight
 
 
 def _small(day: _Day) -> bool:

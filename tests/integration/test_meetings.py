@@ -142,3 +142,32 @@ async def test_a_participant_killed_mid_run_leaves_a_valid_schedule(
 
 def test_constraints_default_to_the_tutorial_sketch() -> None:
     assert TimeConstraints() == TimeConstraints(9, 17, 1)
+
+
+def test_meetings_solve_drives_a_cli_playground_hosting_the_plugin(
+    spawn: Any, tmp_path: Path
+) -> None:
+    instance = DATA / "instances" / "tiny_1.json"
+    data = json.loads(instance.read_text())
+    playground = spawn("-m", "ceylon", "playground", "--port", "0", "--plugin", "meetings")
+    address = playground.wait_for_line(r"^listening on (\S+:\d+)", timeout=seconds(20)).group(1)
+    for person in data["participants"]:  # each calendar lives in its own agent process
+        worker = spawn(
+            "-m", "ceylon", "worker", "--connect", address, "--agent",
+            "ceylon.scheduling:ParticipantAgent", "--name", person["name"],
+            "--option", f"available_slots={json.dumps(person['available'])}",
+        )  # fmt: skip
+        worker.wait_for_line(rf"^agent {person['name']} connected", timeout=seconds(20))
+    out = tmp_path / "schedule.json"
+    run = spawn("-m", "ceylon", "meetings", "solve", str(instance), "--connect", address,
+                "--out", str(out), "--time-limit", "2")  # fmt: skip
+    assert run.wait(seconds(60)) == 0, run.output()
+    code, report = validate("tiny_1", out)
+    assert code == 0, report
+    assert all(entry["scheduled"] for entry in json.loads(out.read_text())["schedule"])
+    # a playground without the plugin says so, once, exit 2
+    bare = spawn("-m", "ceylon", "playground", "--port", "0")
+    other = bare.wait_for_line(r"^listening on (\S+:\d+)", timeout=seconds(20)).group(1)
+    refused = spawn("-m", "ceylon", "meetings", "solve", str(instance), "--connect", other)
+    assert refused.wait(seconds(30)) == 2, refused.output()
+    assert "cannot plan meetings" in refused.output()

@@ -10,11 +10,11 @@ from ceylon.scheduling.problem import Placement, Solution
 
 GOOD: dict[str, Any] = {
     "name": "t",
-    "participants": [{"name": "A", "available": [{"date": "d", "start": 9, "end": 12}]}],
+    "participants": [{"name": "A", "available": [{"date": "2024-07-21", "start": 9, "end": 12}]}],
     "meetings": [
         {
             "name": "M",
-            "date": "d",
+            "date": "2024-07-21",
             "duration": 1,
             "minimum_participants": 1,
             "priority": 2,
@@ -30,7 +30,7 @@ def test_a_good_instance_reads() -> None:
     assert instance.meetings[0].required == ["A"] and instance.meetings[0].priority == 2
     assert instance.constraints.latest_end == 18
     problem = instance.problem()
-    assert problem.availability == {"A": {"d": [(9, 12)]}}
+    assert problem.availability == {"A": {"2024-07-21": [(9, 12)]}}
 
 
 @pytest.mark.parametrize(
@@ -71,13 +71,13 @@ def test_duplicates_are_refused() -> None:
 
 def test_solution_json() -> None:
     instance = parse_instance(GOOD)
-    placed = Solution({"M": Placement("M", "d", 9, 10, ("A",))}, {})
+    placed = Solution({"M": Placement("M", "2024-07-21", 9, 10, ("A",))}, {})
     assert solution_json(instance, placed, solver="x") == {
         "schedule": [
             {
                 "meeting": "M",
                 "scheduled": True,
-                "date": "d",
+                "date": "2024-07-21",
                 "start": 9,
                 "end": 10,
                 "participants": ["A"],
