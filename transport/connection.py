@@ -459,7 +459,10 @@ class Connection(asyncio.Protocol):
 
     def _on_closed(self, event: Closed) -> None:
         if event.error is not None and not self._closing:
-            self._log.warning("connection closed: {}", event.reason)
+            if self._opened.done():
+                self._log.warning("connection closed: {}", event.reason)
+            else:  # the opener hears of it (HandshakeError) and says so, once
+                self._log.debug("connection closed during the handshake: {}", event.reason)
         if not self._opened.done():
             error = event.error if event.error is not None else event.exception()
             self._opened.set_exception(error)

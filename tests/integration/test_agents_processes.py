@@ -185,7 +185,8 @@ def test_a_wrong_token_is_refused_with_the_reason_on_both_sides(spawn: Any) -> N
         "--token", "wrong-token",
     )  # fmt: skip
     assert worker.wait(seconds(20)) == 2
-    assert "authentication failed" in worker.output()
+    said = [line for line in worker.output().splitlines() if "authentication failed" in line]
+    assert len(said) == 1, worker.output()  # once, not three times
     playground.wait_for_line(r"handshake failed: authentication failed", timeout=seconds(10))
 
 

@@ -83,3 +83,14 @@ def test_version_and_help() -> None:
         assert shown.returncode == 0 and "usage:" in shown.stdout, command
     assert "--import MODULE" in ceylon("worker", "--help").stdout
     assert "--json" in ceylon("tasks", "run", "--help").stdout
+
+
+def test_status_defaults_to_the_default_port_and_retries_say_their_wait() -> None:
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    status = ceylon("status", "--once", "--timeout", "1")
+    assert "127.0.0.1:8888" in status.stderr or status.returncode == 0, status.stderr
+    worker = ceylon("worker", "--connect", f"127.0.0.1:{port}", "--connect-timeout", "1")
+    assert worker.returncode == 1, worker.stderr
+    assert "retrying in" in worker.stderr, worker.stderr
