@@ -55,6 +55,7 @@ class Settings:
             ``"disconnect"`` it after `slow_consumer_grace` seconds, or ``"drop"`` what
             exceeds its queue (counted and reported to it).
         slow_consumer_grace: seconds an agent may stay over its queue limit.
+        max_extra_bytes: largest `extra_data` (encoded) an agent may join with.
         max_pending_bytes, max_pending_messages: the queue limit of each connection.
     """
 
@@ -70,6 +71,7 @@ class Settings:
     reconnect_max: float = 5.0
     slow_consumer: str = "disconnect"
     slow_consumer_grace: float = 2.0
+    max_extra_bytes: int = 16 * 1024
     max_pending_bytes: int = 8 * 2**20
     max_pending_messages: int = 100_000
 

@@ -12,6 +12,9 @@ so that a send to an agent that has left fails at the sender.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
+import secrets
 from collections.abc import Iterator
 
 from .peer import AgentDetail
@@ -34,8 +37,12 @@ class Directory:
         own: the playground's own details; its name is reserved.
     """
 
-    def __init__(self, own: AgentDetail) -> None:
+    def __init__(self, own: AgentDetail, resume_window: float = 600.0) -> None:
         self.own = own
+        #: seconds a gone agent's id stays reserved for it (its resume secret)
+        self.resume_window = resume_window
+        self._secrets: dict[str, str] = {}  # agent id -> digest of its resume secret
+        self._gone: dict[str, float] = {}  # agent id -> when it left, oldest first
         self._members: dict[str, Member] = {}
         self._ids_by_name: dict[str, str] = {}
         self._watchers: dict[str, set[str]] = {}
@@ -52,20 +59,58 @@ class Directory:
     def refusal(self, agent_id: str, name: str) -> str | None:
         """Why an agent claiming `agent_id` and `name` may not join, or None.
 
-        The same id may come back (a reconnect replaces its stale session); a name held
-        by another live agent may not be taken.
+        Ids and names are one namespace: neither may equal another agent's id or name.
+        The same agent may come back (see `reclaim_refusal` for the proof it must give).
         """
         if not name:
             return "an agent needs a non-empty name"
-        if name == self.own.name or agent_id == self.own.id:
+        own = self.own
+        if name in (own.name, own.id) or agent_id in (own.id, own.name):
             return f"name {name!r} is the playground's own"
         holder = self._ids_by_name.get(name)
         if holder is not None and holder != agent_id:
             return f"name {name!r} is already taken in this workspace"
+        if name != agent_id and name in self._members:
+            return f"name {name!r} is another agent's id"
+        named = self._ids_by_name.get(agent_id)
+        if named is not None and named != agent_id:
+            return f"id {agent_id!r} is another agent's name"
         member = self._members.get(agent_id)
         if member is not None and member.detail.name != name:  # only the same agent returns
             return f"id {agent_id!r} is already in use by agent {member.detail.name!r}"
         return None
+
+    def reclaim_refusal(self, agent_id: str, resume: str | None, now: float) -> str | None:
+        """Why `agent_id` may not be taken with the resume secret `resume`, or None.
+
+        An id that is live, or left less than `resume_window` seconds ago, may only be
+        reclaimed with the resume secret its last admission issued (`admit`): the agent
+        reconnecting has it, an impersonator does not.
+        """
+        self._expire(now)
+        expected = self._secrets.get(agent_id)
+        if expected is not None and not hmac.compare_digest(expected, _digest(resume or "")):
+            return (
+                f"id {agent_id!r} is held by an agent (or was, moments ago); reclaiming it "
+                f"needs the resume secret that agent was given"
+            )
+        return None
+
+    def admit(self, agent_id: str) -> str:
+        """A fresh resume secret for `agent_id` (the one before it no longer counts)."""
+        secret = secrets.token_hex(16)
+        self._secrets[agent_id] = _digest(secret)
+        self._gone.pop(agent_id, None)
+        return secret
+
+    def _expire(self, now: float) -> None:
+        while self._gone:
+            agent_id, left_at = next(iter(self._gone.items()))
+            if now - left_at < self.resume_window:
+                return
+            del self._gone[agent_id]
+            if agent_id not in self._members:
+                self._secrets.pop(agent_id, None)
 
     def join(self, detail: AgentDetail, *, subscribed: bool) -> Member | None:
         """Add an agent; return the member it replaces (same id, reconnecting), if any."""
@@ -77,9 +122,12 @@ class Directory:
         self._ids_by_name[detail.name] = detail.id
         return previous
 
-    def leave(self, agent_id: str) -> tuple[Member | None, set[str]]:
+    def leave(self, agent_id: str, left_at: float = 0.0) -> tuple[Member | None, set[str]]:
         """Remove an agent; return it and the ids of the agents to tell."""
         member = self._members.pop(agent_id, None)
+        if agent_id in self._secrets:  # its secret holds a while: it may come back
+            self._gone.pop(agent_id, None)
+            self._gone[agent_id] = left_at
         if member is None:
             return None, set()
         self._ids_by_name.pop(member.detail.name, None)
@@ -132,3 +180,7 @@ class Directory:
     def details(self) -> list[AgentDetail]:
         """Every connected agent, the playground first."""
         return [self.own, *(m.detail for m in self._members.values())]
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()

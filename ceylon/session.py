@@ -39,11 +39,14 @@ PLAYGROUND_ORIGIN = "playground"
 REQUEST_TIMEOUT = 10.0
 
 
-def hello_extra(agent: BaseAgent) -> dict[str, Any]:
-    """What an agent tells the playground about itself beyond id, name and role."""
+def hello_extra(agent: BaseAgent, resume: str | None = None) -> dict[str, Any]:
+    """What an agent tells the playground about itself beyond id, name and role (and,
+    reconnecting, the resume secret that proves it is the agent that held its id)."""
     extra = {"extra_data": dict(agent.extra_data), "subscribe": agent.wants_membership}
     if agent.observer:
         extra["observer"] = True
+    if resume is not None:
+        extra["resume"] = resume
     return extra
 
 
@@ -94,7 +97,8 @@ class Session:
 
     async def _open(self) -> None:
         agent = self.agent
-        identity = transport.PeerInfo(agent.id, agent.name, agent.role, hello_extra(agent))
+        extra = hello_extra(agent, agent.resume_secret)
+        identity = transport.PeerInfo(agent.id, agent.name, agent.role, extra)
         conn = await transport.connect(
             self.host,
             self.port,
@@ -102,6 +106,8 @@ class Session:
             **self.settings.transport_kwargs(),
         )
         peer = conn.peer
+        resume = peer.extra.get("resume")
+        agent.resume_secret = resume if isinstance(resume, str) else None
         self._playground = AgentDetail(
             peer.id,
             peer.name,

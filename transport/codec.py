@@ -202,7 +202,6 @@ class TypeRegistry:
         # them only through `register`.
         self.by_tag: dict[str, TypeSpec] = {}
         self.by_type: dict[type, TypeSpec] = {}
-        self._misses: set[str] = set()  # tags `resolve` found nothing for
         #: bumped on every registration, so caches keyed by tag know to start over
         self.version = 0
 
@@ -245,7 +244,6 @@ class TypeRegistry:
         if previous is not None and previous.tag != tag:
             del self.by_tag[previous.tag]
         spec = _spec_for(cls, tag)
-        self._misses.clear()  # a new type may make a missed tag resolvable
         self.version += 1
         self.by_tag[tag] = spec
         self.by_type[cls] = spec
@@ -256,33 +254,14 @@ class TypeRegistry:
         return self.by_type.get(cls)
 
     def resolve(self, tag: str) -> TypeSpec | None:
-        """The spec of `tag`, also when it names a subclass of a registered dataclass.
+        """The spec of `tag`: registered types only.
 
-        A handler for ``Task`` accepts ``CustomTask(Task)``: if such a subclass is
-        defined in this process under the default tag (its ``__qualname__``), it is
-        registered on first sight. Only classes that already exist here and derive from a
-        registered type qualify; nothing is imported.
+        A handler for ``Task`` accepts a ``CustomTask(Task)`` that is registered here (by
+        a handler, by sending one, by `register`, or ``--import``); a tag naming any other
+        class, even a subclass of a registered one defined in this process, builds
+        nothing: a peer cannot make an unregistered class run.
         """
-        spec = self.by_tag.get(tag)
-        if spec is not None or tag in self._misses:
-            return spec
-        seen: set[type] = set()
-        stack: list[type] = [s.cls for s in self.by_tag.values() if not s.is_enum]
-        while stack:
-            cls = stack.pop()
-            sub: type
-            for sub in cls.__subclasses__():
-                if sub in seen:
-                    continue
-                seen.add(sub)
-                if sub.__qualname__ == tag and dataclasses.is_dataclass(sub):
-                    self.register(sub)
-                    return self.by_tag.get(tag)
-                stack.append(sub)
-        if len(self._misses) >= 10_000:  # tags come from peers: keep the cache bounded
-            self._misses.clear()
-        self._misses.add(tag)
-        return None
+        return self.by_tag.get(tag)
 
     def tag_of(self, cls: type) -> str:
         """The tag `cls` travels under, registering it if needed."""

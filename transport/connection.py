@@ -62,8 +62,9 @@ FLUSH_BYTES: Final = 256 * 1024
 #: An iteration that left fewer bytes than this to coalesce makes the next one eager.
 EAGER_BELOW: Final = 2048
 
-#: Called on the server with an authenticated client; returns a refusal reason or None.
-Authorizer = Callable[[PeerInfo], "str | None"]
+#: Called on the server with an authenticated client; returns a refusal reason, or None
+#: to admit it, or a dict to admit it with these fields added to its Welcome's extra.
+Authorizer = Callable[[PeerInfo], "str | dict[str, Any] | None"]
 #: Receives each received group's messages: ``(sender, target, [(tag, body), ...])``.
 MessageCallback = Callable[[str, "str | None", list[tuple[str, bytes]]], None]
 #: Receives message groups undecoded, straight from the read path (a router's view).
@@ -443,6 +444,9 @@ class Connection(asyncio.Protocol):
             refusal = self._authorize(event.peer) if self._authorize is not None else None
             if refusal is None:
                 self.protocol.accept()
+            elif isinstance(refusal, dict):  # admitted, with words for this client alone
+                me = self.protocol.identity
+                self.protocol.accept(me._replace(extra={**me.extra, **refusal}))
             else:
                 self._log.warning("refused {}: {}", event.peer.name, refusal)
                 self.protocol.reject(refusal)

@@ -99,6 +99,9 @@ class BaseAgent:
         self.role = role
         self.extra_data: dict[str, Any] = dict(extra_data or {})
         self.id = uuid.uuid4().hex
+        #: what the playground gave this agent to prove, reconnecting, that its id is
+        #: its own (an impersonator with the id but not this is refused)
+        self.resume_secret: str | None = None
         self._table = type(self)._ceylon_table.copy()
         self._by_tag: dict[str, tuple[HandlerSpec, ...]] = {}  # see _handlers_for
         self._by_tag_version = -1

@@ -300,11 +300,32 @@ class BasePlayGround(BaseAgent):
         self._join_callbacks.append(on_join)
         self._leave_callbacks.append(on_leave)
 
-    def _authorize(self, peer: PeerInfo) -> str | None:
-        refusal = self.directory.refusal(peer.id, peer.name)
+    def _authorize(self, peer: PeerInfo) -> str | dict[str, Any] | None:
+        resume = peer.extra.get("resume")
+        refusal = (
+            self._check_extra(peer)
+            or self.directory.refusal(peer.id, peer.name)
+            or self.directory.reclaim_refusal(
+                peer.id, resume if isinstance(resume, str) else None, time.monotonic()
+            )
+        )
         if refusal is not None:
             self._log.warning("refused agent {}: {}", peer.name, refusal)
-        return refusal
+            return refusal
+        if peer.extra.get("observer") is True:
+            return None  # never in the directory: nothing to resume
+        return {"resume": self.directory.admit(peer.id)}
+
+    def _check_extra(self, peer: PeerInfo) -> str | None:
+        """Handshake data is plain data, and not much of it."""
+        extra_data = peer.extra.get("extra_data") or {}
+        if not isinstance(extra_data, dict) or not all(isinstance(k, str) for k in extra_data):
+            return "extra_data must be a map with text keys"
+        size = len(self._codec.pack(extra_data))
+        limit = self.settings.max_extra_bytes
+        if size > limit:
+            return f"extra_data is {size} bytes, over the limit of {limit}"
+        return None
 
     async def _serve_agent(self, conn: Connection) -> None:
         peer = conn.peer
@@ -361,7 +382,7 @@ class BasePlayGround(BaseAgent):
         if not self.router.remove(detail.id, conn):
             return  # replaced by a newer connection of the same agent, or refused
         self._sizes.pop(detail.id, None)
-        member, notify = self.directory.leave(detail.id)
+        member, notify = self.directory.leave(detail.id, time.monotonic())
         reason = conn.close_reason or "connection lost"
         self._log.info("agent {} left: {}", detail.name, reason)
         for agent_id in notify:
