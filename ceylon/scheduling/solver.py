@@ -3,14 +3,17 @@
 It maximises the priority-weighted number of scheduled meetings. Dates never interact (a
 person's meetings on two dates cannot clash), so each date is solved on its own:
 
-1. *Exact* for small dates: branch and bound over meetings (highest priority first),
-   their start hours and attendee choices, where people in the same situation are
-   interchangeable; a node budget bounds it.
-2. Otherwise a *conflict-aware greedy*: meetings in order of priority and tightness, each
-   placed where the attendees it takes are least wanted by the meetings still to place;
-   then *ruin and recreate*: remove a few placed meetings that stand in the way of an
-   unplaced one, re-insert greedily (the unplaced one first), keep the result unless it
-   is worse, until the time budget is spent or everything is placed.
+1. A *conflict-aware greedy*: meetings in order of priority and tightness, each placed
+   where the attendees it takes are least wanted by the meetings still to place.
+2. *Exact* for dates of at most `EXACT_MEETINGS` meetings: branch and bound over which
+   meetings take place and when (`_Exact`), with the greedy schedule as the incumbent,
+   a bound from each hour's seating capacity, and an exact seating search (`_Assign`)
+   for each schedule that would beat the best. It usually proves the optimum in
+   milliseconds; if its part of the time share runs out first, local search goes on
+   from the best it found.
+3. Otherwise *ruin and recreate*: remove a few placed meetings that stand in the way of
+   an unplaced one, re-insert greedily (the unplaced one first), keep the result unless
+   it is worse, until the time budget is spent or everything is placed.
 
 People and hours are bit masks (Python ints), so the checks are a few integer operations.
 Every schedule it returns passes `problem.violations` (checked before returning).
@@ -28,7 +31,14 @@ from .problem import Need, Placement, Problem, Solution, violations
 __all__ = ["DEFAULT_TIME_LIMIT", "solve"]
 
 DEFAULT_TIME_LIMIT = 3.0
-EXACT_NODES = 200_000
+#: dates with at most this many meetings are searched exactly (`_Exact`)
+EXACT_MEETINGS = 20
+#: the part of a date's time share exact search may use before local search takes over
+EXACT_SHARE = 0.7
+#: node budget of one exact search (the time share ends it well before, as a rule)
+EXACT_NODES = 1_000_000
+#: calls one seating search (`_Assign`) may make before it gives up
+ASSIGN_CALLS = 20_000
 
 
 def _bits(mask: int) -> Iterator[int]:
@@ -293,8 +303,11 @@ class _Assign:
 
     Required people are seated first; then each other person in turn takes one of the
     largest sets of still-short meetings they can all attend, depth first, remembering
-    the (person, shortfalls) pairs that failed. Returns meeting -> attendee mask, or None
-    when no seating exists (or the search was stopped).
+    the (person, shortfalls) pairs that failed, and giving up on a branch as soon as the
+    people left cannot cover what is short (per meeting, and per set of meetings at one
+    hour, where each person counts once). `run` returns meeting -> attendee mask, or None
+    when no seating exists; `settled` is False when it gave up (stop, or `budget` calls)
+    without knowing.
     """
 
     def __init__(
@@ -303,14 +316,16 @@ class _Assign:
         placed: dict[int, int],
         points: dict[int, int],
         stop: Callable[[], bool],
+        budget: int = 1 << 62,
     ) -> None:
         self.day = day
         self.stop = stop
+        self.budget = budget
         self.meetings = sorted(placed, key=lambda m: placed[m])
         self.placed = placed
         self.points = points  # meeting -> bit mask of the (gap-widened) hours it holds
         self.calls = 0
-        self.stopped = False
+        self.settled = True
 
     def run(self) -> dict[int, int] | None:
         day = self.day
@@ -345,6 +360,26 @@ class _Assign:
             for j in _bits(eligible[people[k]]):
                 row[j] += 1
             self.count[k] = row
+        # The meetings sharing an hour: each person fills at most one of them.
+        cliques: set[int] = set()
+        span = 0
+        for m in ms:
+            span |= self.points[m]
+        for t in _bits(span):
+            clique = 0
+            for j, m in enumerate(ms):
+                if self.points[m] >> t & 1:
+                    clique |= 1 << j
+            if clique & (clique - 1):
+                cliques.add(clique)
+        self.cliques = [c for c in cliques if not any(c != d and c & d == c for d in cliques)]
+        self.reach = [[0] * len(self.cliques) for _ in range(len(people) + 1)]
+        for k in range(len(people) - 1, -1, -1):
+            row = list(self.reach[k + 1])
+            for c, clique in enumerate(self.cliques):
+                if eligible[people[k]] & clique:
+                    row[c] += 1
+            self.reach[k] = row
         self.failed: set[tuple[int, tuple[int, ...]]] = set()
         self.chosen: list[int] = [0] * len(people)
         if not self._fill(0, tuple(seats)):
@@ -360,15 +395,21 @@ class _Assign:
             for rest in range(k, len(self.chosen)):
                 self.chosen[rest] = 0
             return True
-        if self.stopped or k == len(self.people):
+        if not self.settled or k == len(self.people):
             return False
         self.calls += 1
-        if self.calls & 1023 == 0 and self.stop():
-            self.stopped = True
+        if self.calls > self.budget or (self.calls & 255 == 0 and self.stop()):
+            self.settled = False
             return False
         count = self.count[k]
         if any(s > c for s, c in zip(short, count, strict=True)):
             return False
+        for clique, reach in zip(self.cliques, self.reach[k], strict=True):
+            need = 0
+            for j in _bits(clique):
+                need += short[j]
+            if need > reach:
+                return False
         key = (k, short)
         if key in self.failed:
             return False
@@ -444,7 +485,8 @@ class _Exact:
         self.best_weight = incumbent.weight()
         self.nodes = 0
         self.seatings = 0
-        self.aborted = False
+        self.aborted = False  # stopped, out of time or out of nodes
+        self.unsure = False  # a seating search gave up
         self.proven = False
         self.meetings = _order(day)
         widen = (1 << day.gap) - 1 if day.gap else 0
@@ -456,9 +498,7 @@ class _Exact:
                 span = ((1 << need.duration) - 1) | (widen << need.duration)
                 self.points[(m, s)] = span << (s - day.lo)
                 self.free[(m, s)] = mask & ~day.required[m]
-        self.short = {
-            m: day.needs[m].seats - _popcount(day.required[m]) for m in self.meetings
-        }
+        self.short = {m: day.needs[m].seats - _popcount(day.required[m]) for m in self.meetings}
         self.priority = {m: day.needs[m].priority for m in self.meetings}
         self.at: list[list[int]] = [[] for _ in range(day.hi - day.lo + day.gap)]
         self.placed: dict[int, int] = {}
@@ -479,14 +519,18 @@ class _Exact:
     def run(self) -> _State:
         domains = {m: sorted(self.day.avail[m]) for m in self.meetings}
         self._search(0, domains)
-        self.proven = not self.aborted
+        self.proven = not self.aborted and not self.unsure
         return self.best
+
+    def _halt(self) -> bool:
+        if self.stop() or time.monotonic() > self.deadline:
+            self.aborted = True
+        return self.aborted
 
     # -- the relaxation -----------------------------------------------------------------
 
     def _fits(self, m: int, s: int) -> bool:
         """Whether (m, s) can join the placed meetings as far as each hour can tell."""
-        day = self.day
         points = self.points[(m, s)]
         seen: set[tuple[int, ...]] = set()
         t = 0
@@ -556,9 +600,7 @@ class _Exact:
 
     def _search(self, weight: int, domains: dict[int, list[int]]) -> None:
         self.nodes += 1
-        if self.nodes & 63 == 0 and (
-            self.stop() or time.monotonic() > self.deadline or self.nodes > self.budget
-        ):
+        if self.nodes > self.budget or (self.nodes & 7 == 0 and self._halt()):
             self.aborted = True
         if self.aborted:
             return
@@ -616,9 +658,12 @@ class _Exact:
     def _seat(self, weight: int) -> None:
         """Seat the placed meetings; a seating is the new best."""
         self.seatings += 1
-        seating = _Assign(self.day, dict(self.placed),
-                          {m: self.points[(m, s)] for m, s in self.placed.items()},
-                          self.stop).run()  # fmt: skip
+        assign = _Assign(self.day, dict(self.placed),
+                         {m: self.points[(m, s)] for m, s in self.placed.items()},
+                         self._halt, ASSIGN_CALLS)  # fmt: skip
+        seating = assign.run()
+        if not assign.settled:
+            self.unsure = True  # it may have been feasible: no proof of optimality
         if seating is None:
             return
         state = _State(self.day)
@@ -627,8 +672,13 @@ class _Exact:
         self.best, self.best_weight = state, weight
 
 
-def _small(day: _Day) -> bool:
-    return len(day.needs) <= 8 and len(day.people) <= 16
+def _exact_sized(day: _Day) -> bool:
+    return len(day.needs) <= EXACT_MEETINGS
+
+
+def _upper(day: _Day) -> int:
+    """The weight of every meeting of the date that could take place on its own."""
+    return sum(day.needs[m].priority for m in _order(day))
 
 
 def solve(
@@ -662,23 +712,30 @@ def solve(
     if progress:
         weight = sum(s.weight() for s in states)
         progress(f"greedy: {weight}/{total} weighted in {time.monotonic() - started:.2f} s")
-    # Share the budget by how much each date has left to gain.
-    for index, day in enumerate(days):
-        if _small(day):
-            states[index] = _Exact(day, states[index], EXACT_NODES, stop).run()
-    gaps = [
-        sum(day.needs[m].priority for m in _order(day)) - states[i].weight()
-        for i, day in enumerate(days)
-    ]
-    remaining = max(0.0, time_limit - (time.monotonic() - started))
-    open_gap = sum(g for g, day in zip(gaps, days, strict=True) if not _small(day))
-    for index, day in enumerate(days):
-        if _small(day) or gaps[index] == 0 or open_gap == 0:
+    # Share the budget by how much each date has left to gain; dates exact search may
+    # take go first (they are usually proven optimal at once, and what they leave of
+    # their share goes to the others).
+    gaps = [_upper(day) - state.weight() for day, state in zip(days, states, strict=True)]
+    open_gap = sum(gaps)
+    for index in sorted(range(len(days)), key=lambda i: not _exact_sized(days[i])):
+        day, gap = days[index], gaps[index]
+        if gap == 0 or stop():
             continue
-        share = remaining * gaps[index] / open_gap
-        states[index] = _ruin_and_recreate(
-            day, states[index], time.monotonic() + share, random.Random(rng.random()), stop
-        )
+        now = time.monotonic()
+        share = max(0.0, time_limit - (now - started)) * gap / open_gap
+        open_gap -= gap
+        day_rng = random.Random(rng.random())
+        if _exact_sized(day):
+            exact = _Exact(day, states[index], now + EXACT_SHARE * share, stop)
+            states[index] = exact.run()
+            if progress:
+                verdict = "proven optimal" if exact.proven else "not proven optimal"
+                progress(f"exact {day.date}: {states[index].weight()}/{_upper(day)} weighted, "
+                         f"{verdict}, {exact.nodes} nodes in "
+                         f"{time.monotonic() - now:.2f} s")  # fmt: skip
+            if exact.proven:
+                continue
+        states[index] = _ruin_and_recreate(day, states[index], now + share, day_rng, stop)
     solution = _assemble(problem, days, states)
     if progress:
         progress(
