@@ -226,6 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"queue limit of each agent, in bytes (default {_DEFAULTS.max_pending_bytes})",
     )
+    tasks = pg.add_argument_group("the tasks plugin (--plugin tasks)")
+    tasks.add_argument("--max-worker-slots", type=int, default=64, metavar="N",
+                       help="most tasks one worker is given at once, whatever it declares "
+                       "(default 64)")  # fmt: skip
+    tasks.add_argument("--role-timeout", type=float, default=600.0, metavar="S",
+                       help="seconds a task waits for a worker of its role before it fails; "
+                       "0 waits for ever (default 600)")  # fmt: skip
+    tasks.add_argument("--task-timeout", type=float, default=None, metavar="S",
+                       help="seconds a task may run when it and its group set none "
+                       "(default: no limit)")  # fmt: skip
     pg.set_defaults(run=run_playground)
 
     wk = sub.add_parser("worker", help="run one agent that connects to a playground")
@@ -391,8 +401,22 @@ def _make_playground(args: argparse.Namespace) -> BasePlayGround:
             known = ", ".join(sorted(PLUGINS)) or "none"
             raise UsageError(f"unknown plugin {name!r} (known: {known})")
         factory = load_object(PLUGINS[name])
-        factory(playground)
+        options = _plugin_options(name, args)
+        try:
+            factory(playground, **options)
+        except ValueError as exc:
+            raise UsageError(f"--plugin {name}: {exc}") from None
     return playground
+
+
+def _plugin_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    if name != "tasks":
+        return {}
+    return {
+        "max_worker_slots": args.max_worker_slots,
+        "role_timeout": args.role_timeout or None,
+        "task_timeout": args.task_timeout,
+    }
 
 
 async def _playground(args: argparse.Namespace) -> int:

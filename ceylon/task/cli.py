@@ -279,7 +279,7 @@ async def _run_remote(
         ssl=_client_tls(args),
     )  # fmt: skip
     try:
-        for request, group in enumerate(groups, 1):
+        for request, group in enumerate(_dependencies_first(groups), 1):
             submit = SubmitGroup(
                 request, group.name, group.description, group.subtasks, group.dependencies,
                 group.depends_on, group.priority, group.task_id, group.task_timeout,
@@ -303,6 +303,25 @@ async def _run_remote(
         return 0 if not manager.failed_tasks else EXIT_FAILED
     finally:
         await runner.stop()
+
+
+def _dependencies_first(groups: list[TaskGroup]) -> list[TaskGroup]:
+    """`groups` in an order where each comes after the groups it depends on (the
+    playground refuses a group naming one it does not know yet); a cycle keeps the
+    given order, for the playground to refuse with its reason."""
+    ordered: list[TaskGroup] = []
+    placed: set[str] = set()
+    ids = {g.task_id for g in groups}
+    left = list(groups)
+    while left:
+        ready = [g for g in left if all(d in placed or d not in ids for d in g.depends_on)]
+        if not ready:
+            return ordered + left
+        for group in ready:
+            ordered.append(group)
+            placed.add(group.task_id)
+            left.remove(group)
+    return ordered
 
 
 def _left(deadline: float) -> float:

@@ -44,6 +44,10 @@ class TaskManager:
         self._blocked_by: dict[str, set[str]] = {}  # task -> unfinished tasks it needs
         self._dependents: dict[str, list[str]] = {}  # task -> tasks that need it
         self._released: set[str] = set()  # tasks handed out as ready
+        #: when a list (the plugin sets one and empties it), what ended, in order:
+        #: ("task", task_id) for each task that completed or failed, by a report or
+        #: because something it needs failed, and ("group", group id) for each group
+        self.journal: list[tuple[str, str]] | None = None
 
     @staticmethod
     def create_task_group(
@@ -74,13 +78,20 @@ class TaskManager:
     def add_groups(self, groups: Iterable[TaskGroup]) -> list[TaskMessage]:
         """Take groups in; return the tasks that may run now.
 
+        The groups are checked first, all together, and nothing is added unless all pass
+        (see `validate`). What a task or group arrives with that only the run should set
+        is then reset: every task's ``status``, ``assigned_to``, ``completed``, ``result``,
+        ``start_time`` and ``end_time``, each group's ``status`` and ``required_by`` and
+        its goal's ``status``. A group that ``depends_on`` a group that already failed
+        fails at once.
+
         Raises:
-            ValueError: a duplicate task or group id, or a dependency on a task that is not
-                in the group.
+            ValueError: why the groups cannot run, in one line (see `validate`).
         """
         groups = list(groups)
+        self.validate(groups)
         for group in groups:
-            self._check(group)
+            _reset(group)
         for group in groups:
             self.task_groups[group.task_id] = group
             for task in group.subtasks:
@@ -100,24 +111,56 @@ class TaskManager:
                     self._dependents.setdefault(need, []).append(task.task_id)
         ready: list[TaskMessage] = []
         for group in groups:
+            for other in group.depends_on:  # an upstream that failed before this came
+                upstream = self.task_groups[other]
+                if upstream.status is TaskStatus.FAILED:
+                    for task in group.subtasks:
+                        self._fail(task.task_id, f"group {upstream.name!r} failed", ready)
+        for group in groups:
             if not group.subtasks:
                 self._finish_group(group.task_id, ready)
         for group in groups:
             ready += self._release(group.task_id)
         return ready
 
-    def _check(self, group: TaskGroup) -> None:
-        if group.task_id in self.task_groups:
-            raise ValueError(f"task group {group.task_id!r} was already added")
-        ids = [t.task_id for t in group.subtasks]
-        if len(set(ids)) != len(ids) or any(i in self.tasks for i in ids):
-            raise ValueError(f"task group {group.name!r} repeats a task_id")
-        for task_id, needs in group.dependencies.items():
-            for need in [task_id, *needs]:
-                if need not in ids:
+    def validate(self, groups: Iterable[TaskGroup]) -> None:
+        """Check that `groups` can be added, and so can end; changes nothing.
+
+        Refused: a group id or task id already known or repeated; a dependency (of a task
+        in ``dependencies``, or of a group in ``depends_on``) on an id that is neither in
+        the task's group (for tasks) nor added before or alongside (for groups); a task or
+        group that depends on itself; a dependency cycle, which is named.
+
+        Raises:
+            ValueError: the first reason found, in one line.
+        """
+        groups = list(groups)
+        batch: dict[str, TaskGroup] = {}
+        seen_tasks: set[str] = set()
+        for group in groups:
+            if group.task_id in self.task_groups or group.task_id in batch:
+                raise ValueError(f"task group {group.task_id!r} was already added")
+            batch[group.task_id] = group
+            for task in group.subtasks:
+                if task.task_id in self.tasks or task.task_id in seen_tasks:
+                    raise ValueError(f"task group {group.name!r} repeats task_id {task.task_id!r}")
+                seen_tasks.add(task.task_id)
+            _check_tasks(group)
+        for group in groups:
+            for other in group.depends_on:
+                if other == group.task_id:
+                    raise ValueError(f"task group {group.name!r} depends on itself")
+                if other not in batch and other not in self.task_groups:
                     raise ValueError(
-                        f"task group {group.name!r}: dependency on {need!r}, not one of its tasks"
+                        f"task group {group.name!r} depends on group {other!r}, which is unknown"
                     )
+        # Groups added before cannot depend on these (their upstream was known when they
+        # came), so a cycle of groups lies within the batch.
+        edges = {gid: [o for o in g.depends_on if o in batch] for gid, g in batch.items()}
+        cycle = _find_cycle(edges)
+        if cycle is not None:
+            names = " -> ".join(repr(batch[g].name or g) for g in cycle)
+            raise ValueError(f"task groups depend on each other in a cycle: {names}")
 
     def _group_done(self, group_id: str) -> bool:
         group = self.task_groups.get(group_id)
@@ -183,6 +226,8 @@ class TaskManager:
         task.start_time = start_time
         task.end_time = end_time
         self.completed_tasks[task_id] = task
+        if self.journal is not None:
+            self.journal.append(("task", task_id))
         ready: list[TaskMessage] = []
         for dependent in self._dependents.get(task_id, ()):
             blocked = self._blocked_by.get(dependent)
@@ -212,6 +257,8 @@ class TaskManager:
         task.status = TaskStatus.FAILED
         self.failed_tasks[task_id] = task
         self.errors[task_id] = error
+        if self.journal is not None:
+            self.journal.append(("task", task_id))
         group_id = self._group_of[task_id]
         self._groups[group_id].failed = True
         self._task_ended(group_id, ready)
@@ -228,6 +275,8 @@ class TaskManager:
         state = self._groups[group_id]
         group = self.task_groups[group_id]
         group.status = TaskStatus.FAILED if state.failed else TaskStatus.COMPLETED
+        if self.journal is not None:
+            self.journal.append(("group", group_id))
         goal = group.goal
         if goal is not None and goal.status is not GoalStatus.ACHIEVED:
             self._check_goal(group)
@@ -265,3 +314,65 @@ class TaskManager:
 
 def _achieved(goal: TaskGroupGoal) -> bool:
     return goal.status is GoalStatus.ACHIEVED
+
+
+def _check_tasks(group: TaskGroup) -> None:
+    ids = {t.task_id for t in group.subtasks}
+    for task_id, needs in group.dependencies.items():
+        if task_id not in ids:
+            raise ValueError(
+                f"task group {group.name!r}: dependencies given for {task_id!r}, "
+                "not one of its tasks"
+            )
+        for need in needs:
+            if need == task_id:
+                raise ValueError(f"task group {group.name!r}: task {task_id!r} depends on itself")
+            if need not in ids:
+                raise ValueError(
+                    f"task group {group.name!r}: dependency on {need!r}, not one of its tasks"
+                )
+    cycle = _find_cycle({t: list(n) for t, n in group.dependencies.items()})
+    if cycle is not None:
+        raise ValueError(
+            f"task group {group.name!r}: dependency cycle " + " -> ".join(map(repr, cycle))
+        )
+
+
+def _find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
+    """A cycle of `edges` (node -> the nodes it needs), its first node repeated at the end."""
+    done: set[str] = set()
+    for root in edges:
+        if root in done:
+            continue
+        path = [root]
+        on_path = {root}
+        stack = [iter(edges.get(root, ()))]
+        while stack:  # depth first, without recursion: a long chain must not overflow
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                stack.pop()
+                node = path.pop()
+                on_path.discard(node)
+                done.add(node)
+            elif nxt in on_path:
+                return [*path[path.index(nxt) :], nxt]
+            elif nxt not in done:
+                path.append(nxt)
+                on_path.add(nxt)
+                stack.append(iter(edges.get(nxt, ())))
+    return None
+
+
+def _reset(group: TaskGroup) -> None:
+    """Clear what only a run sets (a group may come with anything in those fields)."""
+    group.status = TaskStatus.PENDING
+    group.required_by = []
+    if group.goal is not None:
+        group.goal.status = GoalStatus.NOT_STARTED
+    for task in group.subtasks:
+        task.status = TaskStatus.PENDING
+        task.assigned_to = None
+        task.completed = False
+        task.result = None
+        task.start_time = None
+        task.end_time = None

@@ -7,7 +7,7 @@ from typing import Any
 from ..base.playground import BasePlayGround
 from .data import TaskGroup, TaskMessage
 from .manager import TaskManager
-from .plugin import TaskPlugin
+from .plugin import MAX_WORKER_SLOTS, TaskPlugin
 from .stats import TaskStatistics
 
 __all__ = ["TaskPlayGround"]
@@ -23,6 +23,8 @@ class TaskPlayGround(BasePlayGround):
             fails; None (the default) waits, with a warning.
         task_timeout: seconds a task may run when neither it (`TaskMessage.timeout`) nor
             its group (`TaskGroup.task_timeout`) says; None (the default): no limit.
+        max_worker_slots: the most tasks one worker is handed at once, whatever it
+            declares (default 64).
     """
 
     def __init__(
@@ -33,10 +35,11 @@ class TaskPlayGround(BasePlayGround):
         max_retries: int = 0,
         role_timeout: float | None = None,
         task_timeout: float | None = None,
+        max_worker_slots: int = MAX_WORKER_SLOTS,
         **kwargs: Any,
     ) -> None:
         super().__init__(name=name, port=port, **kwargs)
-        self.task_plugin = TaskPlugin(max_retries, role_timeout, task_timeout)
+        self.task_plugin = TaskPlugin(max_retries, role_timeout, task_timeout, max_worker_slots)
         self.add_plugin(self.task_plugin)
 
     @property
@@ -47,18 +50,32 @@ class TaskPlayGround(BasePlayGround):
     async def assign_task_groups(self, groups: list[TaskGroup]) -> None:
         """Start running `groups` (in dependency and priority order) on the workers.
 
+        The groups are checked together first and nothing runs unless all pass. What only
+        a run sets (each task's status, worker, result and times; each group's status,
+        ``required_by`` and goal status) is reset.
+
         Raises:
-            ValueError: a duplicate id or a dependency outside its group.
+            ValueError: a repeated or already used id, a dependency on a task outside its
+                group or on an unknown group, a task or group that depends on itself, or
+                a dependency cycle (named).
         """
         self.task_plugin.add_groups(list(groups))
 
-    async def wait_for_completion(self, timeout: float | None = None) -> None:
+    async def wait_for_completion(
+        self, timeout: float | None = None, group: TaskGroup | str | None = None
+    ) -> None:
         """Wait until every task given so far has ended (completed or failed).
+
+        Args:
+            group: a group (or its ``task_id``): wait for its tasks alone, whatever the
+                other groups do.
 
         Raises:
             TimeoutError: `timeout` passed first.
+            KeyError: `group` was never given to this playground.
         """
-        await self.task_plugin.wait_for_completion(timeout)
+        group_id = group.task_id if isinstance(group, TaskGroup) else group
+        await self.task_plugin.wait_for_completion(timeout, group_id)
 
     def get_completed_tasks(self) -> dict[str, TaskMessage]:
         """Completed tasks by task_id (with ``completed``, times, ``assigned_to``, ``result``)."""

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["TaskPlugin", "attach"]
 
 WATCH_INTERVAL = 1.0
+#: the most tasks one worker is handed at once, whatever it declares
+MAX_WORKER_SLOTS = 64
 
 
 class TaskPlugin(Plugin):
@@ -48,6 +50,9 @@ class TaskPlugin(Plugin):
             then it fails with a clear error. None waits for ever (with a warning).
         task_timeout: the `TaskMessage.timeout` of tasks whose task and group set none
             (None: no limit).
+        max_worker_slots: the most tasks one worker is handed at once; a worker that
+            declares more (``max_concurrent_tasks`` in its extra data) gets this many, so
+            that no member can take the work in and sit on it.
     """
 
     name = "tasks"
@@ -57,11 +62,18 @@ class TaskPlugin(Plugin):
         max_retries: int = 0,
         role_timeout: float | None = None,
         task_timeout: float | None = None,
+        max_worker_slots: int = MAX_WORKER_SLOTS,
     ) -> None:
         super().__init__()
         if task_timeout is not None and task_timeout <= 0:
             raise ValueError(f"task_timeout must be positive, got {task_timeout}")
+        if isinstance(max_worker_slots, bool) or not isinstance(max_worker_slots, int):
+            raise ValueError(f"max_worker_slots must be an integer, got {max_worker_slots!r}")
+        if max_worker_slots < 1:
+            raise ValueError(f"max_worker_slots must be >= 1, got {max_worker_slots}")
+        self.max_worker_slots = max_worker_slots
         self.manager = TaskManager()
+        self.manager.journal = []  # what ended, for the submitters (see _flush)
         self.assigner = Assigner(max_retries)
         self.role_timeout = role_timeout
         self.task_timeout = task_timeout
@@ -103,9 +115,30 @@ class TaskPlugin(Plugin):
         if not extra.get("task_worker"):
             return
         self._names[agent.id] = agent.name
-        capacity = int(extra.get("max_concurrent_tasks") or 1)
+        capacity = self._capacity(agent)
         self._log.info("worker {} ({}) offers {} slot(s)", agent.name, agent.role, capacity)
         self._dispatch(self.assigner.join(agent.id, agent.role, capacity))
+
+    def _capacity(self, agent: AgentDetail) -> int:
+        """The slots a worker gets: what it declares, at most `max_worker_slots`."""
+        declared = agent.extra_data.get("max_concurrent_tasks", 1)
+        if isinstance(declared, bool) or not isinstance(declared, int) or declared < 1:
+            self._log.warning(
+                "worker {} declares max_concurrent_tasks={!r}, not a positive integer; "
+                "it gets 1 slot",
+                agent.name,
+                declared,
+            )
+            return 1
+        if declared > self.max_worker_slots:
+            self._log.warning(
+                "worker {} declares max_concurrent_tasks={}; it gets {} (max_worker_slots)",
+                agent.name,
+                declared,
+                self.max_worker_slots,
+            )
+            return self.max_worker_slots
+        return declared
 
     def agent_left(self, agent: AgentDetail) -> None:
         returned, assignments = self.assigner.leave(agent.id)
@@ -123,7 +156,12 @@ class TaskPlugin(Plugin):
     # -- tasks ------------------------------------------------------------------------
 
     def add_groups(self, groups: list[TaskGroup]) -> None:
-        """Take task groups in and hand out what can run now."""
+        """Take task groups in and hand out what can run now.
+
+        Raises:
+            ValueError: the groups cannot run (a dependency cycle, a self-dependency, an
+                unknown dependency, a repeated id); nothing was added.
+        """
         ready = self.manager.add_groups(groups)
         self._ready(ready)
         self._notify()
@@ -162,7 +200,6 @@ class TaskPlugin(Plugin):
                 )
                 self._dispatch(assignments)
                 self._ready(ready)
-                self._report(task_id, update)
         elif update.status is TaskStatus.FAILED:
             outcome, assignments = self.assigner.failed(task_id, agent.id)
             if outcome == "retry":
@@ -174,19 +211,36 @@ class TaskPlugin(Plugin):
                 self._log.warning("task {} failed on {}: {}", task_id, agent.name, update.error)
                 ready = self.manager.failed(task_id, update.error or "failed")
                 self._ready(ready)
-                self._report(task_id, update)
             self._dispatch(assignments)
         self._notify()
 
-    def _report(self, task_id: str, update: TaskStatusUpdate) -> None:
-        group = self.manager.group_of(task_id)
-        watcher = self._watchers.get(group.task_id)
-        if watcher is None:
+    def _flush(self) -> None:
+        """Tell each submitter how its tasks and groups ended: whether a worker reported
+        it, or a dependency, an upstream group or a missing role failed it."""
+        journal = self.manager.journal
+        if not journal:
             return
-        with contextlib.suppress(AgentNotFoundError):
-            self._pg.send_message_nowait(watcher, update)
-            if group.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
-                self._pg.send_message_nowait(watcher, GroupDone(group.task_id, group.status))
+        ended, journal[:] = list(journal), []
+        for kind, ident in ended:
+            if kind == "group":
+                watcher = self._watchers.pop(ident, None)
+                status = self.manager.task_groups[ident].status
+                message: Any = GroupDone(ident, status)
+            else:
+                task = self.manager.tasks[ident]
+                watcher = self._watchers.get(self.manager.group_of(ident).task_id)
+                message = TaskStatusUpdate(
+                    ident,
+                    task.status,
+                    task.assigned_to or "",
+                    task.result,
+                    self.manager.errors.get(ident),
+                    task.start_time,
+                    task.end_time,
+                )
+            if watcher is not None:
+                with contextlib.suppress(AgentNotFoundError):
+                    self._pg.send_message_nowait(watcher, message)
 
     async def _on_submit(self, request: SubmitGroup, agent: AgentDetail) -> GroupAccepted:
         # Asked (`ask`): the reply is the return value; a SubmitGroup that cannot be
@@ -204,11 +258,27 @@ class TaskPlugin(Plugin):
             group.task_id = request.group_id
             for task in group.subtasks:
                 task.group_id = group.task_id
+        reset = sum(
+            t.status is not TaskStatus.PENDING
+            or t.completed
+            or t.result is not None
+            or t.assigned_to is not None
+            for t in group.subtasks
+        )
         try:
-            self.add_groups([group])
+            self.manager.validate([group])
         except ValueError as exc:
+            self._log.warning("refused group {!r} from {}: {}", request.name, agent.name, exc)
             return GroupAccepted(request.request, "", str(exc))
-        self._watchers[group.task_id] = agent.id
+        self._watchers[group.task_id] = agent.id  # first: the group may end at once
+        self.add_groups([group])
+        if reset:
+            self._log.warning(
+                "group {!r} from {}: {} task(s) came with a status, result or worker; reset",
+                request.name,
+                agent.name,
+                reset,
+            )
         return GroupAccepted(request.request, group.task_id)
 
     # -- roles nobody serves -----------------------------------------------------------
@@ -245,21 +315,37 @@ class TaskPlugin(Plugin):
     # -- results ----------------------------------------------------------------------
 
     def _notify(self) -> None:
+        self._flush()
         if self._changed is not None:
             self._changed.set()
 
-    async def wait_for_completion(self, timeout: float | None = None) -> None:
-        """Wait until every task given so far has ended.
+    async def wait_for_completion(
+        self, timeout: float | None = None, group_id: str | None = None
+    ) -> None:
+        """Wait until every task given so far has ended, or only those of one group.
+
+        Args:
+            group_id: the group's ``task_id``: wait for it alone (it ends when each of its
+                tasks completed or failed), whatever other groups do.
 
         Raises:
             TimeoutError: `timeout` passed first.
+            KeyError: `group_id` is not a group of this plugin.
         """
+        if group_id is not None and group_id not in self.manager.task_groups:
+            raise KeyError(f"unknown task group {group_id!r}")
         if self._changed is None:
             self._changed = asyncio.Event()
         async with asyncio.timeout(timeout):
-            while not self.manager.all_done():
+            while not self._done(group_id):
                 self._changed.clear()
                 await self._changed.wait()
+
+    def _done(self, group_id: str | None) -> bool:
+        if group_id is None:
+            return self.manager.all_done()
+        status = self.manager.task_groups[group_id].status
+        return status in (TaskStatus.COMPLETED, TaskStatus.FAILED)
 
     def status(self) -> dict[str, Any]:
         """Counts for ``ceylon status``: groups, tasks by state, workers and free slots."""

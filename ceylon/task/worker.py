@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from ..base.agent import BaseAgent
+from ..errors import AgentNotFoundError, NotConnectedError
 from ..handlers import on
 from ..peer import AgentDetail
 from .data import TaskMessage, TaskStatus, TaskStatusUpdate
@@ -16,9 +18,20 @@ __all__ = ["TaskExecutionAgent"]
 
 Work = Callable[[TaskMessage], Awaitable[Any]]
 
+#: how many distinct senders of unwanted tasks are each warned about once
+MAX_WARNED_SENDERS = 1024
+OVER_CAPACITY = "worker over capacity"
+
 
 class TaskExecutionAgent(BaseAgent):
     """Runs up to `max_concurrent_tasks` tasks at once and reports each one back.
+
+    It takes tasks only from the playground it is connected to: a `TaskMessage` another
+    member sends straight to it is ignored (with a warning, once per sender). It never
+    runs more than `max_concurrent_tasks` at once: a task beyond that (the playground
+    sends none, except around a reconnect) waits its turn, in order, in a queue of at
+    most `max_concurrent_tasks`; one more than that is reported FAILED at once,
+    "worker over capacity" (and so retried elsewhere if the playground retries).
 
     By default a task sleeps its ``duration``; give real work as a coroutine function
     (``work=``) or override `execute_task`. What it returns is the task's ``result``;
@@ -43,6 +56,10 @@ class TaskExecutionAgent(BaseAgent):
         **kwargs: Any,
     ) -> None:
         role = role or worker_role
+        if isinstance(max_concurrent_tasks, bool) or not isinstance(max_concurrent_tasks, int):
+            raise ValueError(
+                f"max_concurrent_tasks must be an integer, got {max_concurrent_tasks!r}"
+            )
         if max_concurrent_tasks < 1:
             raise ValueError(f"max_concurrent_tasks must be >= 1, got {max_concurrent_tasks}")
         extra = dict(kwargs.pop("extra_data", None) or {})
@@ -52,7 +69,13 @@ class TaskExecutionAgent(BaseAgent):
         self.max_concurrent_tasks = max_concurrent_tasks
         self.work = work
         self.tasks_done = 0
+        #: tasks not run: sent by another member than the playground, or over capacity
+        self.tasks_ignored = 0
+        self.tasks_refused = 0
         self._running: set[asyncio.Task[None]] = set()
+        self._busy = 0  # tasks running now (their slots are freed before reporting)
+        self._backlog: collections.deque[tuple[TaskMessage, str]] = collections.deque()
+        self._warned: set[str] = set()
 
     async def execute_task(self, task: TaskMessage) -> Any:
         """Do the work of one task; override, or pass ``work=``. Returns its result."""
@@ -64,10 +87,59 @@ class TaskExecutionAgent(BaseAgent):
     @on(TaskMessage)
     async def _receive_task(self, task: TaskMessage, agent: AgentDetail) -> None:
         # Each task runs in its own asyncio task, so this worker's tasks overlap up to
-        # the capacity it declared (the playground never sends more).
-        job = asyncio.get_running_loop().create_task(self._run(task, agent.id))
+        # the capacity it declared; only its playground's tasks count (the sender is the
+        # one the playground authenticated for the connection, it cannot be forged).
+        if not self._from_playground(agent, "a task"):
+            self.tasks_ignored += 1
+            return
+        if self._busy < self.max_concurrent_tasks:
+            self._start(task, agent.id)
+        elif len(self._backlog) < self.max_concurrent_tasks:
+            self._log.info(
+                "{} task(s) running, the capacity: task {} waits its turn", self._busy, task.task_id
+            )
+            self._backlog.append((task, agent.id))
+        else:
+            self.tasks_refused += 1
+            self._log.warning(
+                "task {} refused: {} running and {} waiting (capacity {})",
+                task.task_id,
+                self._busy,
+                len(self._backlog),
+                self.max_concurrent_tasks,
+            )
+            update = TaskStatusUpdate(
+                task.task_id, TaskStatus.FAILED, self.name, None, OVER_CAPACITY
+            )
+            self._spawn(self._report(agent.id, update))
+
+    def _from_playground(self, sender: AgentDetail, what: str) -> bool:
+        playground = self.connected_playground
+        if playground is not None and sender.id == playground.id:
+            return True
+        if sender.id not in self._warned and len(self._warned) < MAX_WARNED_SENDERS:
+            self._warned.add(sender.id)
+            self._log.warning(
+                "ignoring {} from {}: this worker runs tasks only from its playground{} "
+                "(said once per sender)",
+                what,
+                sender.name or sender.id,
+                f" {playground.name}" if playground is not None else "",
+            )
+        return False
+
+    def _start(self, task: TaskMessage, reply_to: str) -> None:
+        self._busy += 1
+        self._spawn(self._run(task, reply_to))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        job = asyncio.get_running_loop().create_task(work)
         self._running.add(job)
         job.add_done_callback(self._running.discard)
+
+    def _next(self) -> None:
+        while self._backlog and self._busy < self.max_concurrent_tasks:
+            self._start(*self._backlog.popleft())
 
     def message_dropped(
         self,
@@ -83,16 +155,26 @@ class TaskExecutionAgent(BaseAgent):
             return
         if "required_role" not in fields or "duration" not in fields:
             return  # not a task
+        if not self._from_playground(sender, f"a {type_name}"):
+            return
         error = (
             f"worker {self.name} cannot run a {type_name}: {detail} (register the type in the "
             f"worker's process: ceylon worker --import MODULE)"
         )
         update = TaskStatusUpdate(fields["task_id"], TaskStatus.FAILED, self.name, None, error)
-        job = asyncio.get_running_loop().create_task(self._report(sender.id, update))
-        self._running.add(job)
-        job.add_done_callback(self._running.discard)
+        self._spawn(self._report(sender.id, update))
 
     async def _run(self, task: TaskMessage, reply_to: str) -> None:
+        try:
+            update = await self._execute(task)
+        finally:
+            # The slot is free before the report goes: the playground, which sends the
+            # next task on reading it, can never find this worker still full.
+            self._busy -= 1
+            self._next()
+        await self._report(reply_to, update)
+
+    async def _execute(self, task: TaskMessage) -> TaskStatusUpdate:
         started = time.time()
         deadline = asyncio.timeout(task.timeout)
         try:
@@ -105,25 +187,28 @@ class TaskExecutionAgent(BaseAgent):
                 error = f"timed out after {task.timeout:g} s"
             else:
                 error = f"{type(exc).__name__}: {exc}"
-            update = TaskStatusUpdate(
+            return TaskStatusUpdate(
                 task.task_id, TaskStatus.FAILED, self.name, None, error, started, time.time()
             )
-        else:
-            self.tasks_done += 1
-            update = TaskStatusUpdate(
-                task.task_id, TaskStatus.COMPLETED, self.name, result, None, started, time.time()
-            )
-        await self._report(reply_to, update)
+        self.tasks_done += 1
+        return TaskStatusUpdate(
+            task.task_id, TaskStatus.COMPLETED, self.name, result, None, started, time.time()
+        )
 
     async def _report(self, reply_to: str, update: TaskStatusUpdate) -> None:
         try:
-            await self.send_message(reply_to, update)
-        except TypeError as exc:  # the result cannot be encoded: say so instead
-            update.result, update.status = None, TaskStatus.FAILED
-            update.error = f"the result cannot be sent: {exc}"
-            await self.send_message(reply_to, update)
+            try:
+                await self.send_message(reply_to, update)
+            except TypeError as exc:  # the result cannot be encoded: say so instead
+                update.result, update.status = None, TaskStatus.FAILED
+                update.error = f"the result cannot be sent: {exc}"
+                await self.send_message(reply_to, update)
+        except (AgentNotFoundError, NotConnectedError) as exc:
+            # the playground that sent it is gone; a new one hands its tasks out anew
+            self._log.info("could not report task {}: {}", update.task_id, exc)
 
     async def _stop_running(self) -> None:
+        self._backlog.clear()  # what waits is not started now
         jobs = list(self._running)
         for job in jobs:
             job.cancel()

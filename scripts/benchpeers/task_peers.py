@@ -23,7 +23,8 @@ from ceylon.task import TaskManager, TaskMessage, TaskPlayGround  # noqa: E402
 
 
 async def main(args: argparse.Namespace) -> None:
-    playground = TaskPlayGround(name="bench", port=0)
+    # the workers declare 100 slots each: let them have them (the default cap is 64)
+    playground = TaskPlayGround(name="bench", port=0, max_worker_slots=100)
     await playground.start()
     print(f"listening on {playground.address}", flush=True)
     await playground.wait_for_agents(count=args.workers, role="processor", timeout=120)
