@@ -7,6 +7,10 @@
    its own calendar; a meeting every attendee accepted is confirmed (`MeetingScheduled`).
 4. *Re-plan*: a meeting someone refused, or whose attendee left, is released
    (`MeetingCancelled`) and solved again with what is left, for a few rounds.
+
+A calendar or booking reply counts only from an agent that was asked (by agent id), and
+as that agent's own answer: the sender the playground authenticated, never the name in
+the reply's ``participant`` field. Anything else is ignored, with a warning.
 """
 
 from __future__ import annotations
@@ -77,6 +81,11 @@ class MeetingPlugin(Plugin):
         self._calendars: dict[int, dict[str, list[TimeSlot]]] = {}
         self._calendar_done: dict[int, asyncio.Event] = {}
         self._expected: dict[int, set[str]] = {}
+        #: who was asked, agent id -> name: per calendar request, per meeting in booking
+        self._asked_calendar: dict[int, dict[str, str]] = {}
+        self._asked_booking: dict[str, dict[str, str]] = {}
+        #: (sender id, what was wrong with its reply) already warned of in this plan
+        self._warned: set[tuple[str, str]] = set()
         self._replies: dict[str, dict[str, BookingReply]] = {}
         self._reply_waiters: dict[str, asyncio.Event] = {}
         self._left: set[str] = set()
@@ -122,13 +131,40 @@ class MeetingPlugin(Plugin):
 
     # -- learning ---------------------------------------------------------------------
 
-    async def _on_calendar(self, reply: CalendarReply) -> None:
+    def _sender_name(
+        self, kind: str, asked: dict[str, str], claimed: str, agent: AgentDetail
+    ) -> str | None:
+        """The name a reply counts under: the asked sender's own, whatever it claims;
+        None (the reply is ignored) if `agent` was not asked. Warns once per sender per
+        plan, naming the sender only."""
+        name = asked.get(agent.id)
+        if name is None:
+            self._warn(agent, kind, "ignored a {} reply from {!r} ({}): not asked")
+        elif claimed != name:
+            self._warn(
+                agent,
+                kind,
+                "a {} reply from {!r} ({}) named another participant: counted as its own",
+            )
+        return name
+
+    def _warn(self, agent: AgentDetail, kind: str, text: str) -> None:
+        key = (agent.id, f"{kind}: {text}")
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(text, kind, agent.name, agent.id)
+
+    async def _on_calendar(self, reply: CalendarReply, agent: AgentDetail) -> None:
         calendar = self._calendars.get(reply.request)
-        if calendar is None:
+        asked = self._asked_calendar.get(reply.request)
+        if calendar is None or asked is None:
+            return  # late, or for no request of ours
+        name = self._sender_name("calendar", asked, reply.participant, agent)
+        if name is None:
             return
-        calendar[reply.participant] = reply.free
+        calendar[name] = reply.free
         expected = self._expected[reply.request]
-        expected.discard(reply.participant)
+        expected.discard(name)
         if not expected:
             self._calendar_done[reply.request].set()
 
@@ -138,6 +174,7 @@ class MeetingPlugin(Plugin):
         request = next(self._requests)
         self._calendars[request] = {}
         self._expected[request] = {p.name for p in people}
+        self._asked_calendar[request] = {p.id: p.name for p in people}
         self._calendar_done[request] = done = asyncio.Event()
         c = constraints
         ask = CalendarRequest(request, dates, c.earliest_start, c.latest_end)
@@ -154,6 +191,7 @@ class MeetingPlugin(Plugin):
             logger.warning("no calendar from {} participant(s): {}", len(silent), silent[:10])
         calendars = self._calendars.pop(request)
         del self._expected[request], self._calendar_done[request]
+        del self._asked_calendar[request]
         windows: Windows = {}
         for name, slots in calendars.items():
             days = windows.setdefault(name, {})
@@ -163,11 +201,15 @@ class MeetingPlugin(Plugin):
 
     # -- booking ----------------------------------------------------------------------
 
-    async def _on_booking(self, reply: BookingReply) -> None:
+    async def _on_booking(self, reply: BookingReply, agent: AgentDetail) -> None:
         replies = self._replies.get(reply.meeting_id)
-        if replies is None:
+        asked = self._asked_booking.get(reply.meeting_id)
+        if replies is None or asked is None:
+            return  # late, or for no booking of ours
+        name = self._sender_name("booking", asked, reply.participant, agent)
+        if name is None:
             return
-        replies[reply.participant] = reply
+        replies[name] = reply
         waiter = self._reply_waiters.get(reply.meeting_id)
         if waiter is not None:
             waiter.set()
@@ -179,13 +221,19 @@ class MeetingPlugin(Plugin):
         replies: dict[str, BookingReply] = {}
         self._replies[meeting.name] = replies
         self._reply_waiters[meeting.name] = waiter = asyncio.Event()
+        self._asked_booking[meeting.name] = asked = {}
         proposal = BookingProposal(meeting.name, meeting.name, slot, min_gap)
         unreachable = []
         for person in people:
+            detail = self._pg.directory.find(self._people.get(person, person))
             try:
-                self._pg.send_message_nowait(self._people.get(person, person), proposal)
+                if detail is None or detail.name != person:
+                    raise AgentNotFoundError(person)
+                self._pg.send_message_nowait(detail.id, proposal)
             except AgentNotFoundError:
                 unreachable.append(person)
+            else:
+                asked[detail.id] = person  # its reply is handled after this loop
         try:
             async with asyncio.timeout(REPLY_TIMEOUT):
                 while True:
@@ -198,6 +246,7 @@ class MeetingPlugin(Plugin):
             pass
         finally:
             del self._replies[meeting.name], self._reply_waiters[meeting.name]
+            del self._asked_booking[meeting.name]
         refused = [p for p in people if not (p in replies and replies[p].accepted)]
         return sorted(set(refused) | set(unreachable))
 
@@ -239,6 +288,7 @@ class MeetingPlugin(Plugin):
         people = [a for a in await self._pg.get_connected_agents() if a.role == self.role]
         self._people = {p.name: p.id for p in people}
         self._left = set()
+        self._warned = set()
         dates = sorted({m.date for m in meetings})
         self.progress(f"asking {len(people)} participants for their calendars")
         windows = await self._gather(people, dates, constraints)
