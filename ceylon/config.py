@@ -56,6 +56,8 @@ class Settings:
             exceeds its queue (counted and reported to it).
         slow_consumer_grace: seconds an agent may stay over its queue limit.
         max_extra_bytes: largest `extra_data` (encoded) an agent may join with.
+        max_total_pending: bytes a playground may hold queued for all its agents
+            together; above it the agents with the most queued are cut first.
         max_pending_bytes, max_pending_messages: the queue limit of each connection.
     """
 
@@ -72,6 +74,7 @@ class Settings:
     slow_consumer: str = "disconnect"
     slow_consumer_grace: float = 2.0
     max_extra_bytes: int = 16 * 1024
+    max_total_pending: int = 512 * 2**20
     max_pending_bytes: int = 8 * 2**20
     max_pending_messages: int = 100_000
 
@@ -111,4 +114,5 @@ class Settings:
         return transport.RouterOptions(
             slow_consumer=transport.SlowConsumerPolicy(self.slow_consumer),
             grace=self.slow_consumer_grace,
+            max_total_pending=self.max_total_pending,
         )

@@ -71,11 +71,14 @@ class RouterOptions:
         grace: seconds a receiver may stay congested before it is disconnected.
         pause_share: bytes a sender may add to a congested receiver's queue before
             the sender is paused until the receiver catches up (or is cut).
+        max_total_pending: bytes queued for all receivers together above which the
+            receivers with the most queued are cut (largest first), whatever the policy.
     """
 
     slow_consumer: SlowConsumerPolicy = SlowConsumerPolicy.DISCONNECT
     grace: float = 2.0
     pause_share: int = 256 * 1024
+    max_total_pending: int = 512 * 2**20
 
     def __post_init__(self) -> None:
         if self.grace <= 0:
@@ -85,6 +88,8 @@ class RouterOptions:
 
 
 _DISCONNECT: Final = SlowConsumerPolicy.DISCONNECT
+#: Seconds between checks of the global cap while a receiver is congested.
+TOTAL_CHECK_EVERY: Final = 0.25
 
 
 class _Congestion:
@@ -133,6 +138,7 @@ class Router:
         self._conns: dict[str, Connection] = {}
         self._keys: dict[Connection, str] = {}
         self._congested: dict[Connection, _Congestion] = {}
+        self._total_check: asyncio.Handle | None = None
         #: whether broadcasts are also decoded for `on_local` (a hub with no handlers
         #: of its own leaves this off and decodes nothing it relays)
         self.deliver_broadcasts = True
@@ -305,6 +311,15 @@ class Router:
         congestion.release_timer = None
         self._resume_senders(congestion)
 
+    def refuse_request(self, conn: Connection) -> bool:
+        """Whether to leave a request from `conn` unanswered because its answers are not
+        being read: a congested asker is cut as a slow consumer (True) instead of
+        having more queued for it."""
+        if not conn.congested or conn.closed:
+            return False
+        self._cut(conn, "it keeps asking without reading the answers")
+        return True
+
     def _congestion(self, conn: Connection, congested: bool) -> None:
         if not congested:
             self._end_congestion(conn)
@@ -312,9 +327,31 @@ class Router:
         if conn in self._congested or conn.closed:
             return
         congestion = self._congested[conn] = _Congestion()
+        if self._total_check is None:
+            loop = asyncio.get_running_loop()
+            self._total_check = loop.call_soon(self._check_total)
         if self.options.slow_consumer is _DISCONNECT:
             loop = asyncio.get_running_loop()
             congestion.timer = loop.call_later(self.options.grace, self._expired, conn)
+
+    def _check_total(self) -> None:
+        """While anyone is congested, keep what is queued in all under the global cap,
+        cutting the largest queues first."""
+        self._total_check = None
+        if not self._congested:
+            return
+        pending = sorted(
+            ((c.pending_bytes, c) for c in self._conns.values() if not c.closed),
+            key=lambda item: item[0],
+        )
+        total = sum(size for size, _ in pending)
+        cap = self.options.max_total_pending
+        while total > cap and pending:
+            size, conn = pending.pop()
+            self._cut(conn, f"the playground holds {total} bytes for its agents, over {cap}")
+            total -= size
+        loop = asyncio.get_running_loop()
+        self._total_check = loop.call_later(TOTAL_CHECK_EVERY, self._check_total)
 
     def _expired(self, conn: Connection) -> None:
         congestion = self._congested.get(conn)

@@ -492,7 +492,7 @@ class BasePlayGround(BaseAgent):
                 self._tell(self.router.connection(receiver), system.Introduce(detail))
 
     def _answer(self, origin: AgentDetail, conn: Connection | None, tag: str, body: bytes) -> None:
-        if conn is None or conn.closed:
+        if conn is None or conn.closed or self.router.refuse_request(conn):
             return
         try:
             request = self._codec.decode(tag, body)
