@@ -51,7 +51,7 @@ from .protocol import (
     State,
 )
 from .router import LocalCallback, Router, RouterOptions, SlowConsumerPolicy
-from .server import Handler, Server, serve
+from .server import Handler, Server, raise_descriptor_limit, serve
 from .tls import client_context, server_context
 from .wire import PROTOCOL_VERSION, Envelope, MessageGroup, PeerInfo, decode_record, encode_record
 
@@ -117,6 +117,7 @@ __all__ = [
     "make_identity",
     "run",
     "secret_from_token",
+    "raise_descriptor_limit",
     "serve",
     "server_context",
 ]

@@ -18,9 +18,33 @@ from .handshake import check_identity
 from .protocol import SERVER, Protocol
 from .wire import PeerInfo
 
-__all__ = ["Handler", "Server", "serve"]
+__all__ = ["Handler", "Server", "raise_descriptor_limit", "serve"]
 
 Handler = Callable[[Connection], Awaitable[None]]
+
+#: Unfinished handshakes a server holds at once, in all and from one address; past
+#: them the oldest is cut to make room.
+MAX_HANDSHAKES = 256
+MAX_HANDSHAKES_PER_ADDRESS = 128
+
+
+def raise_descriptor_limit() -> int:
+    """Raise this process's soft limit of open files to its hard limit; return the
+    limit now in force (each connection holds one descriptor)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return int(soft)
 
 
 class Server:
@@ -55,6 +79,12 @@ class Server:
         self._authorize = authorize
         self._server: asyncio.Server | None = None
         self._tasks: dict[asyncio.Task[None], Connection] = {}
+        #: connections still in their handshake, oldest first: (address, task)
+        self._handshakes: dict[Connection, tuple[str, asyncio.Task[None]]] = {}
+        self.max_handshakes = MAX_HANDSHAKES
+        self.max_handshakes_per_address = MAX_HANDSHAKES_PER_ADDRESS
+        #: handshakes cut short to make room for newer ones
+        self.handshakes_evicted = 0
         #: open connections whose handler is running
         self.connections: set[Connection] = set()
         self._closing = False
@@ -88,18 +118,48 @@ class Server:
         task.add_done_callback(self._tasks.pop)
         return connection
 
+    def _admit_handshake(self, connection: Connection, task: asyncio.Task[None]) -> float:
+        """Make room for one more handshake (the oldest give way: a client that opens
+        connections and says nothing cannot hold the descriptors); return its deadline,
+        shorter the fuller the room is."""
+        address = connection.remote_address
+        host = str(address[0]) if isinstance(address, tuple) else str(address)
+        same = [c for c, (a, _) in self._handshakes.items() if a == host]
+        if len(same) >= self.max_handshakes_per_address:
+            self._evict(same[0])
+        if len(self._handshakes) >= self.max_handshakes:
+            self._evict(next(iter(self._handshakes)))
+        self._handshakes[connection] = (host, task)
+        load = len(self._handshakes) / self.max_handshakes
+        return self._open_timeout * max(0.1, 1.0 - load)
+
+    def _evict(self, connection: Connection) -> None:
+        self._handshakes.pop(connection, None)
+        self.handshakes_evicted += 1
+        if self.handshakes_evicted in (1, 10, 100, 1000) or self.handshakes_evicted % 10_000 == 0:
+            logger.warning(
+                "{} unfinished handshake(s) cut short to make room for new connections",
+                self.handshakes_evicted,
+            )
+        connection.abort()
+
     async def _run(self, connection: Connection) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = self._admit_handshake(connection, task)
         try:
-            async with asyncio.timeout(self._open_timeout):
+            async with asyncio.timeout(deadline):
                 await connection.wait_open()
         except TimeoutError:
-            logger.warning("handshake timed out after {} s", self._open_timeout)
+            logger.warning("handshake timed out after {:.1f} s", deadline)
             connection.abort()
             return
         except (HandshakeError, ConnectionClosed) as exc:
             logger.info("handshake failed: {}", exc)
             await connection.wait_closed()
             return
+        finally:
+            self._handshakes.pop(connection, None)
         self.connections.add(connection)
         try:
             await self._handler(connection)

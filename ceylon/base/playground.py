@@ -212,7 +212,9 @@ class BasePlayGround(BaseAgent):
         )
         self.directory.own = self.details()
         self._sizes[self.id] = len(self._codec.pack(self.directory.own))
-        self._log.info("listening on {}", self.address)
+        descriptors = transport.raise_descriptor_limit()
+        room = f" (room for about {max(0, descriptors - 64)} connections)" if descriptors else ""
+        self._log.info("listening on {}{}", self.address, room)
         for plugin in self.plugins:
             await plugin.start()
         self._start_run_loops()
