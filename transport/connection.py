@@ -803,8 +803,13 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         """Drop the connection at once, without a goodbye or flush."""
         self._closing = True
-        if self._transport is not None:
-            self._transport.abort()
+        # A transport that closed after flushing may not have reported the loss yet;
+        # aborting it then fails inside asyncio, so only a live one is aborted.
+        if self._transport is not None and not self._lost.done():
+            try:
+                self._transport.abort()
+            except AttributeError:  # CPython 3.11: already detached from its loop
+                pass
 
     async def wait_closed(self) -> None:
         """Wait until the connection has ended and every task of this connection is done.

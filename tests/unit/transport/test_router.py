@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -196,3 +197,128 @@ def test_router_options_check_their_values() -> None:
         except ValueError:
             continue
         raise AssertionError(f"{bad} accepted")
+
+
+def _total_pending(hub: Hub) -> int:
+    """The bytes the hub holds for all its open connections, as its global cap counts."""
+    return sum(conn.pending_bytes for conn in hub.servers.values() if not conn.closed)
+
+
+async def test_the_global_cap_cuts_the_largest_queues_first_and_spares_a_reader() -> None:
+    cap = 400 * 1024
+    # No grace expiry and no pausing within the test: only the global cap cuts here.
+    hub = Hub(RouterOptions(grace=seconds(60), pause_share=2**40, max_total_pending=cap))
+    router = hub.router
+    servers = hub.servers
+    source = await hub.join("source")
+    reader = await hub.join("reader")
+    for key in ("big", "mid", "small"):
+        (await hub.join(key)).pause_reading()  # never reads: the hub's queue for it grows
+    got: list[Any] = []  # what the reader received: broadcasts and markers
+    expected = 0  # messages routed to the reader so far
+    sent = 0  # broadcasts sent so far
+    peak = 0
+
+    async def routed() -> None:
+        # The reader receives what was sent before as it reads on: once it has all, the
+        # hub has routed everything `source` sent so far.
+        nonlocal peak
+        try:
+            got.extend(await receive(reader, expected - len(got)))
+        except TimeoutError:
+            states = {key: conn.close_reason or "open" for key, conn in servers.items()}
+            raise AssertionError(f"the reader stopped receiving: {states}") from None
+        peak = max(peak, _total_pending(hub))
+
+    async def preload(key: str, level: int) -> None:
+        # Direct messages to `key` until the hub holds `level` bytes for it; a marker
+        # (seq -1) to the reader after each batch tells when the batch was routed.
+        nonlocal expected
+        while servers[key].pending_bytes < level:
+            for _ in range(10):
+                source.send_nowait(Hop(-1), target=key, sender="source")
+            source.send_nowait(Hop(-1), target="reader", sender="source")
+            expected += 1
+            await routed()
+
+    async def flood_until(done: Callable[[], bool]) -> None:
+        # Broadcasts in small batches (about 2.5 KB a receiver), each routed before the next.
+        nonlocal expected, sent
+        while not done():
+            for _ in range(10):
+                source.send_nowait(Hop(sent), sender="source")
+                sent += 1
+            expected += 10
+            await routed()
+
+    # Distinct head starts, under the cap together: broadcasts add the same to each, so
+    # the order big > mid > small holds throughout.
+    async with asyncio.timeout(seconds(10)):
+        for key, level in (("big", 120 * 1024), ("mid", 70 * 1024), ("small", 20 * 1024)):
+            await preload(key, level)
+    assert router.slow_consumers == 0 and _total_pending(hub) <= cap
+    for cuts, (victim, spared) in enumerate(
+        (("big", ("mid", "small")), ("mid", ("small",)), ("small", ())), start=1
+    ):
+        cut = servers[victim]
+        async with asyncio.timeout(seconds(10)):
+            # Over the cap, then no more: the next check has a standing total to cut.
+            await flood_until(lambda cut=cut: _total_pending(hub) > cap or cut.closed)
+            await wait_until(lambda cuts=cuts: router.slow_consumers >= cuts)
+        assert cut.closed, {key: conn.close_reason for key, conn in servers.items()}
+        reason = cut.close_reason or ""
+        assert "slow consumer" in reason and "the playground holds" in reason, reason
+        assert f"over {cap}" in reason, reason
+        assert router.slow_consumers == cuts, victim
+        assert _total_pending(hub) <= cap, victim
+        for key in (*spared, "reader", "source"):
+            assert not servers[key].closed, (victim, key)
+    # With every idle receiver gone, the reader alone takes a flood larger than the cap.
+    async with asyncio.timeout(seconds(20)):
+        target = sent + 2000  # about 460 KB
+        await flood_until(lambda: sent >= target)
+    assert peak <= cap + 64 * 1024, peak  # one batch beyond the cap at most
+    assert router.slow_consumers == 3
+    assert not servers["reader"].closed and not reader.closed
+    assert [s for s in (Codec().decode(e.tag, e.body).seq for e in got) if s >= 0] == list(
+        range(sent)
+    )
+    await hub.close()
+
+
+async def test_a_request_from_a_congested_asker_is_refused_and_the_asker_cut() -> None:
+    hub = Hub(RouterOptions(grace=seconds(60)))
+    router = hub.router
+    attentive = await hub.join("attentive")
+    asker = await hub.join("asker")
+    asker.pause_reading()  # asks, but does not read the answers
+    server = hub.servers["asker"]
+    assert not router.refuse_request(server)  # nothing waiting for it yet: answered
+    sent = 0
+    while not server.congested and sent < 100_000:  # answers pile up unread
+        assert router.send("asker", Hop(sent))
+        sent += 1
+    assert server.congested, "the unread answers never congested the asker"
+    assert router.refuse_request(server)
+    reason = server.close_reason or ""
+    assert server.closed and router.slow_consumers == 1
+    assert "slow consumer" in reason and "it keeps asking without reading the answers" in reason
+    assert not router.refuse_request(server)  # already cut: nothing more to do
+    assert router.slow_consumers == 1
+    # A connection that reads what it is sent is answered, not cut.
+    attentive_server = hub.servers["attentive"]
+    assert not attentive_server.congested
+    assert not router.refuse_request(attentive_server)
+    assert not attentive_server.closed and router.slow_consumers == 1
+    assert router.send("attentive", Hop(7))
+    (envelope,) = await receive(attentive, 1)
+    assert Codec().decode(envelope.tag, envelope.body) == Hop(7)
+    # The asker learns why once it reads again.
+    asker.resume_reading()
+    async with asyncio.timeout(seconds(5)):
+        await asyncio.gather(asker.wait_closed(), server.wait_closed())
+    assert "it keeps asking without reading the answers" in (asker.close_reason or "")
+    # Both ends are done: aborting them again would trip asyncio 3.11, whose transport
+    # closed by a flush forgets it is lost (`abort()` calls a loop it has let go).
+    del hub.servers["asker"], hub.clients["asker"]
+    await hub.close()
