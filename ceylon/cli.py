@@ -236,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--task-timeout", type=float, default=None, metavar="S",
                        help="seconds a task may run when it and its group set none "
                        "(default: no limit)")  # fmt: skip
+    tasks.add_argument("--keep-finished-groups", type=int, default=1000, metavar="N",
+                       help="most finished task groups kept with their results; older ones "
+                       "are forgotten (default 1000)")  # fmt: skip
+    tasks.add_argument("--keep-finished-for", type=float, default=3600.0, metavar="S",
+                       help="seconds a finished group is kept at most (3600)")  # fmt: skip
     pg.set_defaults(run=run_playground)
 
     wk = sub.add_parser("worker", help="run one agent that connects to a playground")
@@ -416,6 +421,8 @@ def _plugin_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "max_worker_slots": args.max_worker_slots,
         "role_timeout": args.role_timeout or None,
         "task_timeout": args.task_timeout,
+        "keep_finished_groups": args.keep_finished_groups,
+        "keep_finished_for": args.keep_finished_for,
     }
 
 

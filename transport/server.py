@@ -22,10 +22,21 @@ __all__ = ["Handler", "Server", "raise_descriptor_limit", "serve"]
 
 Handler = Callable[[Connection], Awaitable[None]]
 
-#: Unfinished handshakes a server holds at once, in all and from one address; past
-#: them the oldest is cut to make room.
+#: Unfinished handshakes a server holds at once (at least; a quarter of the descriptor
+#: limit when that is more); past it the oldest is cut to make room.
 MAX_HANDSHAKES = 256
-MAX_HANDSHAKES_PER_ADDRESS = 128
+
+
+def handshake_room() -> int:
+    """How many unfinished handshakes to hold: a quarter of the descriptors, >= 256."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return MAX_HANDSHAKES
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return 16 * MAX_HANDSHAKES
+    return max(MAX_HANDSHAKES, int(soft) // 4)
 
 
 def raise_descriptor_limit() -> int:
@@ -81,8 +92,7 @@ class Server:
         self._tasks: dict[asyncio.Task[None], Connection] = {}
         #: connections still in their handshake, oldest first: (address, task)
         self._handshakes: dict[Connection, tuple[str, asyncio.Task[None]]] = {}
-        self.max_handshakes = MAX_HANDSHAKES
-        self.max_handshakes_per_address = MAX_HANDSHAKES_PER_ADDRESS
+        self.max_handshakes = handshake_room()
         #: handshakes cut short to make room for newer ones
         self.handshakes_evicted = 0
         #: open connections whose handler is running
@@ -124,9 +134,6 @@ class Server:
         shorter the fuller the room is."""
         address = connection.remote_address
         host = str(address[0]) if isinstance(address, tuple) else str(address)
-        same = [c for c, (a, _) in self._handshakes.items() if a == host]
-        if len(same) >= self.max_handshakes_per_address:
-            self._evict(same[0])
         if len(self._handshakes) >= self.max_handshakes:
             self._evict(next(iter(self._handshakes)))
         self._handshakes[connection] = (host, task)

@@ -202,6 +202,8 @@ class BasePlayGround(BaseAgent):
         self._start_dispatch()
         self.router.deliver_broadcasts = bool(self._table.by_type)
         self._started_at = time.monotonic()
+        descriptors = transport.raise_descriptor_limit()  # before the server sizes itself
+        room = f" (room for about {max(0, descriptors - 64)} connections)" if descriptors else ""
         self._server = await transport.serve(
             self._serve_agent,
             self.host,
@@ -212,8 +214,6 @@ class BasePlayGround(BaseAgent):
         )
         self.directory.own = self.details()
         self._sizes[self.id] = len(self._codec.pack(self.directory.own))
-        descriptors = transport.raise_descriptor_limit()
-        room = f" (room for about {max(0, descriptors - 64)} connections)" if descriptors else ""
         self._log.info("listening on {}{}", self.address, room)
         for plugin in self.plugins:
             await plugin.start()

@@ -7,34 +7,46 @@ failed). A group is IN_PROGRESS from its first started task, COMPLETED when all 
 tasks completed, FAILED when all ended and one failed. A goal is checked as completions
 arrive and flips to ACHIEVED the first time its condition holds, while the other tasks
 carry on; if the group ends without that, the goal is FAILED.
+
+A group *settles* when it and every group that depends on it have ended. Settled groups
+can be forgotten (`forget_finished`): by count (keep the newest so many) or by age (since
+they settled), so that a long-running playground does not hold every task it was ever
+given. Time comes in as an argument (``now``); the manager never reads a clock.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from .data import GoalStatus, TaskGroup, TaskGroupGoal, TaskMessage, TaskStatus
 
 __all__ = ["TaskManager"]
+
+#: tables are rebuilt (so that they shrink) once more tasks were forgotten since the last
+#: rebuild than are held, and at least this many
+_COMPACT_AFTER: Final = 1024
 
 
 @dataclasses.dataclass
 class _GroupState:
     waiting_on: set[str]  # groups that must complete first
     open_tasks: int
+    task_ids: tuple[str, ...]  # its tasks, as added (what forgetting it removes)
     failed: bool = False
     started: bool = False
+    ended_at: float | None = None  # when it ended, as stamped (`stamp_ended`)
+    settled_at: float | None = None  # the latest end of it and the groups that need it
 
 
 class TaskManager:
     """Tracks every group and task the playground was given."""
 
     def __init__(self) -> None:
-        #: every group, by its ``task_id``; the objects given, updated in place
+        #: every group not forgotten, by its ``task_id``; the objects given, updated in place
         self.task_groups: dict[str, TaskGroup] = {}
-        #: every task, by ``task_id``
+        #: every task not forgotten, by ``task_id``
         self.tasks: dict[str, TaskMessage] = {}
         self.completed_tasks: dict[str, TaskMessage] = {}
         self.failed_tasks: dict[str, TaskMessage] = {}
@@ -44,6 +56,11 @@ class TaskManager:
         self._blocked_by: dict[str, set[str]] = {}  # task -> unfinished tasks it needs
         self._dependents: dict[str, list[str]] = {}  # task -> tasks that need it
         self._released: set[str] = set()  # tasks handed out as ready
+        self._ended: dict[str, None] = {}  # groups that ended and are held, in end order
+        self._unstamped: list[str] = []  # groups that ended since the last `stamp_ended`
+        #: how many groups `forget` removed so far
+        self.groups_forgotten = 0
+        self._forgotten_tasks = 0  # since the tables were last rebuilt
         #: when a list (the plugin sets one and empties it), what ended, in order:
         #: ("task", task_id) for each task that completed or failed, by a report or
         #: because something it needs failed, and ("group", group id) for each group
@@ -99,7 +116,8 @@ class TaskManager:
                 self.tasks[task.task_id] = task
                 self._group_of[task.task_id] = group.task_id
             waiting = {g for g in group.depends_on if not self._group_done(g)}
-            self._groups[group.task_id] = _GroupState(waiting, len(group.subtasks))
+            task_ids = tuple(t.task_id for t in group.subtasks)
+            self._groups[group.task_id] = _GroupState(waiting, len(task_ids), task_ids)
             for other in group.depends_on:
                 upstream = self.task_groups.get(other)
                 if upstream is not None and group.task_id not in upstream.required_by:
@@ -275,6 +293,8 @@ class TaskManager:
         state = self._groups[group_id]
         group = self.task_groups[group_id]
         group.status = TaskStatus.FAILED if state.failed else TaskStatus.COMPLETED
+        self._ended[group_id] = None
+        self._unstamped.append(group_id)
         if self.journal is not None:
             self.journal.append(("group", group_id))
         goal = group.goal
@@ -298,6 +318,141 @@ class TaskManager:
         if goal.check_condition(self.task_groups, self.completed_tasks):
             goal.status = GoalStatus.ACHIEVED
 
+    # -- forgetting -------------------------------------------------------------------
+
+    def stamp_ended(self, now: float) -> None:
+        """Record `now` as the end time of every group that ended since the last call.
+
+        Call it soon after events (the plugin does, after each); `forget_finished` calls it
+        first too, so a group never stamped counts as ending at that call.
+        """
+        for group_id in self._unstamped:
+            state = self._groups.get(group_id)
+            if state is None or state.ended_at is not None:
+                continue
+            state.ended_at = now
+            state.settled_at = _later(state.settled_at, now)
+            for upstream in self.task_groups[group_id].depends_on:
+                other = self._groups.get(upstream)
+                if other is not None:
+                    other.settled_at = _later(other.settled_at, now)
+        self._unstamped.clear()
+
+    @property
+    def ended_held(self) -> int:
+        """Groups that ended (COMPLETED or FAILED) and are not forgotten yet."""
+        return len(self._ended)
+
+    def finished_to_forget(
+        self, now: float, keep: int | None = None, older_than: float | None = None
+    ) -> list[str]:
+        """The settled groups that `forget_finished` would forget now, oldest first.
+
+        A group is a candidate once it settled: it ended and so did every group that
+        ``depends_on`` it (and nothing still to be reported in `journal` names it). Of the
+        candidates, those settled at least `older_than` seconds before `now` go, and then
+        the oldest ones beyond the newest `keep`. None: no limit of that kind.
+        """
+        self.stamp_ended(now)
+        if keep is None and older_than is None:
+            return []
+        pending = self._journal_groups()
+        candidates: list[tuple[float, int, str]] = []
+        for order, group_id in enumerate(self._ended):
+            state = self._groups[group_id]
+            if group_id in pending or state.settled_at is None:
+                continue
+            needed_by = self.task_groups[group_id].required_by
+            if all(other in self._ended or other not in self._groups for other in needed_by):
+                candidates.append((state.settled_at, order, group_id))
+        candidates.sort()
+        cut = 0
+        if older_than is not None:
+            while cut < len(candidates) and now - candidates[cut][0] >= older_than:
+                cut += 1
+        if keep is not None:
+            cut = max(cut, len(candidates) - keep)
+        return [group_id for _, _, group_id in candidates[:cut]]
+
+    def forget_finished(
+        self, now: float, keep: int | None = None, older_than: float | None = None
+    ) -> list[str]:
+        """Forget the settled groups past `keep` (count) or `older_than` (seconds).
+
+        See `finished_to_forget` for which; each goes as `forget` does.
+
+        Returns:
+            The ids of the groups forgotten, oldest first.
+        """
+        doomed = self.finished_to_forget(now, keep, older_than)
+        for group_id in doomed:
+            self.forget(group_id)
+        return doomed
+
+    def forget(self, group_id: str) -> list[str]:
+        """Remove a group that ended, and its tasks, from every record of this manager.
+
+        Its tasks leave `tasks`, `completed_tasks`, `failed_tasks` and `errors`; a group
+        added later may no longer name it in ``depends_on``. The group objects themselves
+        are left as they were.
+
+        Returns:
+            The ids of its tasks.
+
+        Raises:
+            KeyError: unknown group.
+            ValueError: the group has not ended.
+        """
+        state = self._groups[group_id]
+        if group_id not in self._ended:
+            raise ValueError(f"task group {group_id!r} has not ended")
+        del self._groups[group_id]
+        del self._ended[group_id]
+        del self.task_groups[group_id]
+        for task_id in state.task_ids:
+            self.tasks.pop(task_id, None)
+            self.completed_tasks.pop(task_id, None)
+            self.failed_tasks.pop(task_id, None)
+            self.errors.pop(task_id, None)
+            self._group_of.pop(task_id, None)
+            self._blocked_by.pop(task_id, None)
+            self._dependents.pop(task_id, None)
+            self._released.discard(task_id)
+        self.groups_forgotten += 1
+        self._forgotten_tasks += len(state.task_ids)
+        if self._forgotten_tasks >= max(_COMPACT_AFTER, len(self.tasks)):
+            self._compact()
+        return list(state.task_ids)
+
+    def _compact(self) -> None:
+        """Rebuild every table in place: a dict or set keeps its size when emptied."""
+        self._forgotten_tasks = 0
+        for table in (
+            self.task_groups,
+            self.tasks,
+            self.completed_tasks,
+            self.failed_tasks,
+            self.errors,
+            self._groups,
+            self._group_of,
+            self._blocked_by,
+            self._dependents,
+            self._ended,
+        ):
+            compact(table)
+        compact(self._released)
+
+    def _journal_groups(self) -> set[str]:
+        """Groups that `journal` still names (their end is not reported yet)."""
+        if not self.journal:
+            return set()
+        named = set()
+        for kind, ident in self.journal:
+            group_id = ident if kind == "group" else self._group_of.get(ident)
+            if group_id is not None:
+                named.add(group_id)
+        return named
+
     # -- questions --------------------------------------------------------------------
 
     def group_of(self, task_id: str) -> TaskGroup:
@@ -310,6 +465,22 @@ class TaskManager:
 
     def all_done(self) -> bool:
         return self.unfinished == 0
+
+
+def compact(table: dict[Any, Any] | set[Any]) -> None:
+    """Shrink `table` to what it holds, keeping its identity (and a dict's order)."""
+    if isinstance(table, dict):
+        items = list(table.items())
+        table.clear()
+        table.update(items)
+    else:
+        members = list(table)
+        table.clear()
+        table.update(members)
+
+
+def _later(when: float | None, now: float) -> float:
+    return now if when is None else max(when, now)
 
 
 def _achieved(goal: TaskGroupGoal) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 from ..base.playground import BasePlayGround
 from .data import TaskGroup, TaskMessage
 from .manager import TaskManager
-from .plugin import MAX_WORKER_SLOTS, TaskPlugin
+from .plugin import KEEP_FINISHED_FOR, KEEP_FINISHED_GROUPS, MAX_WORKER_SLOTS, TaskPlugin
 from .stats import TaskStatistics
 
 __all__ = ["TaskPlayGround"]
@@ -25,6 +25,13 @@ class TaskPlayGround(BasePlayGround):
             its group (`TaskGroup.task_timeout`) says; None (the default): no limit.
         max_worker_slots: the most tasks one worker is handed at once, whatever it
             declares (default 64).
+        keep_finished_groups: the most ended groups kept (default 1000) once they and
+            every group that depends on them ended; older ones are forgotten, with their
+            tasks and results. None: no count limit.
+        keep_finished_for: seconds such a group is kept at most (default 3600). None: no
+            age limit. Forgetting is lazy (when groups are added, and on the periodic
+            check, about once a second), so the getters below still return a run's
+            results right after `wait_for_completion`.
     """
 
     def __init__(
@@ -36,15 +43,27 @@ class TaskPlayGround(BasePlayGround):
         role_timeout: float | None = None,
         task_timeout: float | None = None,
         max_worker_slots: int = MAX_WORKER_SLOTS,
+        keep_finished_groups: int | None = KEEP_FINISHED_GROUPS,
+        keep_finished_for: float | None = KEEP_FINISHED_FOR,
         **kwargs: Any,
     ) -> None:
         super().__init__(name=name, port=port, **kwargs)
-        self.task_plugin = TaskPlugin(max_retries, role_timeout, task_timeout, max_worker_slots)
+        self.task_plugin = TaskPlugin(
+            max_retries,
+            role_timeout,
+            task_timeout,
+            max_worker_slots,
+            keep_finished_groups=keep_finished_groups,
+            keep_finished_for=keep_finished_for,
+        )
         self.add_plugin(self.task_plugin)
 
     @property
     def task_manager(self) -> TaskManager:
-        """The groups (``task_manager.task_groups``) and tasks, updated as work progresses."""
+        """The groups (``task_manager.task_groups``) and tasks, updated as work progresses.
+
+        Groups forgotten (see ``keep_finished_groups``) are no longer in it.
+        """
         return self.task_plugin.manager
 
     async def assign_task_groups(self, groups: list[TaskGroup]) -> None:

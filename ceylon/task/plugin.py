@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ from .data import (
     TaskStatus,
     TaskStatusUpdate,
 )
-from .manager import TaskManager
+from .manager import TaskManager, compact
 from .stats import TaskStatistics, summarize
 
 if TYPE_CHECKING:
@@ -39,6 +40,9 @@ __all__ = ["TaskPlugin", "attach"]
 WATCH_INTERVAL = 1.0
 #: the most tasks one worker is handed at once, whatever it declares
 MAX_WORKER_SLOTS = 64
+#: how many settled groups are kept, at most, and for how long (seconds)
+KEEP_FINISHED_GROUPS = 1000
+KEEP_FINISHED_FOR = 3600.0
 
 
 class TaskPlugin(Plugin):
@@ -53,6 +57,12 @@ class TaskPlugin(Plugin):
         max_worker_slots: the most tasks one worker is handed at once; a worker that
             declares more (``max_concurrent_tasks`` in its extra data) gets this many, so
             that no member can take the work in and sit on it.
+        keep_finished_groups: the most ended groups kept once settled (they and every
+            group that depends on them ended); older ones are forgotten, their tasks and
+            results with them, so that memory is freed. None: no count limit.
+        keep_finished_for: seconds a settled group is kept at most. None: no age limit.
+            Forgetting is lazy (when groups are added, and on the periodic check), so
+            results stay readable right after `wait_for_completion`.
     """
 
     name = "tasks"
@@ -63,6 +73,8 @@ class TaskPlugin(Plugin):
         role_timeout: float | None = None,
         task_timeout: float | None = None,
         max_worker_slots: int = MAX_WORKER_SLOTS,
+        keep_finished_groups: int | None = KEEP_FINISHED_GROUPS,
+        keep_finished_for: float | None = KEEP_FINISHED_FOR,
     ) -> None:
         super().__init__()
         if task_timeout is not None and task_timeout <= 0:
@@ -72,6 +84,8 @@ class TaskPlugin(Plugin):
         if max_worker_slots < 1:
             raise ValueError(f"max_worker_slots must be >= 1, got {max_worker_slots}")
         self.max_worker_slots = max_worker_slots
+        self.keep_finished_groups = _check_keep(keep_finished_groups)
+        self.keep_finished_for = _check_keep_for(keep_finished_for)
         self.manager = TaskManager()
         self.manager.journal = []  # what ended, for the submitters (see _flush)
         self.assigner = Assigner(max_retries)
@@ -83,6 +97,7 @@ class TaskPlugin(Plugin):
         self._watch: asyncio.Task[None] | None = None
         self._orphaned_since: dict[str, float] = {}
         self._warned: set[str] = set()
+        self._forgotten_tasks = 0  # since the assigner's tables were last rebuilt
         self._log = logger.bind(agent="tasks")
 
     def attach(self, playground: BasePlayGround) -> None:
@@ -165,6 +180,9 @@ class TaskPlugin(Plugin):
         ready = self.manager.add_groups(groups)
         self._ready(ready)
         self._notify()
+        keep = self.keep_finished_groups
+        if keep is not None and self.manager.ended_held > keep:
+            self.forget_finished(time.monotonic())
 
     def _ready(self, tasks: list[TaskMessage]) -> None:
         roles = set()
@@ -286,7 +304,9 @@ class TaskPlugin(Plugin):
     async def _watch_roles(self) -> None:
         while True:
             await asyncio.sleep(WATCH_INTERVAL)  # a periodic check, not a synchronisation
-            self.check_roles(time.monotonic())
+            now = time.monotonic()
+            self.check_roles(now)
+            self.forget_finished(now)
 
     def check_roles(self, now: float) -> None:
         """Warn about roles no worker has; past `role_timeout`, fail their tasks."""
@@ -312,9 +332,46 @@ class TaskPlugin(Plugin):
                 del self._orphaned_since[role]
                 self._notify()
 
+    # -- forgetting finished groups ------------------------------------------------------
+
+    def forget_finished(self, now: float) -> list[str]:
+        """Forget the settled groups past `keep_finished_groups` or `keep_finished_for`.
+
+        `now` is a `time.monotonic` reading. Returns the ids of the groups forgotten.
+        """
+        self._flush()  # their submitters hear how they ended first
+        manager = self.manager
+        doomed = manager.finished_to_forget(now, self.keep_finished_groups, self.keep_finished_for)
+        tasks = 0
+        for group_id in doomed:
+            self._watchers.pop(group_id, None)
+            for task_id in manager.forget(group_id):
+                self._forget_task(task_id)
+                tasks += 1
+        if doomed:
+            self._log.debug("forgot {} finished group(s), {} task(s)", len(doomed), tasks)
+            self._forgotten_tasks += tasks
+            if self._forgotten_tasks >= max(1024, len(self.assigner.attempts)):
+                self._forgotten_tasks = 0
+                compact(self.assigner.attempts)
+                compact(self.assigner._role_of)
+                compact(self.assigner._priority)
+        return doomed
+
+    def _forget_task(self, task_id: str) -> None:
+        """Drop what the assigner keeps per task (an ended task is neither queued nor held)."""
+        assigner = self.assigner
+        if task_id in assigner.holder:
+            return
+        assigner.attempts.pop(task_id, None)
+        # Assigner has no method for this (yet); its per-task maps would grow for ever.
+        assigner._role_of.pop(task_id, None)
+        assigner._priority.pop(task_id, None)
+
     # -- results ----------------------------------------------------------------------
 
     def _notify(self) -> None:
+        self.manager.stamp_ended(time.monotonic())
         self._flush()
         if self._changed is not None:
             self._changed.set()
@@ -333,7 +390,7 @@ class TaskPlugin(Plugin):
             KeyError: `group_id` is not a group of this plugin.
         """
         if group_id is not None and group_id not in self.manager.task_groups:
-            raise KeyError(f"unknown task group {group_id!r}")
+            raise KeyError(f"unknown task group {group_id!r} (never given, or forgotten)")
         if self._changed is None:
             self._changed = asyncio.Event()
         async with asyncio.timeout(timeout):
@@ -344,7 +401,10 @@ class TaskPlugin(Plugin):
     def _done(self, group_id: str | None) -> bool:
         if group_id is None:
             return self.manager.all_done()
-        status = self.manager.task_groups[group_id].status
+        group = self.manager.task_groups.get(group_id)
+        if group is None:  # known when the wait began: it ended, and was forgotten since
+            return True
+        status = group.status
         return status in (TaskStatus.COMPLETED, TaskStatus.FAILED)
 
     def status(self) -> dict[str, Any]:
@@ -354,6 +414,7 @@ class TaskPlugin(Plugin):
         return {
             "groups": len(manager.task_groups),
             "groups done": sum(g.status is TaskStatus.COMPLETED for g in groups),
+            "groups forgotten": manager.groups_forgotten,
             "tasks": len(manager.tasks),
             "waiting": assigner.waiting(),
             "running": len(assigner.holder),
@@ -373,6 +434,24 @@ class TaskPlugin(Plugin):
 def attach(playground: BasePlayGround, **options: Any) -> TaskPlugin:
     """Host the task plugin on `playground` (what ``--plugin tasks`` does)."""
     return playground.add_plugin(TaskPlugin(**options))
+
+
+def _check_keep(value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"keep_finished_groups must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _check_keep_for(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ValueError(f"keep_finished_for must be a number of seconds, got {value!r}")
+    if value < 0:
+        raise ValueError(f"keep_finished_for must be >= 0, got {value}")
+    return float(value)
 
 
 def _in_loop() -> bool:

@@ -67,8 +67,9 @@ def test_an_interrupted_solve_exits_within_a_second_with_the_best_schedule(
 ) -> None:
     out = tmp_path / "schedule.json"
     instance = DATA / "instances" / "xl_11.json"
+    # timed as it runs for users: without the asyncio debug mode scripts/test turns on
     run: Process = spawn("-m", "ceylon", "meetings", "solve", str(instance), "--out", str(out),
-                         "--time-limit", "60")  # fmt: skip
+                         "--time-limit", "60", env={"PYTHONASYNCIODEBUG": ""})  # fmt: skip
     run.wait_for_line(r"round 1: solving", timeout=seconds(60))
     signalled = time.monotonic()
     run.signal(signal.SIGINT)
