@@ -9,7 +9,7 @@ from .peer import AgentDetail
 if TYPE_CHECKING:
     from .system import PlaygroundStatus
 
-__all__ = ["Link"]
+__all__ = ["Link", "LinkOwner"]
 
 
 class Link(Protocol):
@@ -70,3 +70,44 @@ class Link(Protocol):
 
     async def wait_stopped(self) -> None:
         """Wait until the link has ended for good."""
+
+
+class LinkOwner(Protocol):
+    """What a link needs of the agent it carries (`BaseAgent` is one): who it is, and
+    the entry points it hands what arrives to."""
+
+    id: str
+    name: str
+    role: str
+    extra_data: dict[str, Any]
+    #: the playground's proof-of-identity for reconnects (kept by the agent)
+    resume_secret: str | None
+
+    @property
+    def observer(self) -> bool:
+        """Whether it only asks the playground questions (``ceylon status``)."""
+        ...
+
+    @property
+    def wants_membership(self) -> bool:
+        """Whether it hears of every join and leave."""
+        ...
+
+    def receive_messages(
+        self,
+        sender: AgentDetail,
+        messages: list[tuple[str, bytes]],
+        *,
+        direct: bool,
+        origin: str,
+    ) -> None:
+        """Messages received from `sender`, bodies still encoded."""
+
+    def receive_membership(self, detail: AgentDetail, topic: str, *, joined: bool) -> None:
+        """An agent joined (or left)."""
+
+    def receive_link_lost(self, reason: str) -> None:
+        """The link is gone."""
+
+    def receive_link_restored(self) -> None:
+        """The link reconnected."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from loguru import logger
 
@@ -27,10 +27,8 @@ from transport import (
 from . import system
 from .config import Settings
 from .errors import AgentNotFoundError, NotConnectedError
+from .link import LinkOwner
 from .peer import AgentDetail
-
-if TYPE_CHECKING:
-    from .base.agent import BaseAgent
 
 __all__ = ["PLAYGROUND_ORIGIN", "Session", "hello_extra"]
 
@@ -39,7 +37,7 @@ PLAYGROUND_ORIGIN = "playground"
 REQUEST_TIMEOUT = 10.0
 
 
-def hello_extra(agent: BaseAgent, resume: str | None = None) -> dict[str, Any]:
+def hello_extra(agent: LinkOwner, resume: str | None = None) -> dict[str, Any]:
     """What an agent tells the playground about itself beyond id, name and role (and,
     reconnecting, the resume secret that proves it is the agent that held its id)."""
     extra = {"extra_data": dict(agent.extra_data), "subscribe": agent.wants_membership}
@@ -53,7 +51,7 @@ def hello_extra(agent: BaseAgent, resume: str | None = None) -> dict[str, Any]:
 class Session:
     """The link of one client agent to one playground (a `Link`)."""
 
-    def __init__(self, agent: BaseAgent, host: str, port: int, settings: Settings) -> None:
+    def __init__(self, agent: LinkOwner, host: str, port: int, settings: Settings) -> None:
         self.agent = agent
         self.host = host
         self.port = port
