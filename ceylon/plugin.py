@@ -8,26 +8,30 @@ membership callbacks it is given here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from .peer import AgentDetail
 
-if TYPE_CHECKING:
-    from .base.playground import BasePlayGround
-
 __all__ = ["Plugin"]
 
+#: The playground a plugin is attached to (`BasePlayGround`, or a subclass it needs).
+Host = TypeVar("Host")
 
-class Plugin:
-    """Base class of playground plugins; override what you need."""
+
+class Plugin(Generic[Host]):
+    """Base class of playground plugins; override what you need.
+
+    Parametrized by the playground it works with, e.g. ``class Mine(Plugin["BasePlayGround"])``
+    (a plain ``Plugin`` subclass works too), so this module need not know playgrounds.
+    """
 
     #: the name ``ceylon playground --plugin NAME`` knows it by
     name: ClassVar[str] = "plugin"
 
     def __init__(self) -> None:
-        self.playground: BasePlayGround | None = None
+        self.playground: Host | None = None
 
-    def attach(self, playground: BasePlayGround) -> None:
+    def attach(self, playground: Host) -> None:
         """Called once, when the plugin is added: register handlers here."""
         self.playground = playground
 

@@ -33,7 +33,7 @@ from .agent import BaseAgent
 __all__ = ["BasePlayGround"]
 
 JoinCallback = Callable[[AgentDetail], None]
-P = TypeVar("P", bound=Plugin)
+P = TypeVar("P", bound="Plugin[Any]")
 
 
 class _RouterLink:
@@ -161,7 +161,7 @@ class BasePlayGround(BaseAgent):
         self._finished = False
         self._router_link = _RouterLink(self)
         self._link = self._router_link
-        self.plugins: list[Plugin] = []
+        self.plugins: list[Plugin[Any]] = []
         self._sizes: dict[str, int] = {}  # agent id -> encoded size of its AgentDetail
         self._started_at: float | None = None
 

@@ -58,7 +58,7 @@ class SchedulingRule(Protocol):
     def allows(self, meeting: Meeting, slot: TimeSlot) -> bool: ...
 
 
-class MeetingPlugin(Plugin):
+class MeetingPlugin(Plugin["BasePlayGround"]):
     """Schedules meetings with the participant agents connected to a playground."""
 
     name = "meetings"

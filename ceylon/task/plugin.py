@@ -45,7 +45,7 @@ KEEP_FINISHED_GROUPS = 1000
 KEEP_FINISHED_FOR = 3600.0
 
 
-class TaskPlugin(Plugin):
+class TaskPlugin(Plugin["BasePlayGround"]):
     """Runs task groups on the workers connected to a playground.
 
     Args:
