@@ -24,7 +24,7 @@ from loguru import logger
 from .handlers import HandlerSpec
 from .peer import AgentDetail
 
-__all__ = ["DEFAULT_MAX_PENDING", "Batch", "Dispatcher", "invoke"]
+__all__ = ["DEFAULT_MAX_PENDING", "AnswerCallback", "Batch", "Dispatcher", "invoke"]
 
 DEFAULT_MAX_PENDING: Final = 10_000
 

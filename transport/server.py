@@ -90,8 +90,8 @@ class Server:
         self._authorize = authorize
         self._server: asyncio.Server | None = None
         self._tasks: dict[asyncio.Task[None], Connection] = {}
-        #: connections still in their handshake, oldest first: (address, task)
-        self._handshakes: dict[Connection, tuple[str, asyncio.Task[None]]] = {}
+        #: connections still in their handshake, oldest first (a dict as an ordered set)
+        self._handshakes: dict[Connection, None] = {}
         self.max_handshakes = handshake_room()
         #: handshakes cut short to make room for newer ones
         self.handshakes_evicted = 0
@@ -128,15 +128,13 @@ class Server:
         task.add_done_callback(self._tasks.pop)
         return connection
 
-    def _admit_handshake(self, connection: Connection, task: asyncio.Task[None]) -> float:
+    def _admit_handshake(self, connection: Connection) -> float:
         """Make room for one more handshake (the oldest give way: a client that opens
         connections and says nothing cannot hold the descriptors); return its deadline,
         shorter the fuller the room is."""
-        address = connection.remote_address
-        host = str(address[0]) if isinstance(address, tuple) else str(address)
         if len(self._handshakes) >= self.max_handshakes:
             self._evict(next(iter(self._handshakes)))
-        self._handshakes[connection] = (host, task)
+        self._handshakes[connection] = None
         load = len(self._handshakes) / self.max_handshakes
         return self._open_timeout * max(0.1, 1.0 - load)
 
@@ -151,9 +149,7 @@ class Server:
         connection.abort()
 
     async def _run(self, connection: Connection) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        deadline = self._admit_handshake(connection, task)
+        deadline = self._admit_handshake(connection)
         try:
             async with asyncio.timeout(deadline):
                 await connection.wait_open()

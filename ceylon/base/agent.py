@@ -29,7 +29,7 @@ from ..asking import (
     NO_HANDLER as NO_ASK_HANDLER,
 )
 from ..config import Settings, parse_address
-from ..dispatch import DEFAULT_MAX_PENDING, Dispatcher, Item
+from ..dispatch import DEFAULT_MAX_PENDING, AnswerCallback, Dispatcher, Item
 from ..drops import NO_HANDLER, UNKNOWN_TAG, WRONG_FIELDS, AgentStats, DropCounter
 from ..errors import AskTimeout, EncodeError, NotConnectedError
 from ..handlers import HandlerSpec, HandlerTable, pattern_matches, validate_handler
@@ -222,9 +222,16 @@ class BaseAgent:
         if items:
             self._submit_items(items, sender, origin)
 
-    def _submit_items(self, items: list[Item], sender: AgentDetail, origin: str) -> None:
+    def _submit_items(
+        self,
+        items: list[Item],
+        sender: AgentDetail,
+        origin: str,
+        answer: AnswerCallback | None = None,
+    ) -> None:
         if self._dispatcher is not None:
-            self._dispatcher.submit_batch(items, sender, int(time.time() * 1000), origin)
+            now = int(time.time() * 1000)
+            self._dispatcher.submit_batch(items, sender, now, origin, answer)
 
     # -- request/reply ---------------------------------------------------------------
 
@@ -265,10 +272,7 @@ class BaseAgent:
         def answer(result: Any, error: BaseException | None) -> None:
             self._answer_ask(sender, request.request, result, error)
 
-        if self._dispatcher is not None:
-            self._dispatcher.submit_batch(
-                [(specs, message)], sender, int(time.time() * 1000), origin, answer
-            )
+        self._submit_items([(specs, message)], sender, origin, answer)
 
     def _answer_ask(
         self, asker: AgentDetail, number: int, result: Any, error: BaseException | None

@@ -564,23 +564,16 @@ class _Exact:
         count = len(others)
         check_all = required and any(f & required for f in frees)  # were counted free
         for subset in range(1 << count):
-            union = mine
-            need = short
+            rest = 0  # the others in `subset`, without (m, s)
+            rest_need = 0
             for j in range(count):
                 if subset >> j & 1:
-                    union |= frees[j]
-                    need += shorts[j]
-            if _popcount(union) < need:
+                    rest |= frees[j]
+                    rest_need += shorts[j]
+            if _popcount(mine | rest) < short + rest_need:
                 return False
-            if check_all and subset:
-                rest = 0
-                rest_need = 0
-                for j in range(count):
-                    if subset >> j & 1:
-                        rest |= frees[j]
-                        rest_need += shorts[j]
-                if _popcount(rest) < rest_need:
-                    return False
+            if check_all and subset and _popcount(rest) < rest_need:
+                return False
         return True
 
     # -- the search ---------------------------------------------------------------------

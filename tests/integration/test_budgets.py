@@ -6,11 +6,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import transport
 from ceylon import BaseAgent, system
-from transport.protocol import CLIENT, HandshakeComplete, Protocol
 
 from ..conftest import BEAT_FLAGS, seconds
+from .test_slow_consumers import raw_client
 
 
 def rss_mb(pid: int) -> float:
@@ -20,23 +19,14 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-async def non_reading_asker(port: int, name: str, playground_id: str, asks: int) -> Any:
+async def non_reading_asker(
+    port: int, name: str, playground_id: str, asks: int
+) -> asyncio.StreamWriter:
     """Handshake by hand, send `asks` ListAgents, never read an answer."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    me = transport.make_identity(name)
-    protocol = Protocol(CLIENT, me)
-    writer.write(protocol.data_to_send())
-    async with asyncio.timeout(seconds(10)):
-        while not any(isinstance(e, HandshakeComplete) for e in protocol.events_received()):
-            data = await reader.read(65536)
-            assert data, "the playground closed during the handshake"
-            protocol.receive_data(data)
-            writer.write(protocol.data_to_send())
-    read_side = writer.transport
-    assert isinstance(read_side, asyncio.ReadTransport)
-    read_side.pause_reading()  # not even into the stream's buffer
+    _, writer, protocol = await raw_client(port, name)
+    assert protocol.identity is not None
     for n in range(asks):
-        protocol.send_object(system.ListAgents(n), me.id, playground_id)
+        protocol.send_object(system.ListAgents(n), protocol.identity.id, playground_id)
         writer.write(protocol.data_to_send())
     return writer
 

@@ -177,8 +177,11 @@ def assert_flood_kept_its_connection(flooder: Process) -> None:
 # -- a raw client that never reads -----------------------------------------------------
 
 
-async def raw_client(port: int, name: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect and complete the handshake by hand; the caller never reads afterwards."""
+async def raw_client(
+    port: int, name: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Protocol]:
+    """Connect and complete the handshake by hand; the caller never reads afterwards
+    (it may still write, with the returned protocol)."""
     reader, writer = await asyncio.open_connection(HOST, port)
     protocol = Protocol(CLIENT, transport.make_identity(name))
     writer.write(protocol.data_to_send())
@@ -191,7 +194,7 @@ async def raw_client(port: int, name: str) -> tuple[asyncio.StreamReader, asynci
     transport_ = writer.transport
     assert isinstance(transport_, asyncio.ReadTransport)
     transport_.pause_reading()  # not even into the stream's buffer
-    return reader, writer
+    return reader, writer, protocol
 
 
 async def pong_forever(writer: asyncio.StreamWriter, sent: list[float]) -> None:
@@ -268,7 +271,7 @@ async def test_a_raw_client_that_never_reads_is_cut_despite_its_pongs(spawn: Any
     stamp(pacer, r"^pacer pace start (\S+)$", seconds(20))
     flooder, flood_start = start_flood(spawn, address, *FLOODER_BEAT)
     joining = time.time()  # it is flooded from the moment it joins
-    _, writer = await raw_client(int(address.rsplit(":", 1)[1]), "raw")
+    _, writer, _ = await raw_client(int(address.rsplit(":", 1)[1]), "raw")
     sent: list[float] = []
     pongs = asyncio.create_task(pong_forever(writer, sent))
     try:
@@ -292,7 +295,7 @@ async def test_unsolicited_pongs_do_not_keep_a_client_that_never_reads_alive(
 ) -> None:
     playground, address = start_playground(spawn, *BEAT_FLAGS)
     joining = time.time()
-    _, writer = await raw_client(int(address.rsplit(":", 1)[1]), "raw")
+    _, writer, _ = await raw_client(int(address.rsplit(":", 1)[1]), "raw")
     sent: list[float] = []
     pongs = asyncio.create_task(pong_forever(writer, sent))
     try:
