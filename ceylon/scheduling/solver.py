@@ -48,10 +48,16 @@ def _bits(mask: int) -> Iterator[int]:
         mask ^= low
 
 
+def _never() -> bool:
+    return False
+
+
 class _Day:
     """One date's subproblem."""
 
-    def __init__(self, problem: Problem, date: str, needs: list[Need]) -> None:
+    def __init__(
+        self, problem: Problem, date: str, needs: list[Need], stop: Callable[[], bool] = _never
+    ) -> None:
         self.date = date
         self.needs = needs
         self.lo, self.hi, self.gap = problem.earliest, problem.latest, problem.min_gap
@@ -72,8 +78,15 @@ class _Day:
         self.avail: list[dict[int, int]] = []  # per meeting: start -> people available
         self.required: list[int] = []
         self.reasons: list[str] = []
-        for need in needs:
+        stopped = False
+        for number, need in enumerate(needs):
             options: dict[int, int] = {}
+            stopped = stopped or (number & 15 == 0 and stop())
+            if stopped:  # left without options: nothing is placed for it
+                self.required.append(0)
+                self.avail.append(options)
+                self.reasons.append("not considered: the search was stopped")
+                continue
             req = 0
             missing_required = [r for r in need.required if r not in index]
             for r in need.required:
@@ -240,10 +253,6 @@ def _greedy(
         option = state.best_option(m, rng)
         if option is not None:
             state.place(m, *option)
-
-
-def _never() -> bool:
-    return False
 
 
 def _ruin_and_recreate(
@@ -694,7 +703,7 @@ def solve(
     by_date: dict[str, list[Need]] = defaultdict(list)
     for need in problem.meetings:
         by_date[need.date].append(need)
-    days = [_Day(problem, date, needs) for date, needs in sorted(by_date.items())]
+    days = [_Day(problem, date, needs, stop) for date, needs in sorted(by_date.items())]
     rng = random.Random(seed)
     states = []
     for day in days:
