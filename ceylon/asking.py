@@ -19,7 +19,7 @@ from typing import Final
 
 from transport import default_registry
 
-from .errors import AgentLeftError, RemoteHandlerError
+from .errors import AgentLeftError, PermissionDenied, RemoteHandlerError
 
 __all__ = ["ASK_TAGS", "AskReply", "AskRequest", "PendingAsks"]
 
@@ -28,6 +28,7 @@ RAISED: Final = "raised"
 NO_HANDLER: Final = "no handler"
 NO_REPLY: Final = "no reply"
 UNDECODABLE: Final = "undecodable"
+DENIED: Final = "denied"  # the playground's permissions refuse it: PermissionDenied
 
 
 @dataclasses.dataclass
@@ -96,7 +97,9 @@ class PendingAsks:
         if pending is None or pending.target_id != sender_id or pending.future.done():
             return False
         del self._open[reply.request]
-        if reply.failure:
+        if reply.failure == DENIED:
+            pending.future.set_exception(PermissionDenied(reply.error))
+        elif reply.failure:
             error = f"{reply.error_type}: {reply.error}" if reply.error_type else reply.error
             failure = RemoteHandlerError(pending.target, pending.type_name, error)
             pending.future.set_exception(failure)
@@ -106,9 +109,13 @@ class PendingAsks:
 
     def left(self, agent_id: str) -> None:
         """The agent `agent_id` left: its open requests fail at once."""
+        self.undeliverable(agent_id, None)
+
+    def undeliverable(self, agent_id: str, error: BaseException | None) -> None:
+        """Requests to `agent_id` cannot reach it: they fail with `error` (None: it left)."""
         for number, pending in list(self._open.items()):
             if pending.target_id == agent_id:
-                self._fail(number, AgentLeftError(pending.target))
+                self._fail(number, error or AgentLeftError(pending.target))
 
     def fail_all(self, error: BaseException) -> None:
         """Every open request fails with `error` (the link is gone)."""

@@ -30,6 +30,7 @@ from .base.agent import BaseAgent
 from .base.playground import BasePlayGround
 from .config import DEFAULT_PORT, Settings, parse_address
 from .log import setup_cli_logging
+from .permissions import AuthFileError, Permissions
 
 __all__ = ["UsageError", "build_parser", "import_modules", "load_object", "main"]
 
@@ -137,7 +138,7 @@ def _add_import(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_security(parser: argparse.ArgumentParser, *, server: bool) -> None:
+def _add_security(parser: argparse.ArgumentParser, *, server: bool, auth: bool = False) -> None:
     group = parser.add_argument_group("security")
     group.add_argument("--workspace", default="default", help="workspace id (default: default)")
     group.add_argument(
@@ -145,6 +146,14 @@ def _add_security(parser: argparse.ArgumentParser, *, server: bool) -> None:
         default=None,
         help="shared secret, proven by HMAC challenge-response (default: $CEYLON_TOKEN)",
     )
+    if auth:
+        group.add_argument(
+            "--auth",
+            metavar="FILE",
+            help="per-token permissions instead of one --token: a TOML (or .json) file "
+            "mapping each token to the names and roles it may claim and what it may do "
+            "(see the README's Security model)",
+        )
     group.add_argument("--tls-cert", metavar="PEM", help="certificate (chain) of this side")
     group.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
     group.add_argument(
@@ -201,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="host a plugin (repeatable): " + ", ".join(sorted(PLUGINS)) if PLUGINS else "none",
     )
     _add_import(pg)
-    _add_security(pg, server=True)
+    _add_security(pg, server=True, auth=True)
     _add_liveness(pg)
     group = pg.add_argument_group("slow consumers")
     group.add_argument(
@@ -383,8 +392,20 @@ async def _until_signalled(*waits: asyncio.Future[Any] | asyncio.Task[Any]) -> N
             loop.remove_signal_handler(signum)
 
 
+def _permissions(args: argparse.Namespace) -> Permissions | None:
+    if not args.auth:
+        return None
+    if args.token:
+        raise UsageError("--auth and --token go separately: the file holds the tokens")
+    try:
+        return Permissions.load(args.auth)
+    except AuthFileError as exc:
+        raise UsageError(f"--auth {exc}") from None
+
+
 def _make_playground(args: argparse.Namespace) -> BasePlayGround:
     import_modules(args.imports)
+    auth = _permissions(args)
     playground = BasePlayGround(
         name=args.name,
         port=args.port,
@@ -400,7 +421,10 @@ def _make_playground(args: argparse.Namespace) -> BasePlayGround:
             max_pending_bytes=args.max_pending_bytes,
         ),
         ssl=_server_tls(args),
+        auth=auth,
     )
+    if auth is not None:
+        logger.info("{} token(s) from {}", len(auth), args.auth)
     for name in args.plugin:
         if name not in PLUGINS:
             known = ", ".join(sorted(PLUGINS)) or "none"
@@ -429,7 +453,8 @@ def _plugin_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
 async def _playground(args: argparse.Namespace) -> int:
     playground = _make_playground(args)
     await start_listening(playground)
-    if not _is_loopback(args.host) and not (args.token or os.environ.get("CEYLON_TOKEN")):
+    tokens = args.token or os.environ.get("CEYLON_TOKEN") or playground.auth
+    if not _is_loopback(args.host) and not tokens:
         logger.warning(
             "listening on {} without a token: anyone who can reach it may join "
             "(set --token or CEYLON_TOKEN)",

@@ -11,6 +11,8 @@ The tree::
     ├── WorkersMissingError       play() deadline passed                   (.missing)
     ├── HandlerSignatureError     a bad @on/@on_connect/@on_run signature  (.handler)
     ├── PluginError               a plugin misconfigured or failed         (.plugin)
+    ├── PermissionDenied          the playground's permissions file does not
+    │                             allow what was asked (a query)           (.reason)
     ├── EncodeError               a message that cannot be encoded (also a
     │                             transport.EncodeError and a TypeError)
     └── NotConnectedError         the agent is not connected (yet, or any more)
@@ -33,6 +35,7 @@ __all__ = [
     "CeylonError",
     "HandlerSignatureError",
     "NotConnectedError",
+    "PermissionDenied",
     "PluginError",
     "RemoteHandlerError",
     "WorkersMissingError",
@@ -107,6 +110,14 @@ class PluginError(CeylonError):
     def __init__(self, plugin: str, reason: str) -> None:
         self.plugin = plugin
         super().__init__(f"plugin {plugin!r}: {reason}")
+
+
+class PermissionDenied(CeylonError, PermissionError):
+    """The playground refused a request: the agent's token does not grant it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class NotConnectedError(CeylonError, RuntimeError):

@@ -106,6 +106,9 @@ class LinkOwner(Protocol):
     def receive_membership(self, detail: AgentDetail, topic: str, *, joined: bool) -> None:
         """An agent joined (or left)."""
 
+    def receive_undeliverable(self, target: str, tag: str, reason: str) -> None:
+        """A message it sent to `target` (``"*"``: a broadcast) went nowhere, and why."""
+
     def receive_link_lost(self, reason: str) -> None:
         """The link is gone."""
 

@@ -7,7 +7,7 @@ membership callbacks it is given here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
 from .peer import AgentDetail
@@ -34,6 +34,14 @@ class Plugin(Generic[Host]):
     def attach(self, playground: Host) -> None:
         """Called once, when the plugin is added: register handlers here."""
         self.playground = playground
+
+    def join_refusal(self, agent: AgentDetail, refusal: Callable[[str], str | None]) -> str | None:
+        """Why `agent` may not join, or None; asked only under a permissions file.
+
+        `refusal(permission)` is None when the agent's token grants `permission`, else
+        the reason to give (see `ceylon.permissions`); the agent's address is not set yet.
+        """
+        return None
 
     def agent_joined(self, agent: AgentDetail) -> None:
         """An agent joined the playground (called on the read path: do not block)."""

@@ -26,7 +26,7 @@ from transport import (
 
 from . import system
 from .config import Settings
-from .errors import AgentNotFoundError, NotConnectedError
+from .errors import AgentNotFoundError, NotConnectedError, PermissionDenied
 from .link import LinkOwner
 from .peer import AgentDetail
 
@@ -293,9 +293,14 @@ class Session:
                 self._answered(request, message)
             case system.AgentList() | system.PlaygroundStatus():
                 self._chunk(message)
-            case system.Undeliverable(target=target, tag=what, reason=reason):
+            case system.Undeliverable(target=target, tag=what, reason=reason, request=number):
+                future = self._requests.pop(number, None) if number else None
+                if future is not None:
+                    if not future.done():
+                        future.set_exception(PermissionDenied(reason))
+                    return
                 self._forget(target)
-                self._log.warning("message {} to {} was not delivered: {}", what, target, reason)
+                agent.receive_undeliverable(target, what, reason)
             case _:
                 self._log.warning("ignored an unexpected runtime message {}", tag)
 

@@ -122,11 +122,13 @@ class PlaygroundStatus:
 
 @dataclasses.dataclass
 class Undeliverable:
-    """A direct message could not be delivered."""
+    """A direct message could not be delivered (or a request was refused: then
+    `request` is its number)."""
 
     target: str
     tag: str
     reason: str
+    request: int = 0
 
 
 #: Limits of one chunk of a directory listing: frames stay far below `max_frame_size`.

@@ -62,9 +62,10 @@ FLUSH_BYTES: Final = 256 * 1024
 #: An iteration that left fewer bytes than this to coalesce makes the next one eager.
 EAGER_BELOW: Final = 2048
 
-#: Called on the server with an authenticated client; returns a refusal reason, or None
-#: to admit it, or a dict to admit it with these fields added to its Welcome's extra.
-Authorizer = Callable[[PeerInfo], "str | dict[str, Any] | None"]
+#: Called on the server with an authenticated client and the key id of the token it
+#: proved (empty without one); returns a refusal reason, or None to admit it, or a dict
+#: to admit it with these fields added to its Welcome's extra.
+Authorizer = Callable[[PeerInfo, bytes], "str | dict[str, Any] | None"]
 #: Receives each received group's messages: ``(sender, target, [(tag, body), ...])``.
 MessageCallback = Callable[[str, "str | None", list[tuple[str, bytes]]], None]
 #: Receives message groups undecoded, straight from the read path (a router's view).
@@ -160,6 +161,8 @@ class Connection(asyncio.Protocol):
         self.options = options or ConnectionOptions()
         self.codec = protocol.codec
         self._authorize = authorize
+        #: called once the socket is there (a server counts handshakes per address)
+        self.on_made: Callable[[Connection], None] | None = None
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._inbox = Inbox(self.options.limits)
@@ -206,6 +209,11 @@ class Connection(asyncio.Protocol):
         if self.protocol.peer is None:
             raise InvalidStateError("the handshake has not completed")
         return self.protocol.peer
+
+    @property
+    def key(self) -> bytes:
+        """Key id of the token this connection was authenticated with (empty without)."""
+        return self.protocol.key
 
     @property
     def closed(self) -> bool:
@@ -264,6 +272,8 @@ class Connection(asyncio.Protocol):
             high=min(options.write_high_water, options.max_pending_bytes // 2)
         )
         self._flush()
+        if self.on_made is not None:
+            self.on_made(self)
 
     def data_received(self, data: bytes) -> None:
         protocol = self.protocol
@@ -441,7 +451,8 @@ class Connection(asyncio.Protocol):
         elif kind is PeerAuthenticated:
             if self.protocol.closed is not None:  # a later frame in the same read broke it
                 return
-            refusal = self._authorize(event.peer) if self._authorize is not None else None
+            authorize = self._authorize
+            refusal = authorize(event.peer, event.key) if authorize is not None else None
             if refusal is None:
                 self.protocol.accept()
             elif isinstance(refusal, dict):  # admitted, with words for this client alone

@@ -2,7 +2,7 @@
 
 The exchange, client C and server S, with a shared secret::
 
-    C -> S  Hello(version, workspace, id, name, role, extra, nonce_c)
+    C -> S  Hello(version, workspace, id, name, role, extra, nonce_c, key id)
     S -> C  Challenge(nonce_s, HMAC(secret, "server" + transcript))
     C -> S  Proof(HMAC(secret, "client" + transcript))
     S -> C  Welcome(server identity)        or Reject(reason) at any step
@@ -11,6 +11,11 @@ The transcript binds both fresh nonces and the client's claimed identity, so a p
 recorded on one connection is worthless on the next (the server's nonce differs), and
 the server proves it knows the secret too. The secret itself never crosses the wire.
 Without a secret the server answers Hello with Welcome directly.
+
+A server may hold several secrets (one per token of a permissions file, a `Keyring`).
+The client then names which one it proves it knows by its key id, a hash of the
+secret (`key_id`), so the server can send the matching proof; the server's proof
+already lets a client guess offline, the key id adds nothing to that.
 
 The server proves itself before the client does, so any client may take a server proof
 away and try passwords against it offline: the secret must be high-entropy (a random
@@ -22,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 import msgpack
@@ -36,11 +42,15 @@ from .wire import PROTOCOL_VERSION, Hello, PeerInfo, encode_record
 
 __all__ = [
     "HANDSHAKE_MAX_FRAME_SIZE",
+    "KEY_ID_SIZE",
     "MAX_IDENTITY_LENGTH",
     "NONCE_SIZE",
     "check_hello",
     "check_identity",
+    "Keyring",
     "client_proof",
+    "key_id",
+    "keyring",
     "new_nonce",
     "server_proof",
     "verify",
@@ -51,6 +61,32 @@ NONCE_SIZE: Final = 32
 MAX_IDENTITY_LENGTH: Final = 256
 #: Largest frame accepted before the handshake completes.
 HANDSHAKE_MAX_FRAME_SIZE: Final = 64 * 2**10
+KEY_ID_SIZE: Final = 16
+
+#: A server's secrets by key id (see `keyring`).
+Keyring = Mapping[bytes, bytes]
+
+
+def key_id(secret: bytes) -> bytes:
+    """The name under which a client tells a server which secret it proves it knows."""
+    return hashlib.sha256(b"ceylon-key-id\x00" + secret).digest()[:KEY_ID_SIZE]
+
+
+def keyring(secrets: Iterable[bytes]) -> dict[bytes, bytes]:
+    """`secrets` by key id.
+
+    Raises:
+        ValueError: a secret is empty, or two are the same.
+    """
+    ring: dict[bytes, bytes] = {}
+    for secret in secrets:
+        if not secret:
+            raise ValueError("a token must not be empty")
+        key = key_id(secret)
+        if key in ring:
+            raise ValueError("the same token is given twice")
+        ring[key] = secret
+    return ring
 
 
 def new_nonce() -> bytes:
@@ -67,6 +103,7 @@ def _transcript(hello: Hello, server_nonce: bytes) -> bytes:
             hello.name,
             hello.role,
             hello.nonce,
+            hello.key,
             server_nonce,
         ],
         use_bin_type=True,

@@ -100,10 +100,12 @@ CLOSED: Final = State.CLOSED
 class PeerAuthenticated(NamedTuple):
     """Server side: the client passed version, workspace and token checks.
 
-    The owner decides: `Protocol.accept()` or `Protocol.reject(reason)`.
+    The owner decides: `Protocol.accept()` or `Protocol.reject(reason)`. `key` is the
+    key id of the secret it proved it knows (`handshake.key_id`), empty without one.
     """
 
     peer: PeerInfo
+    key: bytes = b""
 
 
 class HandshakeComplete(NamedTuple):
@@ -173,7 +175,9 @@ class Protocol:
         side: `CLIENT` (sends Hello first) or `SERVER`.
         identity: who this end is.
         workspace: both ends must name the same one.
-        secret: shared token; when set the peer must prove it knows it.
+        secret: shared token; when set the peer must prove it knows it. A server may
+            take a `handshake.Keyring` instead: each client proves one of its secrets,
+            the one its Hello names by key id.
         max_frame_size: largest frame accepted or sent.
         codec: encodes message bodies (one per connection: it is stateful).
         limits: what decoding one received frame may cost (`transport.limits`).
@@ -186,7 +190,7 @@ class Protocol:
         identity: PeerInfo,
         *,
         workspace: str = "default",
-        secret: bytes | None = None,
+        secret: bytes | handshake.Keyring | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         codec: Codec | None = None,
         limits: DecodeLimits = DEFAULT_LIMITS,
@@ -199,7 +203,18 @@ class Protocol:
         self.state: State = HANDSHAKE
         self.peer: PeerInfo | None = None
         self.closed: Closed | None = None
-        self._secret = secret or None
+        if isinstance(secret, bytes):
+            secret = {handshake.key_id(secret): secret} if secret else None
+        elif secret is not None and side is CLIENT:
+            raise TypeError("a client proves one secret: pass bytes, not a keyring")
+        #: the secrets the peer may prove, by key id (a client has one)
+        self._secrets = secret or None
+        self._secret: bytes | None = None  # the one in use
+        self._single = len(self._secrets or ()) == 1
+        #: key id of the secret in use (on a server: the one the client proved)
+        self.key = b""
+        if side is CLIENT and self._secrets is not None:
+            (self.key, self._secret), *_ = self._secrets.items()
         self._nonce_factory = nonce_factory
         self.codec = codec if codec is not None else Codec()
         self._specs = self.codec.registry.by_type
@@ -236,6 +251,7 @@ class Protocol:
                 identity.role,
                 identity.extra,
                 nonce_factory(),
+                self.key,
             )
             self._queue(encode_record(self._hello))
         else:
@@ -633,9 +649,17 @@ class Protocol:
                 return
             self._hello = record
             self.peer = PeerInfo(record.id, record.name, record.role, record.extra)
-            if self._secret is None:
+            if self._secrets is None:
                 self._authenticated()
                 return
+            if self._single:  # one token: whatever key id the client names
+                (self.key, self._secret), *_ = self._secrets.items()
+            else:
+                self._secret = self._secrets.get(record.key)
+                if self._secret is None:
+                    self._refuse(AuthenticationError("authentication failed: unknown token"))
+                    return
+                self.key = record.key
             self._server_nonce = self._nonce_factory()
             proof = handshake.server_proof(self._secret, record, self._server_nonce)
             self._queue(encode_record(Challenge(self._server_nonce, proof)))
@@ -655,7 +679,7 @@ class Protocol:
     def _authenticated(self) -> None:
         assert self.peer is not None
         self._step = _SERVER_AWAIT_DECISION
-        self._events.append(PeerAuthenticated(self.peer))
+        self._events.append(PeerAuthenticated(self.peer, self.key))
 
     def _client_handshake(self, record: Record) -> None:
         kind = type(record)

@@ -43,14 +43,19 @@ __all__ = [
     "LocalCallback",
     "Router",
     "RouterOptions",
+    "SendCheck",
     "SlowConsumerPolicy",
 ]
 
 #: Messages for the hub itself: ``(sender key, target, [(tag, body), ...])``; target
 #: None for a broadcast.
 LocalCallback = Callable[[str, "str | None", list[tuple[str, bytes]]], None]
-#: A direct group whose target is not connected: ``(sender key, target, tags)``.
-UnroutableCallback = Callable[[str, str, list[str]], None]
+#: A group that goes nowhere: ``(sender key, target, tags, reason)``; the target is
+#: None for a refused broadcast.
+UnroutableCallback = Callable[[str, "str | None", list[str], str], None]
+#: Asked before a member's group is forwarded: ``(sender key, target or None for a
+#: broadcast)``; returns None to let it through, or why not.
+SendCheck = Callable[[str, "str | None"], "str | None"]
 #: Called before the first forward from a sender to a receiver: ``(receiver, sender)``.
 IntroduceCallback = Callable[[str, str], None]
 
@@ -114,8 +119,10 @@ class Router:
         local: the key of the hub itself; groups targeted at it (or at one of
             `aliases`) go to `on_local`.
         on_local: receives the hub's own messages, decoded into ``(tag, body)`` pairs.
-        on_unroutable: hears of direct groups whose target is not connected.
+        on_unroutable: hears of groups that go nowhere (target not connected, or refused).
         introduce: called before a receiver gets its first message from a sender.
+        check_send: asked before a group goes to other connections (permissions); a
+            refused group goes to `on_unroutable` with the reason, and nowhere else.
         options: the slow-consumer policy.
     """
 
@@ -128,8 +135,10 @@ class Router:
         introduce: IntroduceCallback | None = None,
         aliases: tuple[str, ...] = (),
         options: RouterOptions | None = None,
+        check_send: SendCheck | None = None,
     ) -> None:
         self.local = local
+        self._check_send = check_send
         self.options = options or RouterOptions()
         self._locals = {local, *aliases}
         self._on_local = on_local
@@ -213,9 +222,15 @@ class Router:
     # -- routing ---------------------------------------------------------------------
 
     def _route(self, origin: str, source: Connection, groups: list[MessageGroup]) -> None:
+        check = self._check_send
         for group in groups:
             self.messages_routed += group.count
             target = group.target
+            if check is not None and target not in self._locals:
+                refusal = check(origin, target)
+                if refusal is not None:
+                    self._unroutable(origin, source, target, group, refusal)
+                    continue
             if target is None:
                 self._broadcast(origin, source, group)
             elif target in self._locals:
@@ -241,14 +256,7 @@ class Router:
     def _direct(self, origin: str, source: Connection, target: str, group: MessageGroup) -> None:
         conn = self._conns.get(target)
         if conn is None or conn.closed:
-            self.messages_routed -= group.count
-            if self._on_unroutable is not None:
-                try:
-                    tags = [tag for tag, _ in group.pairs(source.options.limits)]
-                except DecodeError as exc:
-                    source.frame_dropped(group.count, exc)
-                    return
-                self._on_unroutable(origin, target, tags)
+            self._unroutable(origin, source, target, group, "the agent is not connected")
             return
         if self._introduce is not None:
             self._introduce(target, origin)
@@ -256,6 +264,18 @@ class Router:
         if conn.congested and not self._admit(origin, source, conn, len(packed), group.count):
             return
         conn.forward_nowait(origin, target, group.count, packed)
+
+    def _unroutable(
+        self, origin: str, source: Connection, target: str | None, group: MessageGroup, why: str
+    ) -> None:
+        self.messages_routed -= group.count
+        if self._on_unroutable is not None:
+            try:
+                tags = [tag for tag, _ in group.pairs(source.options.limits)]
+            except DecodeError as exc:
+                source.frame_dropped(group.count, exc)
+                return
+            self._on_unroutable(origin, target, tags, why)
 
     def _local(
         self, origin: str, source: Connection, target: str | None, group: MessageGroup

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl as _ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from loguru import logger
@@ -14,8 +14,8 @@ from .codec import Codec
 from .connection import Authorizer, Connection, ConnectionOptions
 from .errors import ConnectionClosed, HandshakeError
 from .framing import DEFAULT_MAX_FRAME_SIZE
-from .handshake import check_identity
-from .protocol import SERVER, Protocol
+from .handshake import Keyring, check_identity, keyring
+from .protocol import HANDSHAKE, SERVER, Protocol
 from .wire import PeerInfo
 
 __all__ = ["Handler", "Server", "raise_descriptor_limit", "serve"]
@@ -23,7 +23,8 @@ __all__ = ["Handler", "Server", "raise_descriptor_limit", "serve"]
 Handler = Callable[[Connection], Awaitable[None]]
 
 #: Unfinished handshakes a server holds at once (at least; a quarter of the descriptor
-#: limit when that is more); past it the oldest is cut to make room.
+#: limit when that is more); past it the oldest is cut to make room. One source address
+#: may hold half of them: past that its own oldest is cut, nobody else's.
 MAX_HANDSHAKES = 256
 
 
@@ -72,7 +73,7 @@ class Server:
         *,
         identity: PeerInfo,
         workspace: str,
-        secret: bytes | None,
+        secret: bytes | Keyring | None,
         options: ConnectionOptions,
         codec_factory: Callable[[], Codec],
         max_frame_size: int,
@@ -93,6 +94,9 @@ class Server:
         #: connections still in their handshake, oldest first (a dict as an ordered set)
         self._handshakes: dict[Connection, None] = {}
         self.max_handshakes = handshake_room()
+        self.max_handshakes_per_address = self.max_handshakes // 2
+        #: the same connections by source host, oldest first
+        self._by_address: dict[str, dict[Connection, None]] = {}
         #: handshakes cut short to make room for newer ones
         self.handshakes_evicted = 0
         #: open connections whose handler is running
@@ -123,6 +127,7 @@ class Server:
             limits=self.options.limits,
         )
         connection = Connection(protocol, self.options, authorize=self._authorize)
+        connection.on_made = self._made
         task = asyncio.get_running_loop().create_task(self._run(connection))
         self._tasks[task] = connection
         task.add_done_callback(self._tasks.pop)
@@ -138,8 +143,28 @@ class Server:
         load = len(self._handshakes) / self.max_handshakes
         return self._open_timeout * max(0.1, 1.0 - load)
 
-    def _evict(self, connection: Connection) -> None:
+    def handshakes_in_progress(self) -> int:
+        """Connections accepted whose handshake has not finished yet."""
+        return len(self._handshakes)
+
+    def _made(self, connection: Connection) -> None:
+        """The socket is there (after TLS, if any): count it against its address."""
+        if connection.protocol.state is not HANDSHAKE:
+            return
+        room = self._by_address.setdefault(_host(connection), {})
+        if len(room) >= self.max_handshakes_per_address:
+            self._evict(next(iter(room)))
+        room[connection] = None
+
+    def _handshake_over(self, connection: Connection) -> None:
         self._handshakes.pop(connection, None)
+        host = _host(connection)
+        room = self._by_address.get(host)
+        if room is not None and room.pop(connection, False) is None and not room:
+            del self._by_address[host]
+
+    def _evict(self, connection: Connection) -> None:
+        self._handshake_over(connection)
         self.handshakes_evicted += 1
         if self.handshakes_evicted in (1, 10, 100, 1000) or self.handshakes_evicted % 10_000 == 0:
             logger.warning(
@@ -162,7 +187,7 @@ class Server:
             await connection.wait_closed()
             return
         finally:
-            self._handshakes.pop(connection, None)
+            self._handshake_over(connection)
         self.connections.add(connection)
         try:
             await self._handler(connection)
@@ -233,6 +258,11 @@ class Server:
         await self.aclose()
 
 
+def _host(connection: Connection) -> str:
+    address = connection.remote_address
+    return str(address[0]) if isinstance(address, tuple) else str(address)
+
+
 async def serve(
     handler: Handler,
     host: str = "127.0.0.1",
@@ -241,6 +271,7 @@ async def serve(
     identity: PeerInfo | None = None,
     workspace: str = "default",
     token: str | bytes | None = None,
+    tokens: Iterable[str | bytes] | None = None,
     ssl: _ssl.SSLContext | None = None,
     options: ConnectionOptions | None = None,
     codec_factory: Callable[[], Codec] = Codec,
@@ -256,6 +287,8 @@ async def serve(
         host, port: where to listen; port 0 picks a free port (see `Server.port`).
         identity: who the server is, sent to clients in Welcome.
         token: shared secret clients must prove they know.
+        tokens: several secrets instead; each client proves one of them (the
+            authorizer hears which, by key id: `handshake.key_id`).
         ssl: a server TLS context (see `transport.tls.server_context`).
         open_timeout: deadline for a client's TLS handshake plus protocol handshake.
         authorize: called with each authenticated client; a returned string refuses it
@@ -266,15 +299,21 @@ async def serve(
 
     Raises:
         OSError: the address cannot be bound.
-        ValueError: `identity` is too large for the handshake (see `check_identity`).
+        ValueError: `identity` is too large for the handshake (see `check_identity`);
+            `token` and `tokens` are both given; a token of `tokens` is empty or twice.
     """
     identity = identity or make_identity("server")
     check_identity(identity)
+    secret: bytes | Keyring | None = secret_from_token(token)
+    if tokens is not None:
+        if secret is not None:
+            raise ValueError("give token or tokens, not both")
+        secret = keyring(secret_from_token(t) or b"" for t in tokens)
     server = Server(
         handler,
         identity=identity,
         workspace=workspace,
-        secret=secret_from_token(token),
+        secret=secret,
         options=options or ConnectionOptions(),
         codec_factory=codec_factory,
         max_frame_size=max_frame_size,

@@ -69,6 +69,9 @@ class Hello(NamedTuple):
     role: str
     extra: dict[str, Any]
     nonce: bytes
+    #: which of a server's tokens the client proves it knows (`handshake.key_id`);
+    #: empty without a token. A Hello of seven fields has none.
+    key: bytes = b""
 
 
 class Challenge(NamedTuple):
@@ -229,7 +232,7 @@ _DICT = (dict,)
 
 # kind -> (record class, allowed types per field). The kind numbers are the wire format.
 _SCHEMA: Final[dict[int, tuple[type[Any], tuple[tuple[type, ...], ...]]]] = {
-    1: (Hello, (_INT, _STR, _STR, _STR, _STR, _DICT, _BYTES)),
+    1: (Hello, (_INT, _STR, _STR, _STR, _STR, _DICT, _BYTES, _BYTES)),
     2: (Challenge, (_BYTES, _BYTES)),
     3: (Proof, (_BYTES,)),
     4: (Welcome, (_STR, _STR, _STR, _DICT)),
@@ -358,9 +361,9 @@ def record_from_item(item: Any) -> Record:
         raise DecodeError(None, f"unknown record kind {kind}")
     cls, types = entry
     fields = item[1:]
-    if len(fields) != len(types):
+    if not len(types) - len(cls._field_defaults) <= len(fields) <= len(types):
         raise DecodeError(cls.__name__, f"{len(fields)} fields, expected {len(types)}")
-    for name, value, allowed in zip(cls._fields, fields, types, strict=True):
+    for name, value, allowed in zip(cls._fields, fields, types, strict=False):
         if type(value) not in allowed:
             expected = " or ".join(t.__name__ for t in allowed)
             raise DecodeError(

@@ -18,6 +18,7 @@ from ..asking import (
     ASK_REPLY,
     ASK_REQUEST,
     ASK_TAGS,
+    DENIED,
     NO_REPLY,
     RAISED,
     UNDECODABLE,
@@ -31,7 +32,13 @@ from ..asking import (
 from ..config import Settings, parse_address
 from ..dispatch import DEFAULT_MAX_PENDING, AnswerCallback, Dispatcher, Item
 from ..drops import NO_HANDLER, UNKNOWN_TAG, WRONG_FIELDS, AgentStats, DropCounter
-from ..errors import AskTimeout, EncodeError, NotConnectedError
+from ..errors import (
+    AgentNotFoundError,
+    AskTimeout,
+    EncodeError,
+    NotConnectedError,
+    PermissionDenied,
+)
 from ..handlers import HandlerSpec, HandlerTable, pattern_matches, validate_handler
 from ..link import Link
 from ..peer import AgentDetail, PeerMode
@@ -251,6 +258,10 @@ class BaseAgent:
             return
         assert tag == ASK_REQUEST
         request: AskRequest = wrapper
+        refusal = self._refusal(sender, request.tag)
+        if refusal is not None:
+            self._reply(sender, AskReply(request.request, failure=DENIED, error=refusal))
+            return
         specs = self._handlers_for(request.tag)
         if not specs:
             kind = "no handler for it" if request.tag in default_registry else "type unknown"
@@ -273,6 +284,11 @@ class BaseAgent:
             self._answer_ask(sender, request.request, result, error)
 
         self._submit_items([(specs, message)], sender, origin, answer)
+
+    def _refusal(self, sender: AgentDetail, tag: str) -> str | None:
+        """Why `sender` may not have a `tag` message handled here, or None (a playground
+        under a permissions file refuses some, and logs it)."""
+        return None
 
     def _answer_ask(
         self, asker: AgentDetail, number: int, result: Any, error: BaseException | None
@@ -357,6 +373,15 @@ class BaseAgent:
         except TimeoutError:
             raise AskTimeout(target, timeout) from None
         return self._codec.decode(reply_tag, reply_body)
+
+    def receive_undeliverable(self, target: str, tag: str, reason: str) -> None:
+        """A message to `target` went nowhere (called by the link): asks to it fail now."""
+        self._log.warning("message {} to {} was not delivered: {}", tag, target, reason)
+        if tag == ASK_REQUEST:
+            denied = reason.startswith("not permitted")
+            self._asks.undeliverable(
+                target, PermissionDenied(reason) if denied else AgentNotFoundError(target)
+            )
 
     def receive_link_lost(self, reason: str) -> None:
         """The link to the playground is gone (called by the link): every open ask fails

@@ -26,6 +26,7 @@ from .. import system
 from ..config import Settings, default_port
 from ..errors import AgentNotFoundError, PluginError, WorkersMissingError
 from ..peer import AgentDetail, PeerMode
+from ..permissions import Grant, Permissions
 from ..plugin import Plugin
 from ..routing import Directory
 from .agent import BaseAgent
@@ -33,6 +34,7 @@ from .agent import BaseAgent
 __all__ = ["BasePlayGround"]
 
 JoinCallback = Callable[[AgentDetail], None]
+Pair = tuple[str, bytes]
 P = TypeVar("P", bound="Plugin[Any]")
 
 
@@ -112,6 +114,8 @@ class BasePlayGround(BaseAgent):
         settings: every setting at once (slow-consumer policy, limits...); the other
             arguments, when given, override its fields.
         client_ssl: the TLS context in-process workers of `play()` connect with.
+        auth: per-token permissions (`ceylon.permissions`) instead of one shared token;
+            in-process workers of `play()` then connect with its first token.
     """
 
     def __init__(
@@ -128,6 +132,7 @@ class BasePlayGround(BaseAgent):
         settings: Settings | None = None,
         client_ssl: _ssl.SSLContext | None = None,
         role: str = "playground",
+        auth: Permissions | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.pop("mode", None)
@@ -145,6 +150,12 @@ class BasePlayGround(BaseAgent):
             settings or Settings(), **{k: v for k, v in given.items() if v is not None}
         )
         self.client_ssl = client_ssl
+        if auth is not None and self.settings.token:
+            raise ValueError("give a token or per-token permissions (auth), not both")
+        self.auth = auth
+        #: message tag -> the permission its sender needs (`require_permission`)
+        self._required: dict[str, str] = {}
+        self._refusals_logged: dict[str, set[str]] = {}  # agent id -> reasons logged
         self._server: transport.Server | None = None
         self.directory = Directory(self.details())
         self.router = Router(
@@ -154,6 +165,7 @@ class BasePlayGround(BaseAgent):
             introduce=self._introduce,
             aliases=(self.name,),
             options=self.settings.router_options(),
+            check_send=self._send_refusal if auth is not None else None,
         )
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._join_callbacks: list[JoinCallback] = []
@@ -204,13 +216,17 @@ class BasePlayGround(BaseAgent):
         self._started_at = time.monotonic()
         descriptors = transport.raise_descriptor_limit()  # before the server sizes itself
         room = f" (room for about {max(0, descriptors - 64)} connections)" if descriptors else ""
+        kwargs = self.settings.transport_kwargs()
+        if self.auth is not None:
+            kwargs.pop("token")  # CEYLON_TOKEN, if set, is not one of them
+            kwargs["tokens"] = self.auth.tokens
         self._server = await transport.serve(
             self._serve_agent,
             self.host,
             self.requested_port,
             identity=PeerInfo(self.id, self.name, self.role, {"extra_data": self.extra_data}),
             authorize=self._authorize,
-            **self.settings.transport_kwargs(),
+            **kwargs,
         )
         self.directory.own = self.details()
         self._sizes[self.id] = len(self._codec.pack(self.directory.own))
@@ -255,9 +271,8 @@ class BasePlayGround(BaseAgent):
         started: list[BaseAgent] = []
         try:
             if workers:
-                settings = dataclasses.replace(
-                    self.settings, token=self.settings.resolved_token(), ssl=self.client_ssl
-                )
+                token = self.auth.tokens[0] if self.auth else self.settings.resolved_token()
+                settings = dataclasses.replace(self.settings, token=token, ssl=self.client_ssl)
                 address = (
                     "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host,
                     self.port,
@@ -302,10 +317,98 @@ class BasePlayGround(BaseAgent):
         self._join_callbacks.append(on_join)
         self._leave_callbacks.append(on_leave)
 
-    def _authorize(self, peer: PeerInfo) -> str | dict[str, Any] | None:
+    # -- permissions -----------------------------------------------------------------
+
+    def require_permission(self, message_type: type, permission: str) -> None:
+        """Under a permissions file, take `message_type` only from agents granted
+        `permission` (others are told it was not delivered, and why)."""
+        self._required[self._codec.registry.register(message_type)] = permission
+
+    def permits(self, agent_id: str, permission: str) -> bool:
+        """Whether the connected agent `agent_id` may do `permission` (always, without
+        a permissions file)."""
+        if self.auth is None or agent_id == self.id:
+            return True
+        grant = self._grant(agent_id)
+        return grant is not None and grant.permits(permission)
+
+    def _grant(self, agent_id: str) -> Grant | None:
+        conn = self.router.connection(agent_id)
+        return None if conn is None or self.auth is None else self.auth.grant(conn.key)
+
+    def _send_refusal(self, origin: str, target: str | None) -> str | None:
+        """The router asks before forwarding a member's message to another member."""
+        grant = self._grant(origin)
+        if grant is None:
+            return "not permitted: the sender is not connected"
+        if target is None:
+            return grant.refusal("broadcast")
+        detail = self.directory.find(target)
+        return None if detail is None else grant.send_refusal(detail.role)
+
+    def _refusal(self, sender: AgentDetail, tag: str) -> str | None:
+        permission = self._required.get(tag)
+        if permission is None or self.auth is None:
+            return None
+        grant = self._grant(sender.id)
+        if grant is None:
+            refusal: str | None = f"not permitted: {permission} (the sender is not connected)"
+        else:
+            refusal = grant.refusal(permission)
+        if refusal is not None:
+            self._warn_refused(sender, tag, refusal)
+        return refusal
+
+    def _refused(
+        self, origin: AgentDetail, pairs: list[tuple[str, bytes]]
+    ) -> list[tuple[str, bytes]]:
+        """`pairs` without what `origin` may not send here; it is told of each one."""
+        kept = []
+        for pair in pairs:
+            refusal = self._refusal(origin, pair[0])
+            if refusal is None:
+                kept.append(pair)
+                continue
+            notice = system.Undeliverable(self.id, pair[0], refusal)
+            self._tell(self.router.connection(origin.id), notice, origin.id)
+        return kept
+
+    def _warn_refused(self, origin: AgentDetail, what: str, why: str) -> None:
+        """Log a refusal once per agent and reason: a member cannot flood the log."""
+        seen = self._refusals_logged.setdefault(origin.id, set())
+        if why not in seen and len(seen) < 100:
+            seen.add(why)
+            self._log.warning("refused {} from {}: {} (logged once)", what, origin.name, why)
+
+    def _claim_refusal(self, peer: PeerInfo, key: bytes) -> str | None:
+        """What a permissions file says of an authenticated agent's claims."""
+        if self.auth is None:
+            return None
+        grant = self.auth.grant(key)
+        if grant is None:
+            return "authentication failed: unknown token"
+        if peer.extra.get("observer") is True:  # claims no name: it only asks questions
+            return grant.refusal("query")
+        refusal = grant.claim_refusal(peer.id, peer.name, peer.role)
+        if refusal is not None:
+            return refusal
+        if peer.extra.get("subscribe"):
+            refusal = grant.refusal("query")
+            if refusal is not None:
+                return f"{refusal}: on_connect/on_disconnect handlers subscribe to joins"
+        extra = peer.extra.get("extra_data")
+        detail = AgentDetail(peer.id, peer.name, peer.role, "", dict(extra or {}))
+        for plugin in self.plugins:
+            refusal = plugin.join_refusal(detail, grant.refusal)
+            if refusal is not None:
+                return refusal
+        return None
+
+    def _authorize(self, peer: PeerInfo, key: bytes = b"") -> str | dict[str, Any] | None:
         resume = peer.extra.get("resume")
         refusal = (
             self._check_extra(peer)
+            or self._claim_refusal(peer, key)
             or self.directory.refusal(peer.id, peer.name)
             or self.directory.reclaim_refusal(
                 peer.id, resume if isinstance(resume, str) else None, time.monotonic()
@@ -384,6 +487,7 @@ class BasePlayGround(BaseAgent):
         if not self.router.remove(detail.id, conn):
             return  # replaced by a newer connection of the same agent, or refused
         self._sizes.pop(detail.id, None)
+        self._refusals_logged.pop(detail.id, None)
         member, notify = self.directory.leave(detail.id, time.monotonic())
         reason = conn.close_reason or "connection lost"
         self._log.info("agent {} left: {}", detail.name, reason)
@@ -478,14 +582,18 @@ class BasePlayGround(BaseAgent):
             for tag, body in requests:
                 self._answer(detail, conn, tag, body)
             pairs = [p for p in pairs if not p[0].startswith(system.SYSTEM_PREFIX)]
+        if self._required and pairs:
+            pairs = self._refused(detail, pairs)
         if pairs:
             self.receive_messages(detail, pairs, direct=target is not None, origin=origin)
 
-    def _on_unroutable(self, origin: str, target: str, tags: list[str]) -> None:
+    def _on_unroutable(self, origin: str, target: str | None, tags: list[str], why: str) -> None:
         source = self.router.connection(origin)
+        if target is None or why.startswith("not permitted"):
+            sender = self.directory.find(origin)
+            self._warn_refused(sender or AgentDetail(origin, origin), ", ".join(set(tags)), why)
         for tag in tags:
-            notice = system.Undeliverable(target, tag, "the agent is not connected")
-            self._tell(source, notice, origin)
+            self._tell(source, system.Undeliverable(target or "*", tag, why), origin)
 
     def _introduce(self, receiver: str, sender: str) -> None:
         if self.directory.introduce(receiver, sender):
@@ -501,6 +609,15 @@ class BasePlayGround(BaseAgent):
         except DecodeError as exc:
             self._log.warning("dropped a runtime request from {}: {}", origin.name, exc)
             return
+        if self.auth is not None and not isinstance(request, system.Resolve):
+            grant = self.auth.grant(conn.key)
+            refusal = "not permitted: query" if grant is None else grant.refusal("query")
+            if refusal is not None:
+                self._warn_refused(origin, tag, refusal)
+                number = getattr(request, "request", 0)
+                notice = system.Undeliverable(self.id, tag, refusal, number)
+                self._tell(conn, notice, origin.id)
+                return
         match request:
             case system.Resolve(request=number, key=key):
                 found = self.directory.resolve(origin.id, key)

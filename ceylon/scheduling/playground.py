@@ -103,6 +103,12 @@ class MeetingPlugin(Plugin["BasePlayGround"]):
         playground.on(CalendarReply)(self._on_calendar)
         playground.on(BookingReply)(self._on_booking)
         playground.on(PlanRequest)(self._on_plan_request)
+        playground.require_permission(CalendarReply, "answer_meetings")
+        playground.require_permission(BookingReply, "answer_meetings")
+        playground.require_permission(PlanRequest, "plan_meetings")
+
+    def join_refusal(self, agent: AgentDetail, refusal: Callable[[str], str | None]) -> str | None:
+        return refusal("answer_meetings") if agent.role == self.role else None
 
     async def _on_plan_request(self, request: PlanRequest) -> PlanResult:
         outputs = await self.plan(request.meetings, request.constraints, request.time_limit)
@@ -285,7 +291,11 @@ class MeetingPlugin(Plugin["BasePlayGround"]):
         self, meetings: Sequence[Meeting], constraints: TimeConstraints, time_limit: float
     ) -> dict[str, MeetingOutput]:
         started = time.monotonic()
-        people = [a for a in await self._pg.get_connected_agents() if a.role == self.role]
+        people = [
+            a
+            for a in await self._pg.get_connected_agents()
+            if a.role == self.role and self._pg.permits(a.id, "answer_meetings")
+        ]
         self._people = {p.name: p.id for p in people}
         self._left = set()
         self._warned = set()

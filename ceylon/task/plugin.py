@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -104,6 +105,8 @@ class TaskPlugin(Plugin["BasePlayGround"]):
         super().attach(playground)
         playground.on(TaskStatusUpdate)(self._on_update)
         playground.on(SubmitGroup)(self._on_submit)
+        playground.require_permission(TaskStatusUpdate, "serve_tasks")
+        playground.require_permission(SubmitGroup, "submit_tasks")
 
     @property
     def _pg(self) -> BasePlayGround:
@@ -125,9 +128,16 @@ class TaskPlugin(Plugin["BasePlayGround"]):
 
     # -- workers ----------------------------------------------------------------------
 
+    def join_refusal(self, agent: AgentDetail, refusal: Callable[[str], str | None]) -> str | None:
+        if agent.extra_data.get("task_worker"):
+            return refusal("serve_tasks")
+        return None
+
     def agent_joined(self, agent: AgentDetail) -> None:
         extra = agent.extra_data
         if not extra.get("task_worker"):
+            return
+        if self.playground is not None and not self.playground.permits(agent.id, "serve_tasks"):
             return
         self._names[agent.id] = agent.name
         capacity = self._capacity(agent)

@@ -240,7 +240,7 @@ async def test_wrong_token_is_refused_with_the_reason(
 
 
 async def test_authorizer_refusal_reaches_the_client(make_server: Any) -> None:
-    server = await make_server(authorize=lambda peer: f"name {peer.name!r} is taken")
+    server = await make_server(authorize=lambda peer, key: f"name {peer.name!r} is taken")
     with pytest.raises(HandshakeError, match="name 'dup' is taken"):
         await transport.connect(HOST, server.port, identity=transport.make_identity("dup"))
 

@@ -44,7 +44,7 @@ class Hub:
 
     def __init__(self, options: RouterOptions | None = None) -> None:
         self.local: list[tuple[str, str | None, list[tuple[str, bytes]]]] = []
-        self.unroutable: list[tuple[str, str, list[str]]] = []
+        self.unroutable: list[tuple[str, str | None, list[str], str]] = []
         self.introduced: list[tuple[str, str]] = []
         self.router = Router(
             "hub",
@@ -115,7 +115,7 @@ async def test_direct_messages_go_to_their_target_or_are_reported() -> None:
     assert envelope.target == "b" and envelope.sender == "a"
     async with asyncio.timeout(seconds(5)):
         await wait_until(lambda: bool(hub.unroutable and hub.local))
-    assert hub.unroutable == [("a", "nobody", ["Hop"])]
+    assert hub.unroutable == [("a", "nobody", ["Hop"], "the agent is not connected")]
     assert [(o, t, [tag for tag, _ in pairs]) for o, t, pairs in hub.local] == [
         ("a", "hub", ["Hop"])
     ]
