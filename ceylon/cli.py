@@ -31,6 +31,9 @@ from .base.playground import BasePlayGround
 from .config import DEFAULT_PORT, Settings, parse_address
 from .log import setup_cli_logging
 from .permissions import AuthFileError, Permissions
+from .task.journal import DEFAULT_STATE, open_store
+from .task.plugin import LEASE
+from .task.store import StoreError, TaskStore
 
 __all__ = ["UsageError", "build_parser", "import_modules", "load_object", "main"]
 
@@ -236,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"queue limit of each agent, in bytes (default {_DEFAULTS.max_pending_bytes})",
     )
     tasks = pg.add_argument_group("the tasks plugin (--plugin tasks)")
+    tasks.add_argument("--state", metavar="PATH", default=DEFAULT_STATE,
+                       help=f"journal the task state to this SQLite file and resume from it "
+                       f"after a restart; :memory: for none (default {DEFAULT_STATE})")  # fmt: skip
+    tasks.add_argument("--lease", type=float, default=LEASE, metavar="S",
+                       help="seconds a resumed playground keeps a task for the worker that "
+                       f"had it before handing it out again (default {LEASE:g})")  # fmt: skip
     tasks.add_argument("--max-worker-slots", type=int, default=64, metavar="N",
                        help="most tasks one worker is given at once, whatever it declares "
                        "(default 64)")  # fmt: skip
@@ -447,7 +456,19 @@ def _plugin_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "task_timeout": args.task_timeout,
         "keep_finished_groups": args.keep_finished_groups,
         "keep_finished_for": args.keep_finished_for,
+        "store": _task_store(args.state),
+        "lease": args.lease,
     }
+
+
+def _task_store(state: str) -> TaskStore:
+    try:
+        store = open_store(state)
+    except (StoreError, OSError) as exc:
+        raise UsageError(f"--state {state}: {exc}") from None
+    memory = store.path == ":memory:"
+    print(f"task state {'in memory only' if memory else 'journaled to ' + store.path}", flush=True)
+    return store
 
 
 async def _playground(args: argparse.Namespace) -> int:

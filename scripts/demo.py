@@ -10,6 +10,7 @@ import asyncio
 import re
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -138,10 +139,12 @@ def task_processes_demo() -> None:
     section("tasks: ceylon playground --plugin tasks, two worker processes, tasks run, status")
     children: list[Process] = []
     try:
+        journal = Path(tempfile.mkdtemp(prefix="ceylon-demo-")) / "tasks.db"
         playground = Process(
-            python_command("-m", "ceylon", "playground", "--port", "0", "--plugin", "tasks"),
+            python_command("-m", "ceylon", "playground", "--port", "0", "--plugin", "tasks",
+                           "--state", str(journal)),
             cwd=ROOT,
-        )
+        )  # fmt: skip
         children.append(playground)
         address = playground.wait_for_line(r"^listening on (\S+:\d+)").group(1)
         print(f"  playground with the task plugin on {address}")

@@ -84,13 +84,38 @@ class Assigner:
 
     # -- workers ----------------------------------------------------------------------
 
-    def join(self, worker_id: str, role: str, capacity: int) -> list[Assignment]:
-        """A worker is available; returns what it gets at once."""
+    def join(
+        self, worker_id: str, role: str, capacity: int, holding: Iterable[str] = ()
+    ) -> list[Assignment]:
+        """A worker is available, already running the tasks `holding` (ones it had before
+        a restart: not queued, known to `add`); returns what it gets at once."""
         if worker_id in self.workers:
             return []
-        self.workers[worker_id] = WorkerSlot(worker_id, role, max(1, capacity))
+        slot = self.workers[worker_id] = WorkerSlot(worker_id, role, max(1, capacity))
         self._by_role.setdefault(role, []).append(worker_id)
-        return self._fill(self.workers[worker_id])
+        for task_id in holding:
+            slot.running.add(task_id)
+            self.holder[task_id] = worker_id
+            self.attempts.setdefault(task_id, 1)
+        return self._fill(slot)
+
+    def release(self, task_id: str) -> list[Assignment]:
+        """Take a task back from its holder (it does not have it after all) and hand it
+        out again, first in its queue."""
+        worker_id = self.holder.pop(task_id, None)
+        if worker_id is not None:
+            self.workers[worker_id].running.discard(task_id)
+        return self.requeue(task_id)
+
+    def known(self, task_id: str, role: str, priority: int = 1) -> None:
+        """A task handed out before a restart, not queued: its role and priority."""
+        self._role_of[task_id] = role
+        self._priority[task_id] = priority
+
+    def requeue(self, task_id: str) -> list[Assignment]:
+        """A task known (`known`) and held by nobody goes back to the front of its queue."""
+        self._requeue(task_id)
+        return self.assign(self._role_of[task_id])
 
     def leave(self, worker_id: str) -> tuple[list[str], list[Assignment]]:
         """A worker is gone: its tasks go back, to the front; returns them and reassignments."""

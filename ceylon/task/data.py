@@ -179,6 +179,14 @@ class GroupDone:
     status: TaskStatus
 
 
+@dataclasses.dataclass
+class ResultsRecorded:
+    """The playground recorded the outcomes of these tasks (durably, when it journals):
+    the worker that reported them may forget them."""
+
+    task_ids: list[str]
+
+
 _TAGS: list[tuple[type, str]] = [
     (TaskStatus, "ceylon.task.TaskStatus"),
     (GoalStatus, "ceylon.task.GoalStatus"),
@@ -188,6 +196,8 @@ _TAGS: list[tuple[type, str]] = [
     (SubmitGroup, "ceylon.task.SubmitGroup"),
     (GroupAccepted, "ceylon.task.GroupAccepted"),
     (GroupDone, "ceylon.task.GroupDone"),
+    (ResultsRecorded, "ceylon.task.ResultsRecorded"),
+    (TaskGroup, "ceylon.task.TaskGroup"),
 ]
 for _cls, _tag in _TAGS:
     default_registry.register(_cls, tag=_tag)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ..base.playground import BasePlayGround
 from .data import TaskGroup, TaskMessage
+from .journal import open_store
 from .manager import TaskManager
-from .plugin import KEEP_FINISHED_FOR, KEEP_FINISHED_GROUPS, MAX_WORKER_SLOTS, TaskPlugin
+from .plugin import KEEP_FINISHED_FOR, KEEP_FINISHED_GROUPS, LEASE, MAX_WORKER_SLOTS, TaskPlugin
 from .stats import TaskStatistics
+from .store import TaskStore
 
 __all__ = ["TaskPlayGround"]
 
@@ -32,6 +35,10 @@ class TaskPlayGround(BasePlayGround):
             age limit. Forgetting is lazy (when groups are added, and on the periodic
             check, about once a second), so the getters below still return a run's
             results right after `wait_for_completion`.
+        state: journal the task state to this SQLite file (or into a `TaskStore`): a
+            playground started on an existing journal resumes its groups (see the
+            README's Durability). In memory when not given.
+        lease: seconds a resumed playground keeps a task for the worker that had it.
     """
 
     def __init__(
@@ -45,6 +52,8 @@ class TaskPlayGround(BasePlayGround):
         max_worker_slots: int = MAX_WORKER_SLOTS,
         keep_finished_groups: int | None = KEEP_FINISHED_GROUPS,
         keep_finished_for: float | None = KEEP_FINISHED_FOR,
+        state: str | os.PathLike[str] | TaskStore | None = None,
+        lease: float = LEASE,
         **kwargs: Any,
     ) -> None:
         super().__init__(name=name, port=port, **kwargs)
@@ -55,8 +64,17 @@ class TaskPlayGround(BasePlayGround):
             max_worker_slots,
             keep_finished_groups=keep_finished_groups,
             keep_finished_for=keep_finished_for,
+            store=None if state is None or isinstance(state, (str, os.PathLike)) else state,
+            lease=lease,
         )
+        self._state = state if isinstance(state, (str, os.PathLike)) else None
         self.add_plugin(self.task_plugin)
+
+    async def start(self) -> None:
+        if self._state is not None and not self.started:  # opened in the loop that uses it
+            self.task_plugin.journal.store = open_store(self._state)
+            self._state = None
+        await super().start()
 
     @property
     def task_manager(self) -> TaskManager:

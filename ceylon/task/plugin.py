@@ -24,14 +24,17 @@ from .assign import Assigner, Assignment
 from .data import (
     GroupAccepted,
     GroupDone,
+    ResultsRecorded,
     SubmitGroup,
     TaskGroup,
     TaskMessage,
     TaskStatus,
     TaskStatusUpdate,
 )
+from .journal import Journal
 from .manager import TaskManager, compact
 from .stats import TaskStatistics, summarize
+from .store import MemoryTaskStore, TaskStore
 
 if TYPE_CHECKING:
     from ..base.playground import BasePlayGround
@@ -44,6 +47,8 @@ MAX_WORKER_SLOTS = 64
 #: how many settled groups are kept, at most, and for how long (seconds)
 KEEP_FINISHED_GROUPS = 1000
 KEEP_FINISHED_FOR = 3600.0
+#: seconds a resumed playground waits for a worker to come back for a task it had
+LEASE = 10.0
 
 
 class TaskPlugin(Plugin["BasePlayGround"]):
@@ -64,6 +69,12 @@ class TaskPlugin(Plugin["BasePlayGround"]):
         keep_finished_for: seconds a settled group is kept at most. None: no age limit.
             Forgetting is lazy (when groups are added, and on the periodic check), so
             results stay readable right after `wait_for_completion`.
+        store: where the state is journaled (`ceylon.task.store`); a playground started
+            on an existing journal takes its groups back (see the README's Durability).
+            In memory when not given.
+        lease: seconds a resumed playground keeps a task for the worker that had it
+            (it comes back and says it still runs it, or delivers its outcome); then the
+            task is handed out again.
     """
 
     name = "tasks"
@@ -76,6 +87,8 @@ class TaskPlugin(Plugin["BasePlayGround"]):
         max_worker_slots: int = MAX_WORKER_SLOTS,
         keep_finished_groups: int | None = KEEP_FINISHED_GROUPS,
         keep_finished_for: float | None = KEEP_FINISHED_FOR,
+        store: TaskStore | None = None,
+        lease: float = LEASE,
     ) -> None:
         super().__init__()
         if task_timeout is not None and task_timeout <= 0:
@@ -100,6 +113,15 @@ class TaskPlugin(Plugin["BasePlayGround"]):
         self._warned: set[str] = set()
         self._forgotten_tasks = 0  # since the assigner's tables were last rebuilt
         self._log = logger.bind(agent="tasks")
+        self.journal = Journal(store or MemoryTaskStore())
+        self.lease = lease
+        #: tasks a resumed playground keeps for the worker (name) that had them, and until
+        self._leased: dict[str, tuple[str, float]] = {}
+        #: those its worker is back for, until it says it runs them: (worker id, until)
+        self._unconfirmed: dict[str, tuple[str, float]] = {}
+        #: outcomes recorded, not yet acknowledged, by worker id
+        self._to_ack: dict[str, list[str]] = {}
+        self._ack_pending = False
 
     def attach(self, playground: BasePlayGround) -> None:
         super().attach(playground)
@@ -118,6 +140,7 @@ class TaskPlugin(Plugin["BasePlayGround"]):
     async def start(self) -> None:
         if self._changed is None:
             self._changed = asyncio.Event()
+        self._resume()
         self._watch = asyncio.get_running_loop().create_task(self._watch_roles())
 
     async def stop(self) -> None:
@@ -125,6 +148,31 @@ class TaskPlugin(Plugin["BasePlayGround"]):
             self._watch.cancel()
             await asyncio.wait({self._watch})
             self._watch = None
+        await asyncio.to_thread(self.journal.store.close)
+
+    def _resume(self) -> None:
+        """Take back what the journal holds (nothing, for a new one)."""
+        restored = self.journal.restore(self.manager)
+        self.manager.journal = []  # what ended before the restart was told then
+        if not restored.groups:
+            return
+        until = time.monotonic() + self.lease
+        self._leased = {t: (worker, until) for t, worker in restored.leased.items()}
+        for task_id in restored.leased:
+            task = self.manager.tasks[task_id]
+            priority = self.manager.group_of(task_id).priority
+            self.assigner.known(task_id, task.required_role, priority)
+        self._log.info(
+            "resumed {} group(s) from {}: {} task(s) ended, {} waiting for their workers "
+            "for {:g} s, {} ready",
+            restored.groups,
+            self.journal.store.path,
+            restored.ended,
+            len(restored.leased),
+            self.lease,
+            len(restored.ready),
+        )
+        self._ready(restored.ready)
 
     # -- workers ----------------------------------------------------------------------
 
@@ -141,8 +189,19 @@ class TaskPlugin(Plugin["BasePlayGround"]):
             return
         self._names[agent.id] = agent.name
         capacity = self._capacity(agent)
-        self._log.info("worker {} ({}) offers {} slot(s)", agent.name, agent.role, capacity)
-        self._dispatch(self.assigner.join(agent.id, agent.role, capacity))
+        held = [t for t, (worker, _) in self._leased.items() if worker == agent.name]
+        until = time.monotonic() + self.lease
+        for task_id in held:  # its slots are kept until it says it runs them, or the lease ends
+            del self._leased[task_id]
+            self._unconfirmed[task_id] = (agent.id, until)
+        self._log.info(
+            "worker {} ({}) offers {} slot(s){}",
+            agent.name,
+            agent.role,
+            capacity,
+            f", back for {len(held)} task(s) it had" if held else "",
+        )
+        self._dispatch(self.assigner.join(agent.id, agent.role, capacity, held))
 
     def _capacity(self, agent: AgentDetail) -> int:
         """The slots a worker gets: what it declares, at most `max_worker_slots`."""
@@ -167,8 +226,14 @@ class TaskPlugin(Plugin["BasePlayGround"]):
 
     def agent_left(self, agent: AgentDetail) -> None:
         returned, assignments = self.assigner.leave(agent.id)
+        # Cut by the playground's own shutdown: the journal keeps the tasks theirs, so
+        # that after a restart they are leased to the same workers.
+        closing = self.playground is not None and not self.playground.started
         for task_id in returned:
+            self._unconfirmed.pop(task_id, None)
             self.manager.requeued(task_id)
+            if not closing:
+                self.journal.requeued(task_id)
         if returned:
             self._log.warning(
                 "worker {} left holding {} task(s); they go to other workers",
@@ -188,6 +253,8 @@ class TaskPlugin(Plugin["BasePlayGround"]):
                 unknown dependency, a repeated id); nothing was added.
         """
         ready = self.manager.add_groups(groups)
+        for group in groups:
+            self.journal.group_added(group, self._watchers.get(group.task_id, ""))
         self._ready(ready)
         self._notify()
         keep = self.keep_finished_groups
@@ -209,7 +276,9 @@ class TaskPlugin(Plugin["BasePlayGround"]):
             task = self.manager.tasks[task_id]
             if task.timeout is None:
                 task.timeout = self.manager.group_of(task_id).task_timeout or self.task_timeout
-            self.manager.started(task_id, self._names.get(worker_id, worker_id))
+            worker = self._names.get(worker_id, worker_id)
+            self.manager.started(task_id, worker)
+            self.journal.started(task_id, worker, self.assigner.attempts.get(task_id, 1))
             try:
                 self._pg.send_message_nowait(worker_id, task)
             except AgentNotFoundError:
@@ -217,9 +286,18 @@ class TaskPlugin(Plugin["BasePlayGround"]):
 
     async def _on_update(self, update: TaskStatusUpdate, agent: AgentDetail) -> None:
         task_id = update.task_id
+        if update.status in (
+            TaskStatus.COMPLETED,
+            TaskStatus.FAILED,
+        ):  # recorded now, or before: either way the worker may forget it
+            self._to_ack.setdefault(agent.id, []).append(task_id)
         if task_id not in self.manager.tasks:
             self._log.warning("update for unknown task {} from {}", task_id, agent.name)
+            self._notify()
             return
+        held = self._unconfirmed.get(task_id)
+        if held is not None and held[0] == agent.id:
+            del self._unconfirmed[task_id]  # it does run it (or did): no need to wait
         if update.status is TaskStatus.COMPLETED:
             accepted, assignments = self.assigner.completed(task_id, agent.id)
             if accepted:
@@ -232,6 +310,7 @@ class TaskPlugin(Plugin["BasePlayGround"]):
             outcome, assignments = self.assigner.failed(task_id, agent.id)
             if outcome == "retry":
                 self.manager.requeued(task_id)
+                self.journal.requeued(task_id)
                 self._log.info(
                     "task {} failed on {}, retrying: {}", task_id, agent.name, update.error
                 )
@@ -242,20 +321,34 @@ class TaskPlugin(Plugin["BasePlayGround"]):
             self._dispatch(assignments)
         self._notify()
 
+    def _send_acks(self, batch: dict[str, list[str]]) -> None:
+        for worker_id, task_ids in batch.items():
+            with contextlib.suppress(AgentNotFoundError):
+                self._pg.send_message_nowait(worker_id, ResultsRecorded(task_ids))
+
     def _flush(self) -> None:
-        """Tell each submitter how its tasks and groups ended: whether a worker reported
-        it, or a dependency, an upstream group or a missing role failed it."""
+        """Journal what ended and tell each submitter how its tasks and groups ended:
+        whether a worker reported it, or a dependency, an upstream group or a missing
+        role failed it. Workers hear their outcomes are recorded once they are durable."""
         journal = self.manager.journal
-        if not journal:
-            return
+        if journal:
+            self._tell_ended(journal)
+        if self._to_ack:
+            batch, self._to_ack = self._to_ack, {}
+            self.journal.store.when_durable(lambda: self._send_acks(batch))
+
+    def _tell_ended(self, journal: list[tuple[str, str]]) -> None:
         ended, journal[:] = list(journal), []
         for kind, ident in ended:
             if kind == "group":
                 watcher = self._watchers.pop(ident, None)
-                status = self.manager.task_groups[ident].status
-                message: Any = GroupDone(ident, status)
+                group = self.manager.task_groups[ident]
+                self.journal.group_ended(group)
+                message: Any = GroupDone(ident, group.status)
             else:
                 task = self.manager.tasks[ident]
+                attempts = self.assigner.attempts.get(ident, 0)
+                self.journal.ended(task, self.manager.errors.get(ident), attempts)
                 watcher = self._watchers.get(self.manager.group_of(ident).task_id)
                 message = TaskStatusUpdate(
                     ident,
@@ -317,6 +410,30 @@ class TaskPlugin(Plugin["BasePlayGround"]):
             now = time.monotonic()
             self.check_roles(now)
             self.forget_finished(now)
+            self.expire_leases(now)
+
+    def expire_leases(self, now: float) -> None:
+        """Hand out again the resumed tasks whose workers did not come back in time."""
+        expired = [t for t, (_, until) in self._leased.items() if until <= now]
+        for task_id in expired:
+            del self._leased[task_id]
+            self.manager.requeued(task_id)
+            self.journal.requeued(task_id)
+            self._dispatch(self.assigner.requeue(task_id))
+        unconfirmed = [t for t, (_, until) in self._unconfirmed.items() if until <= now]
+        for task_id in unconfirmed:  # back, but it never got it (or lost it)
+            del self._unconfirmed[task_id]
+            self.manager.requeued(task_id)
+            self.journal.requeued(task_id)
+            self._dispatch(self.assigner.release(task_id))
+        expired += unconfirmed
+        if expired:
+            self._log.warning(
+                "{} resumed task(s) had no worker back within {:g} s: handed out again",
+                len(expired),
+                self.lease,
+            )
+            self._notify()
 
     def check_roles(self, now: float) -> None:
         """Warn about roles no worker has; past `role_timeout`, fail their tasks."""
@@ -353,6 +470,7 @@ class TaskPlugin(Plugin["BasePlayGround"]):
         manager = self.manager
         doomed = manager.finished_to_forget(now, self.keep_finished_groups, self.keep_finished_for)
         tasks = 0
+        self.journal.forget(doomed)
         for group_id in doomed:
             self._watchers.pop(group_id, None)
             for task_id in manager.forget(group_id):

@@ -12,7 +12,7 @@ from ..base.agent import BaseAgent
 from ..errors import AgentNotFoundError, NotConnectedError
 from ..handlers import on
 from ..peer import AgentDetail
-from .data import TaskMessage, TaskStatus, TaskStatusUpdate
+from .data import ResultsRecorded, TaskMessage, TaskStatus, TaskStatusUpdate
 
 __all__ = ["TaskExecutionAgent"]
 
@@ -32,6 +32,11 @@ class TaskExecutionAgent(BaseAgent):
     sends none, except around a reconnect) waits its turn, in order, in a queue of at
     most `max_concurrent_tasks`; one more than that is reported FAILED at once,
     "worker over capacity" (and so retried elsewhere if the playground retries).
+
+    It never drops an outcome: each report is kept until the playground says it is
+    recorded (`ResultsRecorded`), and sent again after a reconnect, to whichever
+    playground it is connected to then, with word of the tasks it is still running
+    (IN_PROGRESS updates), so a playground resumed from its journal knows who has them.
 
     By default a task sleeps its ``duration``; give real work as a coroutine function
     (``work=``) or override `execute_task`. What it returns is the task's ``result``;
@@ -76,6 +81,9 @@ class TaskExecutionAgent(BaseAgent):
         self._busy = 0  # tasks running now (their slots are freed before reporting)
         self._backlog: collections.deque[tuple[TaskMessage, str]] = collections.deque()
         self._warned: set[str] = set()
+        #: outcomes reported and not yet recorded by the playground, by task id
+        self.unrecorded: dict[str, TaskStatusUpdate] = {}
+        self._started: dict[str, float] = {}  # task id -> when it started, while running
 
     async def execute_task(self, task: TaskMessage) -> Any:
         """Do the work of one task; override, or pass ``work=``. Returns its result."""
@@ -112,6 +120,34 @@ class TaskExecutionAgent(BaseAgent):
                 task.task_id, TaskStatus.FAILED, self.name, None, OVER_CAPACITY
             )
             self._spawn(self._report(agent.id, update))
+
+    @on(ResultsRecorded)
+    async def _recorded(self, recorded: ResultsRecorded, agent: AgentDetail) -> None:
+        if self._from_playground(agent, "a ResultsRecorded"):
+            for task_id in recorded.task_ids:
+                self.unrecorded.pop(task_id, None)
+
+    def receive_link_restored(self) -> None:
+        super().receive_link_restored()
+        self._spawn(self._announce())
+
+    async def _announce(self) -> None:
+        """After a reconnect: what is still running, then every outcome not recorded."""
+        playground = self.connected_playground
+        if playground is None:
+            return
+        running = [
+            TaskStatusUpdate(task_id, TaskStatus.IN_PROGRESS, self.name, start_time=started)
+            for task_id, started in self._started.items()
+        ]
+        if running or self.unrecorded:
+            self._log.info(
+                "reconnected: {} task(s) still running, {} outcome(s) to deliver again",
+                len(running),
+                len(self.unrecorded),
+            )
+        for update in [*running, *self.unrecorded.values()]:
+            await self._send_report(playground.id, update)
 
     def _from_playground(self, sender: AgentDetail, what: str) -> bool:
         playground = self.connected_playground
@@ -165,13 +201,16 @@ class TaskExecutionAgent(BaseAgent):
         self._spawn(self._report(sender.id, update))
 
     async def _run(self, task: TaskMessage, reply_to: str) -> None:
+        self._started[task.task_id] = time.time()
         try:
             update = await self._execute(task)
         finally:
             # The slot is free before the report goes: the playground, which sends the
             # next task on reading it, can never find this worker still full.
+            self._started.pop(task.task_id, None)
             self._busy -= 1
             self._next()
+        self.unrecorded[update.task_id] = update
         await self._report(reply_to, update)
 
     async def _execute(self, task: TaskMessage) -> TaskStatusUpdate:
@@ -196,16 +235,20 @@ class TaskExecutionAgent(BaseAgent):
         )
 
     async def _report(self, reply_to: str, update: TaskStatusUpdate) -> None:
+        playground = self.connected_playground  # a new one, if it restarted meanwhile
+        await self._send_report(playground.id if playground is not None else reply_to, update)
+
+    async def _send_report(self, to: str, update: TaskStatusUpdate) -> None:
         try:
             try:
-                await self.send_message(reply_to, update)
+                await self.send_message(to, update)
             except TypeError as exc:  # the result cannot be encoded: say so instead
                 update.result, update.status = None, TaskStatus.FAILED
                 update.error = f"the result cannot be sent: {exc}"
-                await self.send_message(reply_to, update)
+                await self.send_message(to, update)
         except (AgentNotFoundError, NotConnectedError) as exc:
-            # the playground that sent it is gone; a new one hands its tasks out anew
-            self._log.info("could not report task {}: {}", update.task_id, exc)
+            # kept in `unrecorded`: it goes again once the worker is connected again
+            self._log.info("could not report task {} yet: {}", update.task_id, exc)
 
     async def _stop_running(self) -> None:
         self._backlog.clear()  # what waits is not started now

@@ -79,7 +79,7 @@ def rss_bytes(pid: int) -> int:
 
 async def test_a_frame_of_millions_of_empty_maps_costs_the_playground_little(spawn: Any) -> None:
     # The task plugin has handlers of its own, so the playground decodes broadcasts too.
-    playground, address = start_playground(spawn, "--plugin", "tasks")
+    playground, address = start_playground(spawn, "--plugin", "tasks", "--state", ":memory:")
     bystander = start_worker(spawn, address, "B")
     observer = Observer()
     await observer.connect(address)

@@ -156,7 +156,8 @@ async def hub(spawn: Any, tmp_path: Path) -> AsyncIterator[Hub]:
     auth = tmp_path / "auth.toml"
     auth.write_text(AUTH)
     cli = spawn("-m", "ceylon", "playground", "--port", "0", "--auth", str(auth),
-                "--plugin", "tasks", "--plugin", "meetings", *BEAT_FLAGS)  # fmt: skip
+                "--plugin", "tasks", "--plugin", "meetings", "--state", ":memory:",
+                *BEAT_FLAGS)  # fmt: skip
     match = await asyncio.to_thread(
         cli.wait_for_line, r"^listening on (\S+:\d+)", timeout=seconds(20)
     )

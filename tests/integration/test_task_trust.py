@@ -159,7 +159,8 @@ async def test_a_worker_never_runs_more_than_its_capacity() -> None:
 
 
 async def test_groups_that_could_never_end_are_refused_over_the_wire(spawn: Any) -> None:
-    cli = spawn("-m", "ceylon", "playground", "--port", "0", "--plugin", "tasks", *BEAT_FLAGS)
+    cli = spawn("-m", "ceylon", "playground", "--port", "0", "--plugin", "tasks",
+                "--state", ":memory:", *BEAT_FLAGS)  # fmt: skip
     match = await asyncio.to_thread(
         cli.wait_for_line, r"^listening on (\S+:\d+)", timeout=seconds(20)
     )

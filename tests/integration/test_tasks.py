@@ -169,7 +169,8 @@ def test_tasks_run_hosts_a_playground_with_local_worker_processes(spawn: Any) ->
 
 
 def test_tasks_run_submits_to_a_cli_playground_hosting_the_plugin(spawn: Any) -> None:
-    playground = spawn("-m", "ceylon", "playground", "--port", "0", "--plugin", "tasks")
+    playground = spawn("-m", "ceylon", "playground", "--port", "0", "--plugin", "tasks",
+                       "--state", ":memory:")  # fmt: skip
     address = playground.wait_for_line(r"^listening on (\S+:\d+)", timeout=seconds(20)).group(1)
     for n in range(2):
         worker = spawn(

@@ -79,7 +79,7 @@ class Submitter(BaseAgent):
 
 def cli_playground(spawn: Any, *extra: str) -> str:
     playground = spawn("-m", "ceylon", "playground", "--port", "0", "--plugin", "tasks",
-                       *BEAT_FLAGS, *extra)  # fmt: skip
+                       "--state", ":memory:", *BEAT_FLAGS, *extra)  # fmt: skip
     match = playground.wait_for_line(r"^listening on (\S+:\d+)", timeout=seconds(20))
     return str(match.group(1))
 

@@ -1,0 +1,156 @@
+"""The task plugin's side of its `TaskStore`: what to write as state changes, and how to
+take the state back when a playground starts on an existing journal.
+
+Groups are stored as submitted (encoded with the codec; a goal's ``check_condition`` is
+code, so a group's goal is not stored, only its status); tasks as rows that follow each
+hand-out, requeue and outcome. Restoring replays that into a fresh `TaskManager`: ended
+tasks stay ended with their results, tasks that were handed out are *leased* to the
+worker that had them (it may come back and say so, or deliver the outcome), the rest
+are ready again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from typing import Any
+
+from loguru import logger
+
+from transport import Codec, DecodeError, EncodeError
+
+from .data import TaskGroup, TaskMessage, TaskStatus
+from .manager import TaskManager
+from .store import MemoryTaskStore, SqliteTaskStore, StoredGroup, StoredTask, TaskStore
+
+__all__ = ["DEFAULT_STATE", "Journal", "Restored", "open_store"]
+
+#: Where ``ceylon playground --plugin tasks`` journals unless told otherwise.
+DEFAULT_STATE = ".ceylon/tasks.db"
+
+
+def open_store(state: str | os.PathLike[str] | None) -> TaskStore:
+    """The store for `state`: a SQLite file, or in memory for None or ``":memory:"``.
+
+    Called in the event loop that will use it (its callbacks come back to that loop).
+
+    Raises:
+        StoreError: the file cannot be opened as a task journal.
+    """
+    if state is None or str(state) == ":memory:":
+        return MemoryTaskStore()
+    loop = asyncio.get_running_loop()
+    return SqliteTaskStore(state, call_soon=loop.call_soon_threadsafe)
+
+
+@dataclasses.dataclass
+class Restored:
+    """What a journal gave back: tasks ready to run, and those leased to their workers."""
+
+    groups: int = 0
+    ready: list[TaskMessage] = dataclasses.field(default_factory=list)
+    leased: dict[str, str] = dataclasses.field(default_factory=dict)  # task id -> worker
+    ended: int = 0
+
+
+class Journal:
+    """Writes the plugin's state changes to `store` (encoded with `codec`)."""
+
+    def __init__(self, store: TaskStore, codec: Codec | None = None) -> None:
+        self.store = store
+        self.codec = codec or Codec()
+        self._log = logger.bind(agent="tasks")
+
+    def group_added(self, group: TaskGroup, submitter: str) -> None:
+        stored = dataclasses.replace(group, goal=None)
+        try:
+            body = self.codec.pack(stored)
+        except EncodeError as exc:
+            self._log.error("group {} cannot be journaled: {}", group.task_id, exc)
+            return
+        status = group.goal.status.value if group.goal is not None else ""
+        record = StoredGroup(group.task_id, body, group.status.value, submitter, status)
+        self.store.add_group(record, [t.task_id for t in group.subtasks])
+
+    def started(self, task_id: str, worker: str, attempts: int) -> None:
+        self.store.task_started(task_id, worker, attempts)
+
+    def requeued(self, task_id: str) -> None:
+        self.store.task_requeued(task_id)
+
+    def ended(self, task: TaskMessage, error: str | None, attempts: int) -> None:
+        try:
+            result = None if task.result is None else self.codec.pack(task.result)
+        except EncodeError as exc:
+            result, error = None, error or f"the result cannot be journaled: {exc}"
+        self.store.task_ended(
+            StoredTask(
+                task.task_id,
+                task.group_id or "",
+                task.status.value,
+                task.assigned_to or "",
+                attempts,
+                result,
+                error,
+                task.start_time,
+                task.end_time,
+            )
+        )
+
+    def group_ended(self, group: TaskGroup) -> None:
+        goal = group.goal.status.value if group.goal is not None else ""
+        self.store.group_ended(group.task_id, group.status.value, goal)
+
+    def forget(self, group_ids: list[str]) -> None:
+        if group_ids:
+            self.store.forget_groups(group_ids)
+
+    def restore(self, manager: TaskManager) -> Restored:
+        """Put the journaled state into `manager` (a fresh one, journaling nothing yet)."""
+        state = self.store.load()
+        restored = Restored()
+        groups: list[TaskGroup] = []
+        for stored in state.groups:
+            try:
+                group = self.codec.unpack(stored.body)
+            except DecodeError as exc:
+                self._log.error("journaled group {} cannot be read: {}", stored.group_id, exc)
+                continue
+            if isinstance(group, TaskGroup):
+                groups.append(group)
+        ready = {t.task_id: t for t in manager.add_groups(groups)}
+        restored.groups = len(groups)
+        attempts: dict[str, int] = {}
+        for row in state.tasks.values():
+            if row.task_id not in manager.tasks:
+                continue
+            attempts[row.task_id] = row.attempts
+            if row.status in (TaskStatus.COMPLETED.value, TaskStatus.FAILED.value):
+                restored.ended += 1
+                newly = self._replay_end(manager, row)
+                ready.update((t.task_id, t) for t in newly)
+        for row in state.tasks.values():
+            if row.task_id in manager.tasks and row.status == TaskStatus.IN_PROGRESS.value:
+                manager.started(row.task_id, row.worker)
+                restored.leased[row.task_id] = row.worker
+        restored.ready = [
+            task
+            for task_id, task in ready.items()
+            if task_id not in restored.leased
+            and manager.tasks[task_id].status is TaskStatus.PENDING
+        ]
+        return restored
+
+    def _replay_end(self, manager: TaskManager, row: StoredTask) -> list[TaskMessage]:
+        task = manager.tasks[row.task_id]
+        task.assigned_to = row.worker or None
+        if row.status == TaskStatus.FAILED.value:
+            return manager.failed(row.task_id, row.error or "failed")
+        result: Any = None
+        if row.result is not None:
+            try:
+                result = self.codec.unpack(row.result)
+            except DecodeError as exc:
+                self._log.error("journaled result of {} cannot be read: {}", row.task_id, exc)
+        return manager.completed(row.task_id, result, row.start_time, row.end_time)
