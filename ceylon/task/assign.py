@@ -77,6 +77,15 @@ class Assigner:
             role for role, queue in self._queues.items() if queue and not self._by_role.get(role)
         ]
 
+    def discard(self, task_ids: set[str]) -> None:
+        """Take these tasks out of the queues (cancelled); held ones stay with their
+        workers until they report."""
+        for role, queue in self._queues.items():
+            kept = [entry for entry in queue if entry[2] not in task_ids]
+            if len(kept) != len(queue):
+                heapq.heapify(kept)
+                self._queues[role] = kept
+
     def drop_role(self, role: str) -> list[str]:
         """Take every waiting task of `role` out (e.g. to fail them); returns their ids."""
         queue = self._queues.pop(role, [])

@@ -55,7 +55,17 @@ from ..config import parse_address
 from ..errors import AskTimeout, RemoteHandlerError
 from ..handlers import on
 from ..process import Process, python_command
-from .data import GroupAccepted, GroupDone, SubmitGroup, TaskGroup, TaskStatus, TaskStatusUpdate
+from .data import (
+    GroupAccepted,
+    GroupDone,
+    GroupQuery,
+    GroupReport,
+    SubmitGroup,
+    TaskGroup,
+    TaskStatus,
+    TaskStatusUpdate,
+)
+from .manage import add_actions
 from .manager import TaskManager
 from .playground import TaskPlayGround
 from .stats import TaskStatistics
@@ -90,9 +100,13 @@ def add_command(sub: Any) -> None:
                      help="print each task's status, result and error as JSON")  # fmt: skip
     run.add_argument("--out", metavar="FILE",
                      help="write that JSON to FILE instead")  # fmt: skip
+    run.add_argument("--resume", action="store_true",
+                     help="with --connect: groups the playground already has under the same "
+                     "names are followed, not submitted again")  # fmt: skip
     _add_security(run, server=True)
     run.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     run.set_defaults(run=run_tasks)
+    add_actions(actions)
 
 
 async def _groups_from(spec: str) -> list[TaskGroup]:
@@ -244,13 +258,54 @@ class _Submitter(BaseAgent):
         self.manager = manager
         self.groups_done: set[str] = set()
         self.changed = asyncio.Event()
+        self.submitted: list[str] = []  # group ids, to re-attach to after a reconnect
+        self._attaching: set[asyncio.Task[None]] = set()
 
     @on(GroupAccepted)
     async def _accepted(self, reply: GroupAccepted) -> None:
         pass  # the reply to an ask(): handled here so that it is registered
 
+    @on(GroupReport)
+    async def _report(self, reply: GroupReport) -> None:
+        pass  # likewise
+
+    def receive_link_restored(self) -> None:
+        super().receive_link_restored()
+        task = asyncio.get_running_loop().create_task(self._attach())
+        self._attaching.add(task)
+        task.add_done_callback(self._attaching.discard)
+
+    async def _attach(self) -> None:
+        """Reconnected (the playground restarted, say): follow our groups again, and
+        catch up on what ended meanwhile."""
+        playground = self.connected_playground
+        if playground is None:
+            return
+        for group_id in self.submitted:
+            try:
+                report = await self.ask(playground.id, GroupQuery(0, group_id, tasks=True,
+                                                                  watch=True))  # fmt: skip
+            except Exception as exc:  # it goes again at the next reconnect
+                self._log.warning("could not re-attach to group {}: {}", group_id, exc)
+                return
+            self.apply(report)
+        self._log.info("re-attached to {} group(s)", len(self.submitted))
+
+    def apply(self, report: GroupReport) -> None:
+        """Mirror what a `GroupReport` says of tasks and groups."""
+        for update in report.tasks:
+            self._mirror(update)
+        for group in report.groups:
+            if group.status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+                self.groups_done.add(group.group_id)
+        self.changed.set()
+
     @on(TaskStatusUpdate)
     async def _update(self, update: TaskStatusUpdate) -> None:
+        self._mirror(update)
+        self.changed.set()
+
+    def _mirror(self, update: TaskStatusUpdate) -> None:
         if update.task_id not in self.manager.tasks:
             return
         if update.status is TaskStatus.COMPLETED:
@@ -259,7 +314,6 @@ class _Submitter(BaseAgent):
                                    update.end_time)  # fmt: skip
         elif update.status is TaskStatus.FAILED:
             self.manager.failed(update.task_id, update.error or "failed")
-        self.changed.set()
 
     @on(GroupDone)
     async def _group_done(self, done: GroupDone) -> None:
@@ -271,15 +325,24 @@ async def _run_remote(
     args: argparse.Namespace, groups: list[TaskGroup], console: Console, run: _Run
 ) -> int:
     manager = run.manager = TaskManager()
-    manager.add_groups(groups)  # mirrored here: goals and progress are evaluated locally
     runner = _Submitter(manager)
     deadline = time.monotonic() + args.timeout  # the only deadline of the run
     await runner.connect(
         parse_address(args.connect), workspace=args.workspace, token=args.token,
-        ssl=_client_tls(args),
+        ssl=_client_tls(args), reconnect=True,
     )  # fmt: skip
     try:
+        resumed = await _resume(runner, groups, _left(deadline)) if args.resume else []
+        manager.add_groups(groups)  # mirrored here: goals and progress are evaluated locally
+        for report in resumed:
+            runner.apply(report)
+        if resumed:
+            console.print(f"resumed {len(resumed)} group(s) the playground already has")
+        resumed_ids = {r.groups[0].group_id for r in resumed}
         for request, group in enumerate(_dependencies_first(groups), 1):
+            if group.task_id in resumed_ids:
+                runner.submitted.append(group.task_id)
+                continue
             submit = SubmitGroup(
                 request, group.name, group.description, group.subtasks, group.dependencies,
                 group.depends_on, group.priority, group.task_id, group.task_timeout,
@@ -296,6 +359,7 @@ async def _run_remote(
             if reply.error:
                 console.print(f"[red]refused: group {group.name!r}: {reply.error}")
                 return EXIT_FAILED
+            runner.submitted.append(group.task_id)
         await _follow(manager, len(manager.tasks), manager.all_done, console, _left(deadline))
         stats = manager_statistics(manager)
         console.print(_table(stats, groups))
@@ -303,6 +367,40 @@ async def _run_remote(
         return 0 if not manager.failed_tasks else EXIT_FAILED
     finally:
         await runner.stop()
+
+
+async def _resume(runner: _Submitter, groups: list[TaskGroup], timeout: float) -> list[GroupReport]:
+    """``--resume``: adopt the groups the playground already has under the same names (their
+    ids, and their tasks' ids matched by name, in order), so that nothing done is redone."""
+    playground = runner.connected_playground
+    assert playground is not None
+    reports = []
+    for group in groups:
+        query = GroupQuery(0, name=group.name, tasks=True, watch=True)
+        report = await runner.ask(playground.id, query, timeout=timeout)
+        live = [g for g in report.groups if g.status is not TaskStatus.FAILED]
+        if report.error or len(live) != 1:
+            continue  # not there (or ambiguous, or failed: run it again)
+        remote = live[0]
+        by_name: dict[str, list[str]] = {}
+        for update in report.tasks:
+            by_name.setdefault(report.names.get(update.task_id, ""), []).append(update.task_id)
+        old_ids = {t.task_id: t for t in group.subtasks}
+        for task in group.subtasks:
+            ids = by_name.get(task.name)
+            if not ids:
+                break
+            task.task_id = ids.pop(0)
+            task.group_id = remote.group_id
+        else:
+            renamed = {old: t.task_id for old, t in old_ids.items()}
+            group.dependencies = {renamed.get(k, k): [renamed.get(d, d) for d in v]
+                                  for k, v in group.dependencies.items()}  # fmt: skip
+            group.task_id = remote.group_id
+            report.tasks = [u for u in report.tasks if u.task_id in renamed.values()]
+            report.groups = [remote]
+            reports.append(report)
+    return reports
 
 
 def _dependencies_first(groups: list[TaskGroup]) -> list[TaskGroup]:

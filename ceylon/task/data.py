@@ -187,6 +187,48 @@ class ResultsRecorded:
     task_ids: list[str]
 
 
+@dataclasses.dataclass
+class GroupQuery:
+    """Ask the task plugin about its groups (answered by a `GroupReport`): all of them, or
+    those of one id or name; with `tasks`, every task of the matching groups; with
+    `watch`, the asker hears of their tasks and ends from now on, as the submitter does
+    (what a submitter that reconnected asks)."""
+
+    request: int
+    group_id: str = ""
+    name: str = ""
+    tasks: bool = False
+    watch: bool = False
+
+
+@dataclasses.dataclass
+class GroupSummary:
+    group_id: str
+    name: str
+    status: TaskStatus
+    total: int
+    completed: int
+    failed: int
+
+
+@dataclasses.dataclass
+class GroupReport:
+    request: int
+    groups: list[GroupSummary]
+    tasks: list[TaskStatusUpdate] = dataclasses.field(default_factory=list)
+    names: dict[str, str] = dataclasses.field(default_factory=dict)  # task id -> name
+    error: str | None = None
+
+
+@dataclasses.dataclass
+class CancelGroup:
+    """Ask the task plugin to cancel a group: its unfinished tasks fail ("cancelled"), and
+    what depends on them with them. Answered by a `GroupReport` of the group."""
+
+    request: int
+    group_id: str
+
+
 _TAGS: list[tuple[type, str]] = [
     (TaskStatus, "ceylon.task.TaskStatus"),
     (GoalStatus, "ceylon.task.GoalStatus"),
@@ -198,6 +240,10 @@ _TAGS: list[tuple[type, str]] = [
     (GroupDone, "ceylon.task.GroupDone"),
     (ResultsRecorded, "ceylon.task.ResultsRecorded"),
     (TaskGroup, "ceylon.task.TaskGroup"),
+    (GroupQuery, "ceylon.task.GroupQuery"),
+    (GroupSummary, "ceylon.task.GroupSummary"),
+    (GroupReport, "ceylon.task.GroupReport"),
+    (CancelGroup, "ceylon.task.CancelGroup"),
 ]
 for _cls, _tag in _TAGS:
     default_registry.register(_cls, tag=_tag)

@@ -22,8 +22,12 @@ from ..peer import AgentDetail
 from ..plugin import Plugin
 from .assign import Assigner, Assignment
 from .data import (
+    CancelGroup,
     GroupAccepted,
     GroupDone,
+    GroupQuery,
+    GroupReport,
+    GroupSummary,
     ResultsRecorded,
     SubmitGroup,
     TaskGroup,
@@ -127,8 +131,12 @@ class TaskPlugin(Plugin["BasePlayGround"]):
         super().attach(playground)
         playground.on(TaskStatusUpdate)(self._on_update)
         playground.on(SubmitGroup)(self._on_submit)
+        playground.on(GroupQuery)(self._on_query)
+        playground.on(CancelGroup)(self._on_cancel)
         playground.require_permission(TaskStatusUpdate, "serve_tasks")
         playground.require_permission(SubmitGroup, "submit_tasks")
+        playground.require_permission(CancelGroup, "submit_tasks")
+        playground.require_permission(GroupQuery, "query")
 
     @property
     def _pg(self) -> BasePlayGround:
@@ -350,15 +358,7 @@ class TaskPlugin(Plugin["BasePlayGround"]):
                 attempts = self.assigner.attempts.get(ident, 0)
                 self.journal.ended(task, self.manager.errors.get(ident), attempts)
                 watcher = self._watchers.get(self.manager.group_of(ident).task_id)
-                message = TaskStatusUpdate(
-                    ident,
-                    task.status,
-                    task.assigned_to or "",
-                    task.result,
-                    self.manager.errors.get(ident),
-                    task.start_time,
-                    task.end_time,
-                )
+                message = self._update_of(ident)
             if watcher is not None:
                 with contextlib.suppress(AgentNotFoundError):
                     self._pg.send_message_nowait(watcher, message)
@@ -401,6 +401,67 @@ class TaskPlugin(Plugin["BasePlayGround"]):
                 reset,
             )
         return GroupAccepted(request.request, group.task_id)
+
+    # -- managing groups (ceylon tasks list/show/cancel, reconnecting submitters) --------
+
+    async def _on_query(self, query: GroupQuery, agent: AgentDetail) -> GroupReport:
+        manager = self.manager
+        groups = [
+            g
+            for g in manager.task_groups.values()
+            if (not query.group_id or query.group_id in (g.task_id, g.name))
+            and (not query.name or g.name == query.name)
+        ]
+        report = GroupReport(query.request, [self._summary(g) for g in groups])
+        if (query.group_id or query.name) and not groups:
+            report.error = (
+                f"no task group {query.group_id or query.name!r} (never given, or forgotten)"
+            )
+        for group in groups:
+            if query.watch and group.status not in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+                self._watchers[group.task_id] = agent.id
+            if query.tasks:
+                for task in group.subtasks:
+                    report.tasks.append(self._update_of(task.task_id))
+                    report.names[task.task_id] = task.name
+        return report
+
+    async def _on_cancel(self, cancel: CancelGroup, agent: AgentDetail) -> GroupReport:
+        group = self.manager.task_groups.get(cancel.group_id)
+        named = [g for g in self.manager.task_groups.values() if g.name == cancel.group_id]
+        if group is None and len(named) == 1:
+            group = named[0]
+        if group is None:
+            error = f"no task group {cancel.group_id!r} (never given, or forgotten)"
+            return GroupReport(cancel.request, [], error=error)
+        ended = (TaskStatus.COMPLETED, TaskStatus.FAILED)
+        doomed = [t.task_id for t in group.subtasks if t.status not in ended]
+        self.assigner.discard(set(doomed))
+        reason = f"cancelled by {agent.name}"
+        for task_id in doomed:
+            self._leased.pop(task_id, None)
+            self._ready(self.manager.failed(task_id, reason))
+        self._log.warning("group {!r} {}: {} task(s) cancelled", group.name, reason, len(doomed))
+        self._notify()
+        return GroupReport(cancel.request, [self._summary(group)])
+
+    def _summary(self, group: TaskGroup) -> GroupSummary:
+        tasks = group.subtasks
+        done = sum(t.status is TaskStatus.COMPLETED for t in tasks)
+        failed = sum(t.status is TaskStatus.FAILED for t in tasks)
+        return GroupSummary(group.task_id, group.name, group.status, len(tasks), done, failed)
+
+    def _update_of(self, task_id: str) -> TaskStatusUpdate:
+        task = self.manager.tasks[task_id]
+        return TaskStatusUpdate(
+            task_id,
+            task.status,
+            task.assigned_to or "",
+            task.result,
+            self.manager.errors.get(task_id),
+            task.start_time,
+            task.end_time,
+        )
 
     # -- roles nobody serves -----------------------------------------------------------
 

@@ -1,9 +1,12 @@
 """The task plugin journals its state: a playground SIGKILLed mid-run and started again on
-the same journal finishes the work, each task's outcome recorded once."""
+the same journal finishes the work, each task's outcome recorded once, and its submitter
+(``ceylon tasks run --connect``) reconnects and exits 0 with the full count; ``ceylon tasks
+list|show|cancel`` manage the groups of the running playground."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sqlite3
 from pathlib import Path
@@ -15,7 +18,7 @@ from ceylon.testing import Process, free_port
 
 from ..conftest import BEAT_FLAGS, seconds, wait_until
 
-TASKS = 200
+TASKS = 200  # tests.fixtures.task_groups:journaled
 
 
 class Submitter(BaseAgent):
@@ -34,14 +37,15 @@ def counts(db: Path) -> dict[str, int]:
     return dict(rows)
 
 
-def results(db: Path) -> list[str]:
-    with sqlite3.connect(db) as conn:
-        return [r[0] for r in conn.execute("SELECT worker FROM tasks WHERE status='completed'")]
+def last_json(output: str) -> Any:
+    """The JSON a command printed last (its log lines come before)."""
+    return json.loads(output.strip().splitlines()[-1])
 
 
 async def test_a_killed_playground_resumes_from_its_journal(spawn: Any, tmp_path: Path) -> None:
     db = tmp_path / "state" / "tasks.db"
     port = free_port()
+    where = f"127.0.0.1:{port}"
 
     def playground() -> Process:
         child: Process = spawn(
@@ -51,25 +55,25 @@ async def test_a_killed_playground_resumes_from_its_journal(spawn: Any, tmp_path
         child.wait_for_line(r"^listening on ", timeout=seconds(20))
         return child
 
+    def ceylon(*args: str) -> tuple[int, str]:
+        run: Process = spawn("-m", "ceylon", *args)
+        code = run.wait(seconds(30))
+        return code, run.output()
+
     first = await asyncio.to_thread(playground)
     assert f"task state journaled to {db}" in first.output()
     for n in range(2):
         worker = spawn(
-            "-m", "ceylon", "worker", "--connect", f"127.0.0.1:{port}", "--agent",
+            "-m", "ceylon", "worker", "--connect", where, "--agent",
             "ceylon.task:TaskExecutionAgent", "--role", "processor", "--name", f"w{n}",
             "--option", "max_concurrent_tasks=4", *BEAT_FLAGS,
         )  # fmt: skip
         await asyncio.to_thread(worker.wait_for_line, rf"^agent w{n} connected", seconds(20))
-    submitter = Submitter("submitter")
-    await submitter.connect(f"127.0.0.1:{port}")
-    tasks = [TaskMessage(task_id=f"t{i:03}", name=f"t{i}", duration=0.02,
-                         required_role="processor") for i in range(TASKS)]  # fmt: skip
-    reply = await submitter.ask("playground", SubmitGroup(1, "journaled", "", tasks))
-    assert isinstance(reply, GroupAccepted) and reply.error is None
-    await submitter.stop()
+    submitter = spawn("-m", "ceylon", "tasks", "run", "tests.fixtures.task_groups:journaled",
+                      "--connect", where, "--json", "--timeout", str(seconds(90)))  # fmt: skip
 
     async with asyncio.timeout(seconds(30)):
-        await wait_until(lambda: counts(db).get("completed", 0) >= TASKS // 4)
+        await wait_until(lambda: db.exists() and counts(db).get("completed", 0) >= TASKS // 4)
     first.signal(signal.SIGKILL)
     assert await asyncio.to_thread(first.wait, seconds(10)) == -signal.SIGKILL
     done_before = counts(db).get("completed", 0)
@@ -77,10 +81,51 @@ async def test_a_killed_playground_resumes_from_its_journal(spawn: Any, tmp_path
 
     second = await asyncio.to_thread(playground)
     assert "resumed 1 group(s)" in second.output()  # said before it listens
-    async with asyncio.timeout(seconds(60)):
-        await wait_until(lambda: counts(db) == {"completed": TASKS})
+    assert await asyncio.to_thread(submitter.wait, seconds(90)) == 0, submitter.output()
+    report = json.loads(submitter.output()[submitter.output().index("{") :])
+    assert len(report["tasks"]) == TASKS
+    assert all(t["status"] == "completed" for t in report["tasks"])
+    assert counts(db) == {"completed": TASKS}
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        (status,) = conn.execute("SELECT status FROM groups").fetchone()
-    assert status == "completed"
-    assert set(results(db)) <= {"w0", "w1"} and len(results(db)) == TASKS
+        assert conn.execute("SELECT status FROM groups").fetchall() == [("completed",)]
+
+    # a re-run with --resume submits nothing: the group is there, done
+    code, out = await asyncio.to_thread(
+        ceylon, "tasks", "run", "tests.fixtures.task_groups:journaled", "--connect", where,
+        "--resume",
+    )  # fmt: skip
+    assert code == 0 and "resumed 1 group(s)" in out, out
+    assert counts(db) == {"completed": TASKS}
+
+    code, out = await asyncio.to_thread(ceylon, "tasks", "list", "--connect", where, "--json")
+    assert code == 0, out
+    (group,) = last_json(out)["groups"]
+    assert (group["name"], group["status"], group["completed"]) == ("journaled", "completed", TASKS)
+    code, out = await asyncio.to_thread(
+        ceylon, "tasks", "show", "journaled", "--connect", where, "--json"
+    )
+    assert code == 0 and len(last_json(out)["tasks"]) == TASKS, out
+
+    # cancel: a group for a role nobody serves ends at once, its tasks failed, journaled
+    owner = Submitter("owner")
+    await owner.connect(where)
+    try:
+        waiting = [TaskMessage(task_id=f"x{i}", name=f"x{i}", required_role="nobody")
+                   for i in range(3)]  # fmt: skip
+        reply = await owner.ask("playground", SubmitGroup(1, "stuck", "", waiting))
+        assert isinstance(reply, GroupAccepted) and reply.error is None
+    finally:
+        await owner.stop()
+    code, out = await asyncio.to_thread(ceylon, "tasks", "cancel", "stuck", "--connect", where)
+    assert code == 0 and "failed" in out, out
+    code, out = await asyncio.to_thread(
+        ceylon, "tasks", "show", reply.group_id, "--connect", where, "--json"
+    )
+    shown = last_json(out)
+    assert shown["groups"][0]["status"] == "failed"
+    assert {t["error"] for t in shown["tasks"]} == {"cancelled by tasks-cancel"}
+    async with asyncio.timeout(seconds(10)):
+        await wait_until(lambda: counts(db).get("failed", 0) == 3)
+    code, out = await asyncio.to_thread(ceylon, "tasks", "cancel", "nothing", "--connect", where)
+    assert code == 1 and "no task group 'nothing'" in out, out
