@@ -1,0 +1,181 @@
+"""The task journal: both stores behave alike; the SQLite one survives a SIGKILL."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ceylon.task.store import (
+    MemoryTaskStore,
+    SqliteTaskStore,
+    StoredGroup,
+    StoredTask,
+    StoreError,
+    TaskStore,
+)
+
+from ....conftest import ROOT, seconds
+
+Reopen = Callable[[TaskStore], TaskStore]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[TaskStore, Reopen]:
+    if request.param == "memory":
+        return MemoryTaskStore(), lambda store: store
+
+    def reopen(store: TaskStore) -> TaskStore:
+        store.close()
+        return SqliteTaskStore(tmp_path / "tasks.db")
+
+    return SqliteTaskStore(tmp_path / "tasks.db"), reopen
+
+
+def test_the_state_written_is_the_state_loaded(stores: tuple[TaskStore, Reopen]) -> None:
+    store, reopen = stores
+    store.add_group(StoredGroup("g1", b"one", "pending", "alice"), ["a", "b", "c"])
+    store.add_group(StoredGroup("g2", b"two", "pending"), ["d"])
+    store.add_group(StoredGroup("g0", b"zero", "pending"), ["e"])
+    store.task_started("a", "w1", 1)
+    store.task_ended(StoredTask("a", "g1", "completed", "w1", 1, b"42", None, 1.0, 2.0))
+    store.task_started("b", "w2", 1)
+    store.task_requeued("b")
+    store.task_started("b", "w1", 2)
+    store.task_ended(StoredTask("c", "g1", "failed", "w2", 1, None, "boom"))
+    store.group_ended("g2", "failed", "failed")
+    store.forget_groups(["g2"])
+    state = reopen(store).load()
+    assert [(g.group_id, g.body, g.submitter) for g in state.groups] == [
+        ("g1", b"one", "alice"),
+        ("g0", b"zero", ""),
+    ]
+    assert state.tasks == {
+        "a": StoredTask("a", "g1", "completed", "w1", 1, b"42", None, 1.0, 2.0),
+        "b": StoredTask("b", "g1", "in_progress", "w1", 2),
+        "c": StoredTask("c", "g1", "failed", "w2", 1, None, "boom"),
+        "e": StoredTask("e", "g0", "pending"),
+    }
+
+
+def test_a_callback_runs_once_what_came_before_it_is_committed(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    seen: list[object] = []
+    done = threading.Event()
+    store = SqliteTaskStore(db)
+    try:
+        store.add_group(StoredGroup("g", b"", "pending"), ["t"])
+        store.task_ended(StoredTask("t", "g", "completed", "w", 1, b"r"))
+
+        def check() -> None:
+            with sqlite3.connect(db) as other:  # another connection sees the commit
+                seen.append(other.execute("SELECT status FROM tasks").fetchone())
+            done.set()
+
+        store.when_durable(check)
+        assert done.wait(seconds(10))
+        assert seen == [("completed",)]
+    finally:
+        store.close()
+
+
+def test_callbacks_go_through_call_soon_when_given(tmp_path: Path) -> None:
+    handed: list[Callable[[], None]] = []
+    arrived = threading.Event()
+
+    def call_soon(callback: Callable[[], None]) -> None:
+        handed.append(callback)
+        arrived.set()
+
+    store = SqliteTaskStore(tmp_path / "tasks.db", call_soon=call_soon)
+    ran: list[bool] = []
+    store.when_durable(lambda: ran.append(True))
+    assert arrived.wait(seconds(10))
+    store.close()
+    assert ran == []  # not run in the writer thread
+    handed[0]()
+    assert ran == [True]
+
+
+def test_a_closed_store_refuses_writes_and_closing_twice_is_fine(tmp_path: Path) -> None:
+    store = SqliteTaskStore(tmp_path / "tasks.db")
+    store.close()
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.task_requeued("t")
+
+
+def test_what_is_not_a_journal_is_refused_with_its_path(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StoreError, match="junk.db: not a task journal"):
+        SqliteTaskStore(junk)
+    newer = tmp_path / "newer.db"
+    with sqlite3.connect(newer) as conn:
+        conn.execute("PRAGMA user_version=99")
+    with pytest.raises(StoreError, match="journal format 99 is newer"):
+        SqliteTaskStore(newer)
+
+
+def test_the_directory_is_made_and_wal_is_on(tmp_path: Path) -> None:
+    store = SqliteTaskStore(tmp_path / "a" / "b" / "tasks.db")
+    store.close()
+    with sqlite3.connect(tmp_path / "a" / "b" / "tasks.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_writes_keep_up_with_tens_of_thousands_of_tasks_a_second(tmp_path: Path) -> None:
+    store = SqliteTaskStore(tmp_path / "tasks.db")
+    count = 20_000
+    ids = [f"t{i}" for i in range(count)]
+    done = threading.Event()
+    started = time.perf_counter()
+    store.add_group(StoredGroup("g", b"", "pending"), ids)
+    for task_id in ids:
+        store.task_started(task_id, "w", 1)
+        store.task_ended(StoredTask(task_id, "g", "completed", "w", 1, b"r"))
+    store.when_durable(done.set)
+    assert done.wait(seconds(30))
+    rate = count / (time.perf_counter() - started)
+    store.close()
+    print(f"{rate:,.0f} tasks/s journaled (started + ended, committed)")
+    assert rate > 10_000
+
+
+def test_a_journal_killed_while_writing_opens_cleanly(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    durable: set[str] = set()
+    for _ in range(3):
+        writer = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "fixtures" / "store_writer.py"), str(db)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        try:
+            assert writer.stdout is not None
+            for _ in range(20):  # a few batches in, while it keeps writing
+                line = writer.stdout.readline()
+                assert line.startswith("durable "), line
+                durable.add(line.split()[1])
+            writer.send_signal(signal.SIGKILL)
+        finally:
+            writer.kill()
+            writer.wait(seconds(10))
+            if writer.stdout is not None:
+                writer.stdout.close()
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        store = SqliteTaskStore(db)
+        state = store.load()
+        store.close()
+        assert durable <= {g.group_id for g in state.groups}
+        for group in durable:  # each durable group's tasks are all recorded, complete
+            assert state.tasks[f"{group}-t49"].status == "completed"
