@@ -461,13 +461,15 @@ def _plugin_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _task_store(state: str) -> TaskStore:
+def _task_store(state: str) -> TaskStore | None:
+    if state == ":memory:":
+        print("task state in memory only (--state :memory:)", flush=True)
+        return None
     try:
         store = open_store(state)
     except (StoreError, OSError) as exc:
         raise UsageError(f"--state {state}: {exc}") from None
-    memory = store.path == ":memory:"
-    print(f"task state {'in memory only' if memory else 'journaled to ' + store.path}", flush=True)
+    print(f"task state journaled to {store.path}", flush=True)
     return store
 
 

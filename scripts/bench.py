@@ -19,6 +19,7 @@ import os
 import re
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -431,9 +432,13 @@ def agents_suite(args: argparse.Namespace) -> list[Row]:
 TASK_PEERS = "scripts/benchpeers/task_peers.py"
 
 
-def task_run(tasks: int, duration: float, workers: int, slots: int) -> dict[str, float]:
+def task_run(
+    tasks: int, duration: float, workers: int, slots: int, state: str | None = None
+) -> dict[str, float]:
     hub = [TASK_PEERS, "--tasks", str(tasks), "--duration", str(duration),
            "--workers", str(workers)]  # fmt: skip
+    if state is not None:
+        hub += ["--state", state]
     with Cluster(hub) as cluster:
         for n in range(workers):
             cluster.start(
@@ -445,20 +450,38 @@ def task_run(tasks: int, duration: float, workers: int, slots: int) -> dict[str,
         return result_of(cluster.listener, 600)
 
 
+def restart_run(tasks: int, state: str) -> float:
+    with Cluster([TASK_PEERS, "--restart", str(tasks), "--state", state]) as cluster:
+        return result_of(cluster.listener, 600)["first_assignment_s"]
+
+
 def tasks_suite(args: argparse.Namespace) -> list[Row]:
-    throughput, makespan = [], []
-    for rep in range(args.repeat):
-        print(f"  tasks, run {rep + 1}/{args.repeat}", file=sys.stderr)
-        run = task_run(args.task_count, 0.0, 4, 100)
-        if run["completed"] != run["expected"]:
-            raise SystemExit(f"task run lost tasks: {run}")
-        throughput.append(run["tasks_per_s"])
-        makespan.append(task_run(400, 0.05, 4, 5)["makespan"])
+    throughput, journaled, makespan, restarts = [], [], [], []
+    with tempfile.TemporaryDirectory(prefix="ceylon-bench-") as tmp:
+        for rep in range(args.repeat):
+            print(f"  tasks, run {rep + 1}/{args.repeat}", file=sys.stderr)
+            run = task_run(args.task_count, 0.0, 4, 100)
+            if run["completed"] != run["expected"]:
+                raise SystemExit(f"task run lost tasks: {run}")
+            throughput.append(run["tasks_per_s"])
+            db = str(Path(tmp) / f"run{rep}.db")
+            run = task_run(args.task_count, 0.0, 4, 100, state=db)
+            if run["completed"] != run["expected"]:
+                raise SystemExit(f"journaled task run lost tasks: {run}")
+            journaled.append(run["tasks_per_s"])
+            makespan.append(task_run(400, 0.05, 4, 5)["makespan"])
+            restarts.append(restart_run(100_000, str(Path(tmp) / f"restart{rep}.db")))
     rate, span = statistics.median(throughput), statistics.median(makespan)
+    on_disk, restart = statistics.median(journaled), statistics.median(restarts)
     bound = 400 * 0.05 / (4 * 5)
     return [
         Row(f"zero-duration tasks/s ({args.task_count:,})", float("nan"), rate, "task/s",
             ">= 20,000", lambda r, v=rate: v >= 20_000),
+        Row(f"  journaled (--state file), {on_disk / rate:.2f}x in-memory", float("nan"),
+            on_disk, "task/s", ">= 0.7x in-memory, >= 20,000",
+            lambda r, v=on_disk: v >= 0.7 * rate and v >= 20_000),
+        Row("restart to first reassignment, 100,000-task journal", float("nan"), restart, "s",
+            "< 2", lambda r, v=restart: v < 2.0),
         Row("makespan 400 x 50 ms, 4x5", float("nan"), span, "s",
             f"<= {1.1 * bound:.2f} (1.1x)", lambda r, v=span: v <= 1.1 * bound),
     ]  # fmt: skip

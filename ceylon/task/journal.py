@@ -24,7 +24,7 @@ from .data import TaskGroup, TaskMessage, TaskStatus
 from .manager import TaskManager
 from .store import MemoryTaskStore, SqliteTaskStore, StoredGroup, StoredTask, TaskStore
 
-__all__ = ["DEFAULT_STATE", "Journal", "Restored", "open_store"]
+__all__ = ["DEFAULT_STATE", "Journal", "NoJournal", "Restored", "open_store"]
 
 #: Where ``ceylon playground --plugin tasks`` journals unless told otherwise.
 DEFAULT_STATE = ".ceylon/tasks.db"
@@ -154,3 +154,28 @@ class Journal:
             except DecodeError as exc:
                 self._log.error("journaled result of {} cannot be read: {}", row.task_id, exc)
         return manager.completed(row.task_id, result, row.start_time, row.end_time)
+
+
+class NoJournal(Journal):
+    """What a plugin without a store uses: nothing is written, nothing to restore."""
+
+    def __init__(self) -> None:
+        super().__init__(MemoryTaskStore())
+
+    def group_added(self, group: TaskGroup, submitter: str) -> None:
+        return None
+
+    def started(self, task_id: str, worker: str, attempts: int) -> None:
+        return None
+
+    def requeued(self, task_id: str) -> None:
+        return None
+
+    def ended(self, task: TaskMessage, error: str | None, attempts: int) -> None:
+        return None
+
+    def group_ended(self, group: TaskGroup) -> None:
+        return None
+
+    def forget(self, group_ids: list[str]) -> None:
+        return None

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..base.playground import BasePlayGround
 from .data import TaskGroup, TaskMessage
-from .journal import open_store
+from .journal import Journal, open_store
 from .manager import TaskManager
 from .plugin import KEEP_FINISHED_FOR, KEEP_FINISHED_GROUPS, LEASE, MAX_WORKER_SLOTS, TaskPlugin
 from .stats import TaskStatistics
@@ -72,7 +72,7 @@ class TaskPlayGround(BasePlayGround):
 
     async def start(self) -> None:
         if self._state is not None and not self.started:  # opened in the loop that uses it
-            self.task_plugin.journal.store = open_store(self._state)
+            self.task_plugin.journal = Journal(open_store(self._state))
             self._state = None
         await super().start()
 

@@ -35,10 +35,10 @@ from .data import (
     TaskStatus,
     TaskStatusUpdate,
 )
-from .journal import Journal
+from .journal import Journal, NoJournal
 from .manager import TaskManager, compact
 from .stats import TaskStatistics, summarize
-from .store import MemoryTaskStore, TaskStore
+from .store import TaskStore
 
 if TYPE_CHECKING:
     from ..base.playground import BasePlayGround
@@ -117,7 +117,7 @@ class TaskPlugin(Plugin["BasePlayGround"]):
         self._warned: set[str] = set()
         self._forgotten_tasks = 0  # since the assigner's tables were last rebuilt
         self._log = logger.bind(agent="tasks")
-        self.journal = Journal(store or MemoryTaskStore())
+        self.journal = Journal(store) if store is not None else NoJournal()
         self.lease = lease
         #: tasks a resumed playground keeps for the worker (name) that had them, and until
         self._leased: dict[str, tuple[str, float]] = {}
@@ -341,8 +341,15 @@ class TaskPlugin(Plugin["BasePlayGround"]):
         journal = self.manager.journal
         if journal:
             self._tell_ended(journal)
-        if self._to_ack:
-            batch, self._to_ack = self._to_ack, {}
+        if self._to_ack and not self._ack_pending:
+            # One ResultsRecorded per worker per loop turn, not one per outcome.
+            self._ack_pending = True
+            asyncio.get_running_loop().call_soon(self._ack)
+
+    def _ack(self) -> None:
+        self._ack_pending = False
+        batch, self._to_ack = self._to_ack, {}
+        if batch:
             self.journal.store.when_durable(lambda: self._send_acks(batch))
 
     def _tell_ended(self, journal: list[tuple[str, str]]) -> None:

@@ -123,6 +123,8 @@ class TaskExecutionAgent(BaseAgent):
 
     @on(ResultsRecorded)
     async def _recorded(self, recorded: ResultsRecorded, agent: AgentDetail) -> None:
+        if self.connected_playground is None:
+            return  # leaving: nothing to forget any more
         if self._from_playground(agent, "a ResultsRecorded"):
             for task_id in recorded.task_ids:
                 self.unrecorded.pop(task_id, None)
