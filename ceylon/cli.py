@@ -383,8 +383,11 @@ def interrupted_exit(signum: int) -> int:
     return 128 + signum
 
 
-async def _until_signalled(*waits: asyncio.Future[Any] | asyncio.Task[Any]) -> None:
-    """Wait for SIGINT/SIGTERM or for any of `waits` to finish."""
+async def _until_signalled(
+    *waits: asyncio.Future[Any] | asyncio.Task[Any], ready: Callable[[], None] | None = None
+) -> None:
+    """Wait for SIGINT/SIGTERM or for any of `waits` to finish; `ready` is called once the
+    signals are ours (so that one sent right after it is not a KeyboardInterrupt)."""
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[None] = loop.create_future()
 
@@ -395,6 +398,8 @@ async def _until_signalled(*waits: asyncio.Future[Any] | asyncio.Task[Any]) -> N
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, signalled)
     try:
+        if ready is not None:
+            ready()
         await asyncio.wait([stop, *waits], return_when=asyncio.FIRST_COMPLETED)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -483,9 +488,12 @@ async def _playground(args: argparse.Namespace) -> int:
             "(set --token or CEYLON_TOKEN)",
             args.host,
         )
-    print(f"listening on {playground.address}", flush=True)
+
+    def ready() -> None:
+        print(f"listening on {playground.address}", flush=True)
+
     try:
-        await _until_signalled()
+        await _until_signalled(ready=ready)
     finally:
         await playground.finish()
     return 0
@@ -575,10 +583,13 @@ async def _worker(args: argparse.Namespace) -> int:
     except transport.HandshakeError as exc:
         print(f"refused: {exc.reason}", file=sys.stderr, flush=True)  # said once, here
         return EXIT_USAGE
-    print(f"agent {agent.name} connected to {args.connect}", flush=True)
     stopped = asyncio.ensure_future(agent.wait_stopped())
+
+    def ready() -> None:
+        print(f"agent {agent.name} connected to {args.connect}", flush=True)
+
     try:
-        await _until_signalled(stopped)
+        await _until_signalled(stopped, ready=ready)
     finally:
         await agent.stop()
         stopped.cancel()
