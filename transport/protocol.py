@@ -205,6 +205,8 @@ class Protocol:
         self.closed: Closed | None = None
         if isinstance(secret, bytes):
             secret = {handshake.key_id(secret): secret} if secret else None
+        elif secret is not None and not secret:
+            raise ValueError("an empty keyring would let nobody in: give at least one secret")
         elif secret is not None and side is CLIENT:
             raise TypeError("a client proves one secret: pass bytes, not a keyring")
         #: the secrets the peer may prove, by key id (a client has one)

@@ -309,6 +309,8 @@ async def serve(
         if secret is not None:
             raise ValueError("give token or tokens, not both")
         secret = keyring(secret_from_token(t) or b"" for t in tokens)
+        if not secret:
+            raise ValueError("tokens is empty: give at least one (or token=None for none)")
     server = Server(
         handler,
         identity=identity,
