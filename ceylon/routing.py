@@ -96,6 +96,10 @@ class Directory:
             )
         return None
 
+    def issued(self, agent_id: str) -> bool:
+        """Whether this directory gave `agent_id` a resume secret that still counts."""
+        return agent_id in self._secrets
+
     def admit(self, agent_id: str) -> str:
         """A fresh resume secret for `agent_id` (the one before it no longer counts)."""
         secret = secrets.token_hex(16)

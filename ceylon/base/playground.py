@@ -175,6 +175,10 @@ class BasePlayGround(BaseAgent):
         self._link = self._router_link
         self.plugins: list[Plugin[Any]] = []
         self._sizes: dict[str, int] = {}  # agent id -> encoded size of its AgentDetail
+        #: agents that joined with a resume secret from an earlier playground on this
+        #: address (it restarted): admitted, not yet joined
+        self._returning: set[str] = set()
+        self.agents_returned = 0
         self._started_at: float | None = None
 
     # -- where -----------------------------------------------------------------------
@@ -419,6 +423,8 @@ class BasePlayGround(BaseAgent):
             return refusal
         if peer.extra.get("observer") is True:
             return None  # never in the directory: nothing to resume
+        if isinstance(resume, str) and not self.directory.issued(peer.id):
+            self._returning.add(peer.id)  # its secret is an earlier playground's
         return {"resume": self.directory.admit(peer.id)}
 
     def _check_extra(self, peer: PeerInfo) -> str | None:
@@ -450,6 +456,7 @@ class BasePlayGround(BaseAgent):
             self._joined(conn, detail, subscribed)
             await conn.wait_closed()
         finally:
+            self._returning.discard(detail.id)
             self._left(conn, detail)
 
     async def _serve_observer(self, conn: Connection, observer: AgentDetail) -> None:
@@ -469,6 +476,14 @@ class BasePlayGround(BaseAgent):
             return
         self.directory.join(detail, subscribed=subscribed)
         self._log.info("agent {} ({}) joined from {}", detail.name, detail.role, detail.address)
+        if detail.id in self._returning:
+            self._returning.discard(detail.id)
+            self.agents_returned += 1
+            self._log.info(
+                "agent {} came back after a playground restart ({} agent(s) came back so far)",
+                detail.name,
+                self.agents_returned,
+            )
         self._sizes[detail.id] = len(self._codec.pack(detail))
         if subscribed:
             for chunk, final in self._chunked(self.directory.details()):

@@ -26,6 +26,9 @@ from .store import MemoryTaskStore, SqliteTaskStore, StoredGroup, StoredTask, Ta
 
 __all__ = ["DEFAULT_STATE", "Journal", "NoJournal", "Restored", "open_store"]
 
+_PENDING = TaskStatus.PENDING.value
+_IN_PROGRESS = TaskStatus.IN_PROGRESS.value
+
 #: Where ``ceylon playground --plugin tasks`` journals unless told otherwise.
 DEFAULT_STATE = ".ceylon/tasks.db"
 
@@ -52,6 +55,8 @@ class Restored:
     ready: list[TaskMessage] = dataclasses.field(default_factory=list)
     leased: dict[str, str] = dataclasses.field(default_factory=dict)  # task id -> worker
     ended: int = 0
+    #: task id -> how many times it was handed out (so retry limits count on)
+    attempts: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 class Journal:
@@ -70,21 +75,24 @@ class Journal:
             self._log.error("group {} cannot be journaled: {}", group.task_id, exc)
             return
         status = group.goal.status.value if group.goal is not None else ""
-        record = StoredGroup(group.task_id, body, group.status.value, submitter, status)
-        self.store.add_group(record, [t.task_id for t in group.subtasks])
+        self.store.add_group(
+            StoredGroup(group.task_id, body, group.status.value, submitter, status)
+        )
 
-    def started(self, task_id: str, worker: str, attempts: int) -> None:
-        self.store.task_started(task_id, worker, attempts)
+    def started(self, task: TaskMessage, worker: str, attempts: int) -> None:
+        self.store.put_task(
+            StoredTask(task.task_id, task.group_id or "", _IN_PROGRESS, worker, attempts)
+        )
 
-    def requeued(self, task_id: str) -> None:
-        self.store.task_requeued(task_id)
+    def requeued(self, task: TaskMessage, attempts: int) -> None:
+        self.store.put_task(StoredTask(task.task_id, task.group_id or "", _PENDING, "", attempts))
 
     def ended(self, task: TaskMessage, error: str | None, attempts: int) -> None:
         try:
             result = None if task.result is None else self.codec.pack(task.result)
         except EncodeError as exc:
             result, error = None, error or f"the result cannot be journaled: {exc}"
-        self.store.task_ended(
+        self.store.put_task(
             StoredTask(
                 task.task_id,
                 task.group_id or "",
@@ -121,15 +129,15 @@ class Journal:
                 groups.append(group)
         ready = {t.task_id: t for t in manager.add_groups(groups)}
         restored.groups = len(groups)
-        attempts: dict[str, int] = {}
         for row in state.tasks.values():
             if row.task_id not in manager.tasks:
                 continue
-            attempts[row.task_id] = row.attempts
             if row.status in (TaskStatus.COMPLETED.value, TaskStatus.FAILED.value):
                 restored.ended += 1
                 newly = self._replay_end(manager, row)
                 ready.update((t.task_id, t) for t in newly)
+            elif row.attempts:
+                restored.attempts[row.task_id] = row.attempts
         for row in state.tasks.values():
             if row.task_id in manager.tasks and row.status == TaskStatus.IN_PROGRESS.value:
                 manager.started(row.task_id, row.worker)
@@ -165,10 +173,10 @@ class NoJournal(Journal):
     def group_added(self, group: TaskGroup, submitter: str) -> None:
         return None
 
-    def started(self, task_id: str, worker: str, attempts: int) -> None:
+    def started(self, task: TaskMessage, worker: str, attempts: int) -> None:
         return None
 
-    def requeued(self, task_id: str) -> None:
+    def requeued(self, task: TaskMessage, attempts: int) -> None:
         return None
 
     def ended(self, task: TaskMessage, error: str | None, attempts: int) -> None:

@@ -164,6 +164,7 @@ class TaskPlugin(Plugin["BasePlayGround"]):
         self.manager.journal = []  # what ended before the restart was told then
         if not restored.groups:
             return
+        self.assigner.attempts.update(restored.attempts)
         until = time.monotonic() + self.lease
         self._leased = {t: (worker, until) for t, worker in restored.leased.items()}
         for task_id in restored.leased:
@@ -241,7 +242,7 @@ class TaskPlugin(Plugin["BasePlayGround"]):
             self._unconfirmed.pop(task_id, None)
             self.manager.requeued(task_id)
             if not closing:
-                self.journal.requeued(task_id)
+                self._journal_requeued(task_id)
         if returned:
             self._log.warning(
                 "worker {} left holding {} task(s); they go to other workers",
@@ -286,7 +287,7 @@ class TaskPlugin(Plugin["BasePlayGround"]):
                 task.timeout = self.manager.group_of(task_id).task_timeout or self.task_timeout
             worker = self._names.get(worker_id, worker_id)
             self.manager.started(task_id, worker)
-            self.journal.started(task_id, worker, self.assigner.attempts.get(task_id, 1))
+            self.journal.started(task, worker, self.assigner.attempts.get(task_id, 1))
             try:
                 self._pg.send_message_nowait(worker_id, task)
             except AgentNotFoundError:
@@ -318,7 +319,7 @@ class TaskPlugin(Plugin["BasePlayGround"]):
             outcome, assignments = self.assigner.failed(task_id, agent.id)
             if outcome == "retry":
                 self.manager.requeued(task_id)
-                self.journal.requeued(task_id)
+                self._journal_requeued(task_id)
                 self._log.info(
                     "task {} failed on {}, retrying: {}", task_id, agent.name, update.error
                 )
@@ -328,6 +329,9 @@ class TaskPlugin(Plugin["BasePlayGround"]):
                 self._ready(ready)
             self._dispatch(assignments)
         self._notify()
+
+    def _journal_requeued(self, task_id: str) -> None:
+        self.journal.requeued(self.manager.tasks[task_id], self.assigner.attempts.get(task_id, 0))
 
     def _send_acks(self, batch: dict[str, list[str]]) -> None:
         for worker_id, task_ids in batch.items():
@@ -486,13 +490,13 @@ class TaskPlugin(Plugin["BasePlayGround"]):
         for task_id in expired:
             del self._leased[task_id]
             self.manager.requeued(task_id)
-            self.journal.requeued(task_id)
+            self._journal_requeued(task_id)
             self._dispatch(self.assigner.requeue(task_id))
         unconfirmed = [t for t, (_, until) in self._unconfirmed.items() if until <= now]
         for task_id in unconfirmed:  # back, but it never got it (or lost it)
             del self._unconfirmed[task_id]
             self.manager.requeued(task_id)
-            self.journal.requeued(task_id)
+            self._journal_requeued(task_id)
             self._dispatch(self.assigner.release(task_id))
         expired += unconfirmed
         if expired:

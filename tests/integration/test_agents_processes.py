@@ -138,14 +138,21 @@ async def test_a_killed_worker_is_noticed_everywhere(spawn: Any) -> None:
 async def test_workers_reconnect_to_a_restarted_playground(spawn: Any) -> None:
     first, address = start_playground(spawn)
     port = address.rsplit(":", 1)[1]
-    start_worker(spawn, address, "A")
+    a = start_worker(spawn, address, "A")
     start_worker(spawn, address, "B")
+    a.wait_for_lines([r"^A saw playground join", r"^A saw B join"], timeout=seconds(10))
     first.signal(signal.SIGTERM)
     assert await asyncio.to_thread(first.wait, seconds(10)) == 0
     second = spawn("-m", "ceylon", "playground", "--port", port, *BEAT)
     second.wait_for_line(r"^listening on", timeout=seconds(20))
     joined = [r"agent A .*joined", r"agent B .*joined"]
     await asyncio.to_thread(second.wait_for_lines, joined, seconds(20))
+    # it says who came back, and the workers' on_connect handlers fire again as for a
+    # fresh join: for the new playground and for each other
+    came_back = r"came back after a playground restart \(2 agent\(s\) came back so far\)"
+    await asyncio.to_thread(second.wait_for_line, came_back, seconds(10))
+    again = [r"^A saw playground join", r"^A saw B join"]
+    await asyncio.to_thread(a.wait_for_lines, again, seconds(10))
 
 
 def test_a_run_loop_starts_again_after_the_playground_restarts(spawn: Any) -> None:

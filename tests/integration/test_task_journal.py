@@ -11,6 +11,7 @@ import json
 import random
 import signal
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from ceylon.task import GroupAccepted, SubmitGroup, TaskMessage, TaskStatusUpdat
 from ceylon.testing import Process, free_port
 
 from ..conftest import BEAT_FLAGS, seconds, wait_until
+from ..fixtures.task_workers import digest
 
 TASKS = 2000  # tests.fixtures.task_groups:journaled
 KILLS = 3
@@ -68,7 +70,7 @@ async def test_a_killed_playground_resumes_from_its_journal(spawn: Any, tmp_path
     for n in range(4):
         worker = spawn(
             "-m", "ceylon", "worker", "--connect", where, "--agent",
-            "ceylon.task:TaskExecutionAgent", "--role", "processor", "--name", f"w{n}",
+            "tests.fixtures.task_workers:Digester", "--role", "processor", "--name", f"w{n}",
             "--option", "max_concurrent_tasks=4", *BEAT_FLAGS,
         )  # fmt: skip
         await asyncio.to_thread(worker.wait_for_line, rf"^agent w{n} connected", seconds(20))
@@ -90,7 +92,12 @@ async def test_a_killed_playground_resumes_from_its_journal(spawn: Any, tmp_path
     report = last_json(submitter.output())
     assert len(report["tasks"]) == TASKS
     assert all(t["status"] == "completed" for t in report["tasks"])
+    # the results a run without faults gives (a task's result is a digest of its name)
+    assert {t["name"]: t["result"] for t in report["tasks"]} == {
+        f"j{i:04}": digest(f"j{i:04}") for i in range(TASKS)
+    }
     assert counts(db) == {"completed": TASKS}  # each outcome recorded once, none lost
+    print(f"{TASKS} tasks, {KILLS} playground kills: {counts(db)}")
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert conn.execute("SELECT status FROM groups").fetchall() == [("completed",)]
@@ -136,3 +143,52 @@ async def test_a_killed_playground_resumes_from_its_journal(spawn: Any, tmp_path
         await wait_until(lambda: counts(db).get("failed", 0) == 3)
     code, out = await asyncio.to_thread(ceylon, "tasks", "cancel", "nothing", "--connect", where)
     assert code == 1 and "no task group 'nothing'" in out, out
+
+
+async def test_an_outcome_reached_while_the_playground_is_down_is_delivered_after(
+    spawn: Any, tmp_path: Path
+) -> None:
+    db = tmp_path / "tasks.db"
+    port = free_port()
+    where = f"127.0.0.1:{port}"
+
+    def playground() -> Process:
+        child: Process = spawn(
+            "-m", "ceylon", "playground", "--port", str(port), "--plugin", "tasks",
+            "--state", str(db), "--lease", str(seconds(10)), *BEAT_FLAGS,
+        )  # fmt: skip
+        child.wait_for_line(r"^listening on ", timeout=seconds(20))
+        return child
+
+    first = await asyncio.to_thread(playground)
+    worker = spawn(
+        "-m", "ceylon", "worker", "--connect", where, "--agent",
+        "tests.fixtures.task_workers:Digester", "--role", "processor", "--name", "w0",
+        "--option", "max_concurrent_tasks=3", *BEAT_FLAGS,
+    )  # fmt: skip
+    await asyncio.to_thread(worker.wait_for_line, r"^agent w0 connected", seconds(20))
+    submitter = spawn("-m", "ceylon", "tasks", "run", "tests.fixtures.task_groups:held",
+                      "--connect", where, "--json", "--timeout", str(seconds(60)))  # fmt: skip
+    async with asyncio.timeout(seconds(20)):  # all three handed out (and journaled so)
+        await wait_until(lambda: db.exists() and counts(db).get("in_progress", 0) == 3)
+    first.signal(signal.SIGKILL)
+    assert await asyncio.to_thread(first.wait, seconds(10)) == -signal.SIGKILL
+    killed_at = time.time()
+
+    # the worker finishes its three tasks with nobody to tell, and keeps the outcomes
+    waits = [r"could not report task \S+ yet"] * 3
+    await asyncio.to_thread(worker.wait_for_lines, waits, seconds(20))
+    await asyncio.to_thread(playground)
+    await asyncio.to_thread(
+        worker.wait_for_line, r"reconnected: 0 task\(s\) still running, 3 outcome", seconds(20)
+    )
+    assert await asyncio.to_thread(submitter.wait, seconds(60)) == 0, submitter.output()
+    report = last_json(submitter.output())
+    assert {t["name"]: t["result"] for t in report["tasks"]} == {
+        f"h{i}": digest(f"h{i}") for i in range(3)
+    }
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT status, worker, start_time, attempts FROM tasks").fetchall()
+    # recorded once each, from the run that started before the kill: nothing ran twice
+    assert [(s, w, a) for s, w, _, a in rows] == [("completed", "w0", 1)] * 3, rows
+    assert all(started < killed_at for _, _, started, _ in rows), rows

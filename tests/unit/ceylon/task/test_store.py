@@ -10,8 +10,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ceylon.task.store import (
     MemoryTaskStore,
@@ -41,27 +44,28 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[TaskStore, R
 
 def test_the_state_written_is_the_state_loaded(stores: tuple[TaskStore, Reopen]) -> None:
     store, reopen = stores
-    store.add_group(StoredGroup("g1", b"one", "pending", "alice"), ["a", "b", "c"])
-    store.add_group(StoredGroup("g2", b"two", "pending"), ["d"])
-    store.add_group(StoredGroup("g0", b"zero", "pending"), ["e"])
-    store.task_started("a", "w1", 1)
-    store.task_ended(StoredTask("a", "g1", "completed", "w1", 1, b"42", None, 1.0, 2.0))
-    store.task_started("b", "w2", 1)
-    store.task_requeued("b")
-    store.task_started("b", "w1", 2)
-    store.task_ended(StoredTask("c", "g1", "failed", "w2", 1, None, "boom"))
-    store.group_ended("g2", "failed", "failed")
+    store.add_group(StoredGroup("g1", b"one", "pending", "alice"))
+    store.add_group(StoredGroup("g2", b"two", "pending"))
+    store.add_group(StoredGroup("g0", b"zero", "pending"))
+    store.put_task(StoredTask("a", "g1", "in_progress", "w1", 1))
+    store.put_task(StoredTask("a", "g1", "completed", "w1", 1, b"42", None, 1.0, 2.0))
+    store.put_task(StoredTask("b", "g1", "in_progress", "w2", 1))
+    store.put_task(StoredTask("b", "g1", "pending", "", 1))
+    store.put_task(StoredTask("b", "g1", "in_progress", "w1", 2))
+    store.put_task(StoredTask("c", "g1", "failed", "w2", 1, None, "boom"))
+    store.put_task(StoredTask("d", "g2", "completed", "w2", 1))
+    store.group_ended("g2", "completed", "achieved")
     store.forget_groups(["g2"])
+    store.group_ended("g0", "failed", "failed")
     state = reopen(store).load()
-    assert [(g.group_id, g.body, g.submitter) for g in state.groups] == [
-        ("g1", b"one", "alice"),
-        ("g0", b"zero", ""),
+    assert [(g.group_id, g.body, g.submitter, g.status) for g in state.groups] == [
+        ("g1", b"one", "alice", "pending"),
+        ("g0", b"zero", "", "failed"),
     ]
-    assert state.tasks == {
+    assert state.tasks == {  # the last row of each task; "e" of g0 has none: pending
         "a": StoredTask("a", "g1", "completed", "w1", 1, b"42", None, 1.0, 2.0),
         "b": StoredTask("b", "g1", "in_progress", "w1", 2),
         "c": StoredTask("c", "g1", "failed", "w2", 1, None, "boom"),
-        "e": StoredTask("e", "g0", "pending"),
     }
 
 
@@ -71,8 +75,8 @@ def test_a_callback_runs_once_what_came_before_it_is_committed(tmp_path: Path) -
     done = threading.Event()
     store = SqliteTaskStore(db)
     try:
-        store.add_group(StoredGroup("g", b"", "pending"), ["t"])
-        store.task_ended(StoredTask("t", "g", "completed", "w", 1, b"r"))
+        store.add_group(StoredGroup("g", b"", "pending"))
+        store.put_task(StoredTask("t", "g", "completed", "w", 1, b"r"))
 
         def check() -> None:
             with sqlite3.connect(db) as other:  # another connection sees the commit
@@ -109,7 +113,7 @@ def test_a_closed_store_refuses_writes_and_closing_twice_is_fine(tmp_path: Path)
     store.close()
     store.close()
     with pytest.raises(StoreError, match="closed"):
-        store.task_requeued("t")
+        store.put_task(StoredTask("t", "g", "pending"))
 
 
 def test_what_is_not_a_journal_is_refused_with_its_path(tmp_path: Path) -> None:
@@ -137,10 +141,10 @@ def test_writes_keep_up_with_tens_of_thousands_of_tasks_a_second(tmp_path: Path)
     ids = [f"t{i}" for i in range(count)]
     done = threading.Event()
     started = time.perf_counter()
-    store.add_group(StoredGroup("g", b"", "pending"), ids)
+    store.add_group(StoredGroup("g", b"", "pending"))
     for task_id in ids:
-        store.task_started(task_id, "w", 1)
-        store.task_ended(StoredTask(task_id, "g", "completed", "w", 1, b"r"))
+        store.put_task(StoredTask(task_id, "g", "in_progress", "w", 1))
+        store.put_task(StoredTask(task_id, "g", "completed", "w", 1, b"r"))
     store.when_durable(done.set)
     assert done.wait(seconds(30))
     rate = count / (time.perf_counter() - started)
@@ -179,3 +183,58 @@ def test_a_journal_killed_while_writing_opens_cleanly(tmp_path: Path) -> None:
         assert durable <= {g.group_id for g in state.groups}
         for group in durable:  # each durable group's tasks are all recorded, complete
             assert state.tasks[f"{group}-t49"].status == "completed"
+
+
+# -- what is written in batches is what was written, call by call ----------------------
+
+
+def _calls() -> st.SearchStrategy[list[tuple[str, Any]]]:
+    tasks = {"a": "g1", "b": "g1", "c": "g2"}
+    group = st.sampled_from(["g1", "g2"])
+    task = st.sampled_from(sorted(tasks)).flatmap(
+        lambda t: st.builds(
+            StoredTask, st.just(t), st.just(tasks[t]),
+            st.sampled_from(["pending", "in_progress", "completed"]),
+            st.sampled_from(["", "w1"]), st.integers(0, 3), st.sampled_from([None, b"r"]),
+        )
+    )  # fmt: skip
+    call = st.one_of(
+        group.map(lambda g: ("add_group", StoredGroup(g, g.encode(), "pending", "s"))),
+        task.map(lambda t: ("put_task", t)),
+        st.tuples(group, st.sampled_from(["completed", "failed"])).map(
+            lambda a: ("group_ended", a)
+        ),
+        group.map(lambda g: ("forget_groups", [g])),
+    )
+    return st.lists(call, max_size=25)
+
+
+def _make(store: TaskStore, calls: list[tuple[str, Any]]) -> None:
+    for name, arg in calls:
+        if name == "group_ended":
+            store.group_ended(*arg)
+        else:
+            getattr(store, name)(arg)
+
+
+@settings(max_examples=150, deadline=None)
+@given(calls=_calls())
+def test_the_file_holds_what_the_calls_made_however_they_were_batched(
+    calls: list[tuple[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    reference = MemoryTaskStore()
+    _make(reference, calls)
+    path = tmp_path_factory.mktemp("batched") / "tasks.db"
+    store = SqliteTaskStore(path)
+    with store._lock:  # the writer waits: every call lands in the same transaction
+        _make(store, calls)
+    store.close()
+    loaded = SqliteTaskStore(path)
+    got = loaded.load()
+    loaded.close()
+    expected = reference.load()
+    # rows of forgotten groups are deleted with them (and the caller writes none after)
+    live = {g.group_id for g in expected.groups}
+    expected.tasks = {t: row for t, row in expected.tasks.items() if row.group_id in live}
+    got.tasks = {t: row for t, row in got.tasks.items() if row.group_id in live}
+    assert got == expected
