@@ -23,6 +23,7 @@ writer thread commits everything queued so far in one transaction.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sqlite3
 import threading
@@ -133,8 +134,6 @@ class MemoryTaskStore:
         return None
 
 
-# New journals keep tasks in a table without rowids (one b-tree to update per write);
-# journals made before that keep theirs: the statements are the same.
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS groups (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -367,15 +366,24 @@ class SqliteTaskStore:
             self._log.error("could not journal {} change(s) to {}: {}", changes, self.path, exc)
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-        for batch in batches:
-            for callback in batch.callbacks:
-                if self._call_soon is not None:
-                    try:
-                        self._call_soon(callback)
-                    except RuntimeError:  # the loop is closed: nobody waits any more
-                        pass
-                else:
-                    callback()
+        callbacks = [callback for batch in batches for callback in batch.callbacks]
+        if not callbacks:
+            return
+        if self._call_soon is None:
+            _run_all(callbacks)
+            return
+        try:  # one wake-up of the loop for all of them
+            self._call_soon(functools.partial(_run_all, callbacks))
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+
+def _run_all(callbacks: list[Callable[[], None]]) -> None:
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # one waiter's bug must not keep the others waiting
+            logger.exception("a task store callback failed")
 
 
 def _size(batch: _Batch) -> int:
