@@ -15,6 +15,7 @@ import inspect
 import ipaddress
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -24,18 +25,29 @@ from loguru import logger
 
 import transport
 from transport import TransportError, default_registry
+from transport.natsbus import NatsOptions
 
 from . import __version__
 from .base.agent import BaseAgent
 from .base.playground import BasePlayGround
 from .config import DEFAULT_PORT, Settings, parse_address
+from .errors import NotConnectedError
+from .lease import DEFAULT_TTL
 from .log import setup_cli_logging
 from .permissions import AuthFileError, Permissions
 from .task.journal import DEFAULT_STATE, open_store
 from .task.plugin import LEASE
 from .task.store import StoreError, TaskStore
 
-__all__ = ["UsageError", "build_parser", "import_modules", "load_object", "main"]
+__all__ = [
+    "UsageError",
+    "build_parser",
+    "connect_agent",
+    "import_modules",
+    "load_object",
+    "main",
+    "nats_options",
+]
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -165,6 +177,65 @@ def _add_security(parser: argparse.ArgumentParser, *, server: bool, auth: bool =
         help="CA bundle: clients require the server's certificate to chain to it"
         + ("; a playground given one requires client certificates" if server else ""),
     )
+    _add_nats(parser)
+
+
+def _add_nats(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "NATS (instead of a TCP playground; pip install 'ceylon-runtime[nats]')"
+    )
+    group.add_argument(
+        "--nats",
+        metavar="URL[,URL...]",
+        help="the workspace lives on these NATS servers (e.g. nats://127.0.0.1:4222); "
+        "the --tls-* files, if given, secure the NATS connection",
+    )
+    group.add_argument("--nats-creds", metavar="FILE", help="NATS credentials (.creds) file")
+    group.add_argument("--nats-user", metavar="USER", help="NATS user name")
+    group.add_argument("--nats-password", metavar="PASSWORD", help="password of --nats-user")
+    group.add_argument("--nats-token", metavar="TOKEN", help="NATS authentication token")
+
+
+def nats_options(args: argparse.Namespace) -> NatsOptions | None:
+    """The `NatsOptions` of ``--nats`` and its companions, or None without ``--nats``."""
+    if not getattr(args, "nats", None):
+        return None
+    urls = [url.strip() for url in args.nats.split(",") if url.strip()]
+    for url in urls:
+        if not re.fullmatch(r"(nats|tls)://[^\s/]+(:\d+)?", url):
+            raise UsageError(f"--nats takes nats://HOST:PORT URLs, got {url!r}")
+    if not urls:
+        raise UsageError("--nats takes nats://HOST:PORT URLs, got none")
+    return NatsOptions(
+        urls,
+        token=args.nats_token,
+        user=args.nats_user,
+        password=args.nats_password,
+        credentials=args.nats_creds,
+        tls=_client_tls(args),
+    )
+
+
+def where(args: argparse.Namespace) -> str:
+    """What a command reaches: the NATS servers, or the playground's address."""
+    return f"NATS {args.nats}" if getattr(args, "nats", None) else str(args.connect)
+
+
+async def connect_agent(
+    agent: BaseAgent, args: argparse.Namespace, settings: Settings | None = None
+) -> None:
+    """Connect `agent` as ``--connect`` or ``--nats`` (with the security flags) say.
+
+    Raises:
+        what `BaseAgent.connect` raises.
+    """
+    if settings is None:
+        settings = Settings(workspace=args.workspace, token=args.token, ssl=_client_tls(args))
+    nats = nats_options(args)
+    if nats is not None:
+        await agent.connect(settings=dataclasses.replace(settings, nats=nats, ssl=None))
+    else:
+        await agent.connect(parse_address(args.connect), settings=settings)
 
 
 _DEFAULTS = Settings()
@@ -238,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"queue limit of each agent, in bytes (default {_DEFAULTS.max_pending_bytes})",
     )
+    pg.add_argument("--lease-ttl", type=float, default=DEFAULT_TTL, metavar="S",
+                    help="with --nats: seconds before a standby playground takes over from "
+                    "an active one that stopped renewing its lease "
+                    f"(default {DEFAULT_TTL:g})")  # fmt: skip
     tasks = pg.add_argument_group("the tasks plugin (--plugin tasks)")
     tasks.add_argument("--state", metavar="PATH", default=DEFAULT_STATE,
                        help=f"journal the task state to this SQLite file and resume from it "
@@ -263,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     wk = sub.add_parser("worker", help="run one agent that connects to a playground")
     wk.add_argument(
-        "--connect", required=True, type=address, metavar="HOST:PORT", help="the playground"
+        "--connect", type=address, metavar="HOST:PORT", help="the playground (or --nats)"
     )
     wk.add_argument(
         "--agent",
@@ -434,8 +509,10 @@ def _make_playground(args: argparse.Namespace) -> BasePlayGround:
             slow_consumer_grace=args.slow_consumer_grace,
             max_pending_bytes=args.max_pending_bytes,
         ),
-        ssl=_server_tls(args),
+        ssl=None if args.nats else _server_tls(args),
         auth=auth,
+        nats=nats_options(args),
+        lease_ttl=args.lease_ttl,
     )
     if auth is not None:
         logger.info("{} token(s) from {}", len(auth), args.auth)
@@ -444,7 +521,7 @@ def _make_playground(args: argparse.Namespace) -> BasePlayGround:
             known = ", ".join(sorted(PLUGINS)) or "none"
             raise UsageError(f"unknown plugin {name!r} (known: {known})")
         factory = load_object(PLUGINS[name])
-        options = _plugin_options(name, args)
+        options = _plugin_options(name, args, playground)
         try:
             factory(playground, **options)
         except ValueError as exc:
@@ -452,7 +529,9 @@ def _make_playground(args: argparse.Namespace) -> BasePlayGround:
     return playground
 
 
-def _plugin_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
+def _plugin_options(
+    name: str, args: argparse.Namespace, playground: BasePlayGround
+) -> dict[str, Any]:
     if name != "tasks":
         return {}
     return {
@@ -461,9 +540,24 @@ def _plugin_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "task_timeout": args.task_timeout,
         "keep_finished_groups": args.keep_finished_groups,
         "keep_finished_for": args.keep_finished_for,
-        "store": _task_store(args.state),
+        "store": _jetstream_store if args.nats else _task_store(args.state),
         "lease": args.lease,
     }
+
+
+async def _jetstream_store(playground: BasePlayGround) -> TaskStore:
+    """On NATS, the task state lives in JetStream (a standby resumes from it)."""
+    from .task.jetstream import JetStreamTaskStore
+
+    client = playground.nats_client
+    assert client is not None
+    try:
+        store = await JetStreamTaskStore.open(client, playground.workspace)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from None
+    store.on_fenced = lambda reason: playground.stop_soon(f"task journal: {reason}")
+    print(f"task state journaled to {store.path}", flush=True)
+    return store
 
 
 def _task_store(state: str) -> TaskStore | None:
@@ -480,6 +574,8 @@ def _task_store(state: str) -> TaskStore | None:
 
 async def _playground(args: argparse.Namespace) -> int:
     playground = _make_playground(args)
+    if args.nats:
+        return await _playground_on_nats(playground)
     await start_listening(playground)
     tokens = args.token or os.environ.get("CEYLON_TOKEN") or playground.auth
     if not _is_loopback(args.host) and not tokens:
@@ -496,6 +592,36 @@ async def _playground(args: argparse.Namespace) -> int:
         await _until_signalled(ready=ready)
     finally:
         await playground.finish()
+    return 0
+
+
+async def _playground_on_nats(playground: BasePlayGround) -> int:
+    """Wait in standby for the lease (a signal ends the wait), then run until a signal,
+    or until the lease is lost (exit 1)."""
+    print(f"on NATS {playground.address} (workspace {playground.workspace}): "
+          "waiting for the lease", flush=True)  # fmt: skip
+    try:
+        _, signum = await run_interruptibly(playground.start())
+    except (OSError, TimeoutError) as exc:
+        raise UsageError(f"cannot reach NATS at {playground.address}: {exc}") from None
+    if signum is not None:
+        await playground.finish()
+        return 0
+    stopped = asyncio.ensure_future(playground.wait_finished())
+
+    def ready() -> None:
+        print(f"active on NATS {playground.address} (workspace {playground.workspace}, "
+              f"epoch {playground.epoch})", flush=True)  # fmt: skip
+
+    try:
+        await _until_signalled(stopped, ready=ready)
+    finally:
+        stopped.cancel()
+        lost = playground.stop_reason
+        await playground.finish()
+    if lost:
+        print(f"stopped: {lost}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
     return 0
 
 
@@ -562,22 +688,23 @@ async def _worker(args: argparse.Namespace) -> int:
         heartbeat_timeout=args.heartbeat_timeout,
         reconnect=not args.no_reconnect,
     )
-    address = parse_address(args.connect)
+    if bool(args.connect) == bool(args.nats):
+        raise UsageError("give the playground as --connect HOST:PORT or the servers as --nats")
     delay = settings.reconnect_initial
     try:
         async with asyncio.timeout(args.connect_timeout):
             while True:
                 try:
-                    await agent.connect(address, settings=settings)
+                    await connect_agent(agent, args, settings)
                     break
-                except (OSError, transport.ConnectionClosed) as exc:
+                except (OSError, transport.ConnectionClosed, NotConnectedError) as exc:
                     logger.info("playground not reachable yet ({}); retrying in {:g} s", exc,
                                 delay)  # fmt: skip
                     await asyncio.sleep(delay)  # backoff between attempts, by design
                     delay = min(delay * 2, settings.reconnect_max)
     except TimeoutError:
         logger.error(
-            "could not reach the playground at {} in {} s", args.connect, args.connect_timeout
+            "could not reach the playground at {} in {} s", where(args), args.connect_timeout
         )
         return EXIT_FAILED
     except transport.HandshakeError as exc:
@@ -586,7 +713,7 @@ async def _worker(args: argparse.Namespace) -> int:
     stopped = asyncio.ensure_future(agent.wait_stopped())
 
     def ready() -> None:
-        print(f"agent {agent.name} connected to {args.connect}", flush=True)
+        print(f"agent {agent.name} connected to {where(args)}", flush=True)
 
     try:
         await _until_signalled(stopped, ready=ready)

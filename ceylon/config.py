@@ -8,6 +8,7 @@ import ssl as _ssl
 from typing import Any, Final
 
 import transport
+from transport.natsbus import NatsOptions
 
 __all__ = ["DEFAULT_PORT", "Settings", "default_port", "parse_address"]
 
@@ -59,6 +60,7 @@ class Settings:
         max_total_pending: bytes a playground may hold queued for all its agents
             together; above it the agents with the most queued are cut first.
         max_pending_bytes, max_pending_messages: the queue limit of each connection.
+        nats: reach the workspace over NATS (`NatsOptions`) instead of a TCP playground.
     """
 
     workspace: str = "default"
@@ -77,6 +79,7 @@ class Settings:
     max_total_pending: int = 512 * 2**20
     max_pending_bytes: int = 8 * 2**20
     max_pending_messages: int = 100_000
+    nats: NatsOptions | None = None
 
     def __post_init__(self) -> None:
         if self.slow_consumer not in ("disconnect", "drop"):

@@ -33,9 +33,11 @@ from .cli import (
     _client_tls,
     _until_signalled,
     address,
+    connect_agent,
+    where,
 )
-from .config import DEFAULT_PORT, Settings, parse_address
-from .errors import CeylonError
+from .config import DEFAULT_PORT, Settings
+from .errors import CeylonError, NotConnectedError
 from .peer import PeerMode
 from .system import PlaygroundStatus
 
@@ -162,12 +164,12 @@ async def _status(args: argparse.Namespace) -> int:
     settings = Settings(workspace=args.workspace, token=args.token, ssl=_client_tls(args))
     try:
         async with asyncio.timeout(args.timeout):
-            await observer.connect(parse_address(args.connect), settings=settings)
+            await connect_agent(observer, args, settings)
     except transport.HandshakeError as exc:
         print(f"refused: {exc.reason}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    except (OSError, TimeoutError, transport.ConnectionClosed) as exc:
-        print(f"cannot reach the playground at {args.connect}: {exc}", file=sys.stderr)
+    except (OSError, TimeoutError, transport.ConnectionClosed, NotConnectedError) as exc:
+        print(f"cannot reach the playground at {where(args)}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     try:
         watch = asyncio.ensure_future(_watch(observer, args))
@@ -195,7 +197,7 @@ async def _watch(observer: BaseAgent, args: argparse.Namespace) -> int:
             if args.json:
                 print(as_json(status, figures, observer.id), flush=True)
             else:
-                view = render(status, figures, args.connect, observer.id)
+                view = render(status, figures, where(args), observer.id)
                 if args.once:
                     console.print(view)
                 elif live is None:
@@ -212,5 +214,5 @@ async def _watch(observer: BaseAgent, args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    logger.debug("status of {}", args.connect)
+    logger.debug("status of {}", where(args))
     return transport.run(_status(args))

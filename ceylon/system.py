@@ -19,11 +19,14 @@ __all__ = [
     "CHUNK_BYTES",
     "SYSTEM_PREFIX",
     "AgentList",
+    "Beat",
+    "Bye",
     "Introduce",
     "Joined",
     "Left",
     "ListAgents",
     "PlaygroundStatus",
+    "Probe",
     "Resolve",
     "Resolved",
     "Snapshot",
@@ -131,6 +134,37 @@ class Undeliverable:
     request: int = 0
 
 
+# -- presence on NATS (see ceylon.presence) ---------------------------------------------
+
+
+@dataclasses.dataclass
+class Beat:
+    """I am here (sent every heartbeat interval, and at once when joining).
+
+    `playground` is the lease epoch of the active playground, 0 for everyone else.
+    """
+
+    agent: AgentDetail
+    playground: int = 0
+
+
+@dataclasses.dataclass
+class Bye:
+    """I am leaving."""
+
+    agent: AgentDetail
+    reason: str = ""
+
+
+@dataclasses.dataclass
+class Probe:
+    """I just joined: the playground answers with its `Beat` and a `Snapshot` of who is
+    here. An `observer` (``ceylon status``) only looks: it is not counted as present."""
+
+    agent: AgentDetail
+    observer: bool = False
+
+
 #: Limits of one chunk of a directory listing: frames stay far below `max_frame_size`.
 CHUNK_AGENTS: Final = 500
 CHUNK_BYTES: Final = 2**20
@@ -166,5 +200,8 @@ for _cls in (
     StatusQuery,
     PlaygroundStatus,
     Undeliverable,
+    Beat,
+    Bye,
+    Probe,
 ):
     default_registry.register(_cls, tag=SYSTEM_PREFIX + _cls.__name__)

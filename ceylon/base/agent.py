@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl as _ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Final, TypeVar
 
 from loguru import logger
 
 import transport
 from transport import PLAIN_TAG, Codec, DecodeError, UnknownTypeError, default_registry
+from transport.natsbus import NatsBus, NatsOptions
 
 from ..asking import (
     ASK_REPLY,
@@ -41,6 +43,7 @@ from ..errors import (
 )
 from ..handlers import HandlerSpec, HandlerTable, pattern_matches, validate_handler
 from ..link import Link
+from ..natslink import NatsLink
 from ..peer import AgentDetail, PeerMode
 from ..session import Session
 from ..system import PlaygroundStatus
@@ -632,40 +635,55 @@ class BaseAgent:
 
     async def connect(
         self,
-        address: str | tuple[str, int],
+        address: str | tuple[str, int] | None = None,
         *,
         workspace: str = "default",
         token: str | None = None,
         ssl: _ssl.SSLContext | None = None,
         reconnect: bool = False,
         settings: Settings | None = None,
+        nats: str | Sequence[str] | NatsOptions | None = None,
     ) -> None:
-        """Join the playground at `address` ("host:port") and start this agent.
+        """Join the playground at `address` ("host:port"), or the workspace on NATS, and
+        start this agent.
 
         Args:
             reconnect: when the playground goes away, connect again (capped exponential
-                backoff) and register anew.
+                backoff) and register anew (on NATS the connection always reconnects).
             settings: every connection setting at once (overrides the other arguments).
+            nats: NATS server URLs (``"nats://a:4222,nats://b:4222"``), or `NatsOptions`
+                for credentials and TLS: join the workspace over NATS instead of TCP.
 
         Raises:
             HandshakeError: the playground refused the agent (wrong token, workspace,
                 name already taken...).
-            OSError, TimeoutError: the playground could not be reached in time.
+            OSError, TimeoutError: the playground (or NATS) could not be reached in time.
             ConnectionClosed: the link dropped before the playground sent the directory.
+            NotConnectedError: on NATS, no playground answered in time.
         """
         if self.mode is not PeerMode.CLIENT:
             raise RuntimeError(f"{self!r} is an admin: it listens, it does not connect")
         if self._link is not None and self._link.playground is not None:
             raise RuntimeError(f"{self!r} is already connected")
-        host, port = parse_address(address)
         settings = settings or Settings(
             workspace=workspace, token=token, ssl=ssl, reconnect=reconnect
         )
-        session = Session(self, host, port, settings)
+        if nats is not None:
+            options = nats if isinstance(nats, NatsOptions) else NatsOptions.parse(nats)
+            settings = dataclasses.replace(settings, nats=options)
+        link: Link
+        if settings.nats is not None:
+            bus = await NatsBus.open(settings.nats, settings.workspace, self.id)
+            link = NatsLink(self, bus, settings)
+        else:
+            if address is None:
+                raise ValueError("give the playground's address (HOST:PORT) or nats=URLS")
+            host, port = parse_address(address)
+            link = Session(self, host, port, settings)
         self._start_dispatch()
-        self._link = session
+        self._link = link
         try:
-            await session.start()
+            await link.start()
         except BaseException:
             self._link = None
             await self._stop_running()

@@ -21,10 +21,13 @@ from typing import Any, TypeVar
 
 import transport
 from transport import Connection, DecodeError, EncodeError, PeerInfo, Router
+from transport.natsbus import NatsBus, NatsOptions
 
 from .. import system
 from ..config import Settings, default_port
 from ..errors import AgentNotFoundError, PluginError, WorkersMissingError
+from ..lease import DEFAULT_TTL, Lease, LeaseLost
+from ..natslink import NatsLink
 from ..peer import AgentDetail, PeerMode
 from ..permissions import Grant, Permissions
 from ..plugin import Plugin
@@ -116,6 +119,11 @@ class BasePlayGround(BaseAgent):
         client_ssl: the TLS context in-process workers of `play()` connect with.
         auth: per-token permissions (`ceylon.permissions`) instead of one shared token;
             in-process workers of `play()` then connect with its first token.
+        nats: NATS server URLs (or `NatsOptions`): host the workspace on NATS instead of
+            listening on TCP. Several playgrounds of one workspace may run: the holder
+            of the lease (JetStream) is active, the others wait in standby.
+        lease_ttl: seconds a standby waits for an active playground that stopped
+            renewing its lease before it takes over (NATS only).
     """
 
     def __init__(
@@ -133,6 +141,8 @@ class BasePlayGround(BaseAgent):
         client_ssl: _ssl.SSLContext | None = None,
         role: str = "playground",
         auth: Permissions | None = None,
+        nats: str | Sequence[str] | NatsOptions | None = None,
+        lease_ttl: float = DEFAULT_TTL,
         **kwargs: Any,
     ) -> None:
         kwargs.pop("mode", None)
@@ -146,9 +156,21 @@ class BasePlayGround(BaseAgent):
             "heartbeat_interval": heartbeat_interval,
             "heartbeat_timeout": heartbeat_timeout,
         }
+        if nats is not None:
+            given["nats"] = nats if isinstance(nats, NatsOptions) else NatsOptions.parse(nats)
         self.settings = dataclasses.replace(
             settings or Settings(), **{k: v for k, v in given.items() if v is not None}
         )
+        if self.settings.nats is not None and auth is not None:
+            raise ValueError("on NATS, permissions are NATS's own: give no auth file")
+        self.lease_ttl = lease_ttl
+        self._nats: NatsLink | None = None
+        self._lease: Lease | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._stopper: asyncio.Task[None] | None = None
+        #: why it stopped by itself (another playground took over), if it did
+        self.stop_reason: str | None = None
+        self._finished_event = asyncio.Event()
         self.client_ssl = client_ssl
         if auth is not None and self.settings.token:
             raise ValueError("give a token or per-token permissions (auth), not both")
@@ -190,11 +212,13 @@ class BasePlayGround(BaseAgent):
 
     @property
     def address(self) -> str:
-        """``host:port`` agents connect to."""
+        """``host:port`` agents connect to (on NATS: the servers' URLs)."""
+        if self.settings.nats is not None:
+            return ",".join(self.settings.nats.servers)
         return f"{self.host}:{self.port}"
 
     def _address(self) -> str:
-        return self.address if self._server is not None else ""
+        return self.address if self.started else ""
 
     @property
     def workspace(self) -> str:
@@ -202,7 +226,12 @@ class BasePlayGround(BaseAgent):
 
     @property
     def started(self) -> bool:
-        return self._server is not None
+        return self._server is not None or (self._nats is not None and not self._finished)
+
+    @property
+    def active(self) -> bool:
+        """Whether it runs its plugins: always on TCP; on NATS once it holds the lease."""
+        return self._server is not None or (self._nats is not None and self._nats.is_playground)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -212,9 +241,13 @@ class BasePlayGround(BaseAgent):
         Raises:
             OSError: the address cannot be bound.
         """
-        if self._server is not None:
+        if self._server is not None or self._nats is not None:
             return
         self._finished = False
+        self._finished_event.clear()
+        if self.settings.nats is not None:
+            await self._start_on_nats(self.settings.nats)
+            return
         self._start_dispatch()
         self.router.deliver_broadcasts = bool(self._table.by_type)
         self._started_at = time.monotonic()
@@ -252,12 +285,15 @@ class BasePlayGround(BaseAgent):
         server, self._server = self._server, None
         if server is not None:
             await server.aclose()
+        if self._nats is not None:
+            await self._stop_on_nats()
         for plugin in self.plugins:
             try:
                 await plugin.stop()
             except Exception:
                 self._log.exception("plugin {} failed to stop", plugin.name)
         await self._stop_running()
+        self._finished_event.set()
         self._log.info("playground {} finished", self.name)
 
     @contextlib.asynccontextmanager
@@ -310,11 +346,16 @@ class BasePlayGround(BaseAgent):
         Raises:
             AgentNotFoundError: no connected agent has that id or name.
         """
-        self._router_link.send_nowait(target, message)
+        if self._nats is None:
+            self._router_link.send_nowait(target, message)
+        elif target in (self.id, self.name):
+            self._deliver_to_self(message)
+        elif not self._nats.send_nowait(target, message):
+            raise AgentNotFoundError(target)
 
     def broadcast_message_nowait(self, message: Any) -> None:
         """Queue a broadcast to every agent without waiting."""
-        self._router_link.broadcast_nowait(message)
+        (self._nats or self._router_link).broadcast_nowait(message)
 
     def add_join_callback(self, on_join: JoinCallback, on_leave: JoinCallback) -> None:
         """Call `on_join`/`on_leave` (synchronously) as agents join and leave (plugins)."""
@@ -678,8 +719,110 @@ class BasePlayGround(BaseAgent):
 
     @property
     def messages_routed(self) -> int:
-        """Application messages routed or handled since the playground started."""
+        """Application messages routed or handled since the playground started (on
+        NATS, which routes them itself: those it received)."""
+        if self._nats is not None:
+            return self.stats().received
         return self.router.messages_routed
+
+    # -- on NATS ----------------------------------------------------------------------
+
+    async def _start_on_nats(self, options: NatsOptions) -> None:
+        """Join the workspace on NATS; hold the lease (waiting in standby for it while
+        another playground holds it), then run the plugins."""
+        self._start_dispatch()
+        self._started_at = time.monotonic()
+        bus = await NatsBus.open(options, self.settings.workspace, self.id)
+        link = NatsLink(self, bus, self.settings, status=self.status, silent=True)
+        self._nats = link
+        self._link = link
+        try:
+            await link.start(wait_for_playground=False)
+            lease = Lease(bus.client, self.settings.workspace, self.id, self.lease_ttl)
+            try:
+                await lease.open()
+            except RuntimeError as exc:  # no JetStream: one playground, no standby
+                self._log.warning("{}: this playground runs without a lease", exc)
+                epoch = 1
+            else:
+                self._lease = lease
+                self._log.info("on NATS at {} (workspace {}): waiting for the lease",
+                               self.address, self.workspace)  # fmt: skip
+                epoch = await lease.acquire()
+                self._keeper = asyncio.get_running_loop().create_task(self._keep_lease(lease))
+            self.directory.own = self.details()
+            self._sizes[self.id] = len(self._codec.pack(self.directory.own))
+            for plugin in self.plugins:
+                await plugin.start()
+        except BaseException:
+            await self._stop_on_nats()
+            raise
+        link.become_playground(epoch)
+        self._log.info("active on NATS at {} (workspace {}, epoch {})", self.address,
+                       self.workspace, epoch)  # fmt: skip
+        for member in self.directory:  # heard of in standby: the plugins meet them now
+            for callback in self._join_callbacks:
+                _call_safely(callback, member.detail, self._log)
+        self._membership_changed()
+        self._start_run_loops()
+
+    async def _keep_lease(self, lease: Lease) -> None:
+        try:
+            await lease.keep()
+        except LeaseLost as exc:
+            self.stop_soon(f"lease lost: {exc}")
+
+    @property
+    def nats_client(self) -> Any:
+        """The nats-py client of a playground on NATS (None on TCP)."""
+        return self._nats.bus.client if self._nats is not None else None
+
+    @property
+    def epoch(self) -> int:
+        """On NATS: the lease epoch it is active under (0 in standby, and on TCP)."""
+        return self._nats.epoch if self._nats is not None else 0
+
+    def stop_soon(self, reason: str) -> None:
+        """Stop, because another playground took over (the lease, or the journal)."""
+        if self.stop_reason is not None or self._finished:
+            return
+        self.stop_reason = reason
+        self._log.error("{}; this playground stops", reason)
+        self._stopper = asyncio.get_running_loop().create_task(self.finish())
+
+    async def wait_finished(self) -> None:
+        """Wait until the playground has finished (`finish`, or `stop_soon`)."""
+        await self._finished_event.wait()
+
+    async def _stop_on_nats(self) -> None:
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None and keeper is not asyncio.current_task():
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            await lease.release()
+        link = self._nats
+        if link is not None:
+            await link.stop()
+
+    def receive_membership(self, detail: AgentDetail, topic: str, *, joined: bool) -> None:
+        if self._nats is not None:  # on TCP, _joined and _left keep the directory
+            if joined:
+                self.directory.join(detail, subscribed=False)
+                self._log.info("agent {} ({}) joined", detail.name, detail.role)
+                callbacks = self._join_callbacks
+            else:
+                self.directory.leave(detail.id, time.monotonic())
+                self._log.info("agent {} left", detail.name)
+                if self._dispatcher is not None:
+                    self._dispatcher.forget_origin(detail.id)
+                callbacks = self._leave_callbacks
+            if self.active:
+                for callback in callbacks:
+                    _call_safely(callback, detail, self._log)
+            self._membership_changed()
+        super().receive_membership(detail, topic, joined=joined)
 
     # -- the playground's own messages ------------------------------------------------
 

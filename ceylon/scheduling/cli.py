@@ -27,12 +27,12 @@ from ..base.agent import BaseAgent
 from ..cli import (
     UsageError,
     _add_security,
-    _client_tls,
     address,
+    connect_agent,
     interrupted_exit,
     run_interruptibly,
+    where,
 )
-from ..config import parse_address
 from ..errors import RemoteHandlerError
 from ..handlers import on
 from .data import MeetingOutput, PlanRequest, PlanResult
@@ -141,20 +141,17 @@ async def _solve_remote(
         print(f"[{time.monotonic() - started:6.2f} s] {line}", file=sys.stderr, flush=True)
 
     asker = _Planner(f"meetings-solve-{os.getpid()}", role="planner")
-    await asker.connect(
-        parse_address(args.connect), workspace=args.workspace, token=args.token,
-        ssl=_client_tls(args),
-    )  # fmt: skip
+    await connect_agent(asker, args)
     try:
         playground = asker.connected_playground
         assert playground is not None
-        progress(f"{instance.name}: asking {args.connect} to plan {len(instance.meetings)} "
+        progress(f"{instance.name}: asking {where(args)} to plan {len(instance.meetings)} "
                  f"meetings with the participants connected there")  # fmt: skip
         request = PlanRequest(list(instance.meetings), instance.constraints, args.time_limit)
         try:
             result = await asker.ask(playground.id, request, timeout=args.time_limit + 120)
         except RemoteHandlerError as exc:
-            raise UsageError(f"{args.connect} cannot plan meetings: {exc.message} "
+            raise UsageError(f"{where(args)} cannot plan meetings: {exc.message} "
                              f"(is it started with --plugin meetings?)") from None  # fmt: skip
     finally:
         await asker.stop()
@@ -196,7 +193,7 @@ def run_solve(args: argparse.Namespace) -> int:
     # the best valid schedule so far, which is booked and written; if that takes longer
     # than the grace period, the run is cut and nothing is written.
     stopping = threading.Event()
-    if args.connect:
+    if args.connect or args.nats:
         main = _solve_remote(args, instance, time.monotonic())
         solution, signum = transport.run(run_interruptibly(main))
     else:

@@ -45,13 +45,14 @@ from ..cli import (
     _client_tls,
     _server_tls,
     address,
+    connect_agent,
     interrupted_exit,
     load_object,
     port_number,
     run_interruptibly,
     start_listening,
 )
-from ..config import parse_address
+from ..config import Settings
 from ..errors import AskTimeout, RemoteHandlerError
 from ..handlers import on
 from ..process import Process, python_command
@@ -327,10 +328,9 @@ async def _run_remote(
     manager = run.manager = TaskManager()
     runner = _Submitter(manager)
     deadline = time.monotonic() + args.timeout  # the only deadline of the run
-    await runner.connect(
-        parse_address(args.connect), workspace=args.workspace, token=args.token,
-        ssl=_client_tls(args), reconnect=True,
-    )  # fmt: skip
+    settings = Settings(workspace=args.workspace, token=args.token, ssl=_client_tls(args),
+                        reconnect=True)  # fmt: skip
+    await connect_agent(runner, args, settings)
     try:
         resumed = await _resume(runner, groups, _left(deadline)) if args.resume else []
         manager.add_groups(groups)  # mirrored here: goals and progress are evaluated locally
@@ -446,7 +446,7 @@ async def _main(args: argparse.Namespace) -> int:
     run = _Run()
     main = (
         _run_remote(args, groups, console, run)
-        if args.connect
+        if args.connect or args.nats
         else _run_hosted(args, groups, console, run)
     )
     code, signum = await run_interruptibly(main)  # children are stopped as it unwinds

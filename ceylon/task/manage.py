@@ -13,8 +13,8 @@ from rich.table import Table
 import transport
 
 from ..base.agent import BaseAgent
-from ..cli import EXIT_FAILED, EXIT_USAGE, _add_security, _client_tls, address
-from ..config import DEFAULT_PORT, parse_address
+from ..cli import EXIT_FAILED, EXIT_USAGE, _add_security, address, connect_agent, where
+from ..config import DEFAULT_PORT
 from ..errors import CeylonError
 from ..handlers import on
 from .data import CancelGroup, GroupQuery, GroupReport, GroupSummary
@@ -56,16 +56,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"refused: {exc.reason}", file=sys.stderr, flush=True)
         return EXIT_USAGE
     except (OSError, transport.TransportError, CeylonError) as exc:
-        print(f"error: {args.connect}: {exc}", file=sys.stderr, flush=True)
+        print(f"error: {where(args)}: {exc}", file=sys.stderr, flush=True)
         return EXIT_FAILED
 
 
 async def _main(args: argparse.Namespace) -> int:
     asker = _Asker(f"tasks-{args.tasks_command}", role="task-admin")
-    await asker.connect(
-        parse_address(args.connect), workspace=args.workspace, token=args.token,
-        ssl=_client_tls(args),
-    )  # fmt: skip
+    await connect_agent(asker, args)
     try:
         playground = asker.connected_playground
         assert playground is not None

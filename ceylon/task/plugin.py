@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -43,7 +43,10 @@ from .store import TaskStore
 if TYPE_CHECKING:
     from ..base.playground import BasePlayGround
 
-__all__ = ["TaskPlugin", "attach"]
+__all__ = ["StoreFactory", "TaskPlugin", "attach"]
+
+#: Opens the plugin's store once its playground is active (a journal on NATS, say).
+StoreFactory = Callable[["BasePlayGround"], Awaitable[TaskStore]]
 
 WATCH_INTERVAL = 1.0
 #: the most tasks one worker is handed at once, whatever it declares
@@ -73,9 +76,10 @@ class TaskPlugin(Plugin["BasePlayGround"]):
         keep_finished_for: seconds a settled group is kept at most. None: no age limit.
             Forgetting is lazy (when groups are added, and on the periodic check), so
             results stay readable right after `wait_for_completion`.
-        store: where the state is journaled (`ceylon.task.store`); a playground started
-            on an existing journal takes its groups back (see the README's Durability).
-            In memory when not given.
+        store: where the state is journaled (`ceylon.task.store`), or an async function
+            of the playground that opens it when the plugin starts (a journal in
+            JetStream, on NATS); a playground started on an existing journal takes its
+            groups back (see the README's Durability). In memory when not given.
         lease: seconds a resumed playground keeps a task for the worker that had it
             (it comes back and says it still runs it, or delivers its outcome); then the
             task is handed out again.
@@ -91,7 +95,7 @@ class TaskPlugin(Plugin["BasePlayGround"]):
         max_worker_slots: int = MAX_WORKER_SLOTS,
         keep_finished_groups: int | None = KEEP_FINISHED_GROUPS,
         keep_finished_for: float | None = KEEP_FINISHED_FOR,
-        store: TaskStore | None = None,
+        store: TaskStore | StoreFactory | None = None,
         lease: float = LEASE,
     ) -> None:
         super().__init__()
@@ -117,7 +121,8 @@ class TaskPlugin(Plugin["BasePlayGround"]):
         self._warned: set[str] = set()
         self._forgotten_tasks = 0  # since the assigner's tables were last rebuilt
         self._log = logger.bind(agent="tasks")
-        self.journal = Journal(store) if store is not None else NoJournal()
+        self._store_factory = store if callable(store) else None
+        self.journal = Journal(store) if store is not None and not callable(store) else NoJournal()
         self.lease = lease
         #: tasks a resumed playground keeps for the worker (name) that had them, and until
         self._leased: dict[str, tuple[str, float]] = {}
@@ -148,6 +153,8 @@ class TaskPlugin(Plugin["BasePlayGround"]):
     async def start(self) -> None:
         if self._changed is None:
             self._changed = asyncio.Event()
+        if self._store_factory is not None:
+            self.journal = Journal(await self._store_factory(self._pg))
         self._resume()
         self._watch = asyncio.get_running_loop().create_task(self._watch_roles())
 
@@ -156,7 +163,7 @@ class TaskPlugin(Plugin["BasePlayGround"]):
             self._watch.cancel()
             await asyncio.wait({self._watch})
             self._watch = None
-        await asyncio.to_thread(self.journal.store.close)
+        await self.journal.store.aclose()
 
     def _resume(self) -> None:
         """Take back what the journal holds (nothing, for a new one)."""

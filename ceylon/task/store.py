@@ -22,6 +22,7 @@ writer thread commits everything queued so far in one transaction.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import os
@@ -94,6 +95,7 @@ class TaskStore(Protocol):
     def forget_groups(self, group_ids: list[str]) -> None: ...
     def when_durable(self, callback: Callable[[], None]) -> None: ...
     def close(self) -> None: ...
+    async def aclose(self) -> None: ...
 
 
 class MemoryTaskStore:
@@ -131,6 +133,9 @@ class MemoryTaskStore:
         callback()
 
     def close(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
         return None
 
 
@@ -308,6 +313,10 @@ class SqliteTaskStore:
         batch = _Batch()
         self._batches.append(batch)
         return batch
+
+    async def aclose(self) -> None:
+        """`close`, off the event loop (it waits for the last commit)."""
+        await asyncio.to_thread(self.close)
 
     def close(self) -> None:
         """Write what is queued, then close the file (idempotent)."""

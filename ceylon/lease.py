@@ -1,0 +1,136 @@
+"""Which of a workspace's playgrounds on NATS is active: the holder of a lease.
+
+The lease is one key of a JetStream key-value bucket whose entries live `ttl` seconds.
+A playground takes it by creating the key (which only succeeds while nobody holds it),
+keeps it by updating it, revision on revision, every third of the TTL, and loses it when
+an update fails (somebody else holds it now) or when it could not renew for a whole TTL
+(then the entry has expired and another may have taken it). A standby tries to create
+the key every fifth of the TTL, so it takes over at most a TTL and a fifth after the
+active one stopped renewing. The revision of the creation is the holder's *epoch*:
+every later holder's is higher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+from loguru import logger
+
+from .errors import CeylonError
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
+__all__ = ["DEFAULT_TTL", "Lease", "LeaseLost", "replicas_for"]
+
+DEFAULT_TTL: Final = 5.0
+KEY: Final = "playground"
+
+
+class LeaseLost(CeylonError):
+    """This playground no longer holds the lease: another may be active now."""
+
+
+def replicas_for(client: Client) -> int:
+    """3 on a cluster of three servers or more (JetStream keeps the data on three), else
+    1; the servers known are those given and those the cluster announced."""
+    return 3 if len(client.servers) >= 3 else 1
+
+
+class Lease:
+    """The lease of `workspace`, held (or waited for) by `holder`.
+
+    Args:
+        client: a connected nats-py client.
+        workspace: the workspace (the bucket is ``ceylon_<workspace>_lease``).
+        holder: who takes it (the playground's agent id).
+        ttl: seconds an entry lives without renewal.
+    """
+
+    def __init__(self, client: Client, workspace: str, holder: str, ttl: float = DEFAULT_TTL):
+        if ttl <= 0:
+            raise ValueError(f"the lease TTL must be positive, got {ttl}")
+        self.client = client
+        self.bucket = f"ceylon_{workspace}_lease"
+        self.holder = holder
+        self.ttl = ttl
+        self.epoch = 0
+        self._revision = 0
+        self._renewed = 0.0
+        self._kv: Any = None
+        self._log = logger.bind(agent="lease")
+
+    async def open(self, replicas: int | None = None) -> None:
+        """Find or make the bucket.
+
+        Raises:
+            RuntimeError: JetStream is not enabled on the NATS servers.
+        """
+        import nats.js.errors
+
+        js = self.client.jetstream()
+        try:
+            self._kv = await js.key_value(self.bucket)
+            return
+        except nats.js.errors.BucketNotFoundError:
+            pass
+        except nats.js.errors.ServiceUnavailableError:
+            raise RuntimeError("standby playgrounds need JetStream on the NATS servers") from None
+        if replicas is None:
+            replicas = replicas_for(self.client)
+        self._kv = await js.create_key_value(
+            bucket=self.bucket, ttl=self.ttl, history=1, replicas=replicas
+        )
+
+    async def acquire(self) -> int:
+        """Wait until this holder has the lease; returns its epoch."""
+        import nats.js.errors
+
+        poll = self.ttl / 5
+        waited = False
+        while True:
+            try:
+                self._revision = await self._kv.create(KEY, self.holder.encode())
+            except nats.js.errors.KeyWrongLastSequenceError:
+                if not waited:
+                    self._log.info("another playground is active; waiting in standby")
+                    waited = True
+            except (TimeoutError, nats.errors.Error) as exc:
+                self._log.info("lease not reachable ({}); retrying", exc)
+            else:
+                self.epoch = self._revision
+                self._renewed = time.monotonic()
+                return self.epoch
+            await asyncio.sleep(poll)
+
+    async def keep(self) -> None:
+        """Renew the lease until it is lost (then raise `LeaseLost`)."""
+        import nats.js.errors
+
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                self._revision = await self._kv.update(
+                    KEY, self.holder.encode(), last=self._revision
+                )
+            except nats.js.errors.KeyWrongLastSequenceError:
+                raise LeaseLost("another playground took the lease") from None
+            except (TimeoutError, nats.errors.Error) as exc:
+                silent = time.monotonic() - self._renewed
+                if silent >= self.ttl:
+                    raise LeaseLost(f"could not renew the lease for {silent:.1f} s") from exc
+                self._log.warning("could not renew the lease ({}); retrying", exc)
+                continue
+            self._renewed = time.monotonic()
+
+    async def release(self) -> None:
+        """Give the lease up (a standby may take it at once)."""
+        if not self.epoch:
+            return
+        try:
+            await self._kv.delete(KEY, last=self._revision)
+        except Exception as exc:  # expired or taken meanwhile: nothing to give up
+            self._log.debug("could not release the lease: {}", exc)
+        self.epoch = 0

@@ -1,0 +1,385 @@
+"""An agent's link over NATS: the same agent API without the TCP hub.
+
+Agents reach each other straight through NATS (`transport.natsbus`); the directory is
+what each agent hears of the others (`ceylon.presence`): a `Beat` on joining and every
+heartbeat interval, a `Bye` on leaving, silence for longer than the heartbeat timeout
+for a death. The active playground beats with its lease epoch, answers a newcomer's
+`Probe` with a `Snapshot` of who is here, and answers lookups and status queries as
+the TCP playground does. A client's playground is the present agent with the highest
+epoch; when one playground takes over from another, the client's link is "restored"
+(`LinkOwner.receive_link_restored`), so that task workers announce what they hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from loguru import logger
+
+from transport import Codec, DecodeError
+from transport.natsbus import DIRECT, PRESENCE, NatsBus
+
+from . import system
+from .config import Settings
+from .errors import AgentNotFoundError, NotConnectedError
+from .link import LinkOwner
+from .peer import AgentDetail
+from .presence import Change, Presence
+
+__all__ = ["NatsLink"]
+
+#: what a client waits for a playground at connect when none is heard of
+REQUEST_TIMEOUT: Final = 10.0
+_REQUESTS: Final = (system.Resolve, system.ListAgents, system.StatusQuery)
+
+
+class NatsLink:
+    """The `Link` of an agent (or of a playground, `status` given) over NATS.
+
+    Args:
+        owner: the agent it carries.
+        bus: its NATS connection (`NatsBus.open`).
+        settings: heartbeats (interval and timeout) and the workspace.
+        status: for a playground: what it says of itself (`StatusQuery`).
+        epoch: for a playground: its lease epoch (it beats as the playground).
+        silent: a playground in standby: it hears everything and says nothing until
+            `become_playground`.
+    """
+
+    def __init__(
+        self,
+        owner: LinkOwner,
+        bus: NatsBus,
+        settings: Settings,
+        *,
+        status: Callable[[], system.PlaygroundStatus] | None = None,
+        epoch: int = 0,
+        silent: bool = False,
+    ) -> None:
+        self.owner = owner
+        self.bus = bus
+        self.settings = settings
+        self.epoch = epoch
+        self.silent = silent
+        self._status = status
+        self.presence = Presence(owner.id, settings.heartbeat_timeout)
+        self._codec = Codec()
+        self._playground: AgentDetail | None = None
+        self._had_playground = False
+        self._requests: dict[int, asyncio.Future[Any]] = {}
+        self._partial: dict[int, Any] = {}
+        self._request_ids = itertools.count(1)
+        self._heard_playground = asyncio.Event()
+        self._beats: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self._stopping = False
+        self._log = logger.bind(agent=owner.name)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def is_playground(self) -> bool:
+        return self.epoch > 0
+
+    def details(self) -> AgentDetail:
+        owner = self.owner
+        return AgentDetail(owner.id, owner.name, owner.role, "", dict(owner.extra_data))
+
+    async def start(self, *, wait_for_playground: bool = True) -> None:
+        """Subscribe, say who this agent is, and (a client) wait for the playground.
+
+        Raises:
+            NotConnectedError: no playground was heard of within the open timeout.
+        """
+        await self.bus.start(self._on_bus)
+        self._announce(probe=True)
+        self._beats = asyncio.get_running_loop().create_task(self._beat())
+        if wait_for_playground and not self.is_playground:
+            try:
+                async with asyncio.timeout(self.settings.open_timeout):
+                    await self._heard_playground.wait()
+            except TimeoutError:
+                await self.stop()
+                raise NotConnectedError(
+                    f"no playground of workspace {self.settings.workspace!r} answered on "
+                    f"NATS within {self.settings.open_timeout:g} s"
+                ) from None
+            assert self._playground is not None
+            self._log.info("connected to playground {} over NATS", self._playground.name)
+
+    def become_playground(self, epoch: int) -> None:
+        """Beat from now on as the playground of `epoch` (a standby taking over)."""
+        self.epoch = epoch
+        self.silent = False
+        self._announce(probe=False)
+
+    def _announce(self, *, probe: bool) -> None:
+        if self.silent:
+            return
+        me = self.details()
+        if self.owner.observer:  # it only asks: it is not one of the agents
+            self.bus.send_presence_nowait(system.Probe(me, observer=True))
+            return
+        self.bus.send_presence_nowait(system.Beat(me, self.epoch))
+        if probe:
+            self.bus.send_presence_nowait(system.Probe(me))
+
+    async def _beat(self) -> None:
+        interval = self.settings.heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            if not (self.owner.observer or self.silent):
+                self.bus.send_presence_nowait(system.Beat(self.details(), self.epoch))
+            self._apply(self.presence.expire(time.monotonic()))
+
+    async def stop(self) -> None:
+        """Say goodbye and close; on_disconnect handlers fire for everyone known."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        if self._beats is not None:
+            self._beats.cancel()
+            await asyncio.gather(self._beats, return_exceptions=True)
+        if not (self.owner.observer or self.silent):
+            try:
+                self.bus.send_presence_nowait(system.Bye(self.details(), "agent stopping"))
+            except Exception as exc:  # the connection is gone already
+                self._log.debug("could not say goodbye: {}", exc)
+        await self.bus.close()
+        self._fail_requests("the agent stopped")
+        self.owner.receive_link_lost("agent stopping")
+        self._apply(self.presence.clear("agent stopping"))
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    # -- receiving -------------------------------------------------------------------
+
+    def _on_bus(self, kind: str, sender: str, pairs: list[tuple[str, bytes]]) -> None:
+        if kind == PRESENCE:
+            for tag, body in pairs:
+                self._on_presence(tag, body)
+            return
+        start = 0
+        for i, (tag, body) in enumerate(pairs):
+            if tag.startswith(system.SYSTEM_PREFIX):
+                if i > start:
+                    self._hand_over(sender, pairs[start:i], kind)
+                self._on_system(sender, tag, body)
+                start = i + 1
+        if start < len(pairs):
+            self._hand_over(sender, pairs[start:] if start else pairs, kind)
+
+    def _hand_over(self, sender: str, pairs: list[tuple[str, bytes]], kind: str) -> None:
+        detail = self.presence.find(sender) or AgentDetail(sender, sender)
+        self.owner.receive_messages(detail, pairs, direct=kind == DIRECT, origin=sender)
+
+    def _decode(self, tag: str, body: bytes) -> Any:
+        try:
+            return self._codec.decode(tag, body)
+        except DecodeError as exc:
+            self._log.warning("dropped an undecodable runtime message {}: {}", tag, exc.reason)
+            return None
+
+    def _on_presence(self, tag: str, body: bytes) -> None:
+        record = self._decode(tag, body)
+        now = time.monotonic()
+        match record:
+            case system.Beat(agent=detail, playground=epoch):
+                self._apply(self.presence.beat(detail, now, epoch))
+            case system.Bye(agent=detail, reason=reason):
+                self._apply(self.presence.bye(detail.id, reason or "left"))
+            case system.Probe(agent=detail, observer=observer):
+                if not observer:
+                    self._apply(self.presence.beat(detail, now))
+                if self.is_playground:  # its beat first: the snapshot is taken from it
+                    me = self.details()
+                    self.bus.send_presence_nowait(system.Beat(me, self.epoch))
+                    for chunk, final in system.chunked([me, *self.presence], self._size):
+                        self.bus.send_nowait(system.Snapshot(chunk, final), target=detail.id)
+            case None:
+                pass
+            case _:
+                self._log.debug("ignored a presence record {}", tag)
+
+    def _apply(self, changes: list[Change]) -> None:
+        workspace = self.settings.workspace
+        for change in changes:
+            verb = "joined" if change.joined else f"left: {change.reason}"
+            self._log.debug("agent {} {}", change.detail.name, verb)
+            self.owner.receive_membership(change.detail, workspace, joined=change.joined)
+        if changes and not self.is_playground:
+            self._playground_changed()
+
+    def _playground_changed(self) -> None:
+        current = self.presence.playground()
+        previous = self._playground
+        if current == previous:
+            return
+        self._playground = current
+        if current is None:
+            if not self._stopping:
+                self._log.warning("the playground {} is gone", previous.name if previous else "?")
+            return
+        self._heard_playground.set()
+        if self._had_playground:
+            self._log.info("playground {} took over (epoch {})", current.name,
+                           self.presence.epoch_of(current.id))  # fmt: skip
+            self.owner.receive_link_restored()
+        self._had_playground = True
+
+    def _on_system(self, sender: str, tag: str, body: bytes) -> None:
+        message = self._decode(tag, body)
+        if message is None:
+            return
+        if isinstance(message, _REQUESTS):
+            if self.is_playground:
+                self._answer(sender, message)
+            return
+        playground = self._playground
+        if playground is None or sender != playground.id:
+            self._log.debug("ignored {} from {}, not the playground", tag, sender)
+            return
+        match message:
+            case system.Snapshot(agents=details):
+                now = time.monotonic()
+                for detail in details:
+                    epoch = self.presence.epoch_of(detail.id)
+                    self._apply(self.presence.beat(detail, now, epoch))
+            case system.Resolved(request=number):
+                self._answered(number, message)
+            case system.AgentList() | system.PlaygroundStatus():
+                self._chunk(message)
+            case _:
+                self._log.debug("ignored a runtime message {}", tag)
+
+    def _answer(self, asker: str, request: Any) -> None:
+        match request:
+            case system.Resolve(request=number, key=key):
+                found = self.presence.find(key)
+                if found is None and key in (self.owner.id, self.owner.name):
+                    found = self.details()
+                self.bus.send_nowait(system.Resolved(number, found), target=asker)
+            case system.ListAgents(request=number):
+                agents = [self.details(), *self.presence]
+                for chunk, final in system.chunked(agents, self._size):
+                    self.bus.send_nowait(system.AgentList(number, chunk, final), target=asker)
+            case system.StatusQuery(request=number) if self._status is not None:
+                status = self._status()
+                (status.agents, status.final), *rest = system.chunked(status.agents, self._size)
+                status.request = number
+                self.bus.send_nowait(status, target=asker)
+                for chunk, final in rest:
+                    self.bus.send_nowait(system.AgentList(number, chunk, final), target=asker)
+
+    def _size(self, agent: AgentDetail) -> int:
+        # counted twice: a listing's chunks stay under half of NATS's 1 MiB default
+        return 2 * len(self._codec.pack(agent))
+
+    def _chunk(self, message: system.AgentList | system.PlaygroundStatus) -> None:
+        reply: Any = message
+        first = self._partial.pop(message.request, None)
+        if first is not None:
+            first.agents += message.agents
+            reply = first
+        if not message.final:
+            if message.request in self._requests:
+                self._partial[message.request] = reply
+            return
+        self._answered(message.request, reply)
+
+    def _answered(self, request: int, reply: Any) -> None:
+        future = self._requests.pop(request, None)
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    def _fail_requests(self, reason: str) -> None:
+        for future in self._requests.values():
+            if not future.done():
+                future.set_exception(NotConnectedError(reason))
+        self._requests.clear()
+        self._partial.clear()
+
+    # -- the Link protocol -------------------------------------------------------------
+
+    @property
+    def playground(self) -> AgentDetail | None:
+        return None if self.is_playground or self._stopping else self._playground
+
+    @property
+    def congested(self) -> bool:
+        return self.bus.congested
+
+    async def drain(self) -> None:
+        await self.bus.drain()
+
+    def _check(self) -> None:
+        if self._stopping:
+            raise NotConnectedError(f"agent {self.owner.name!r} is not connected")
+
+    def broadcast_nowait(self, message: Any) -> None:
+        self._check()
+        self.bus.send_nowait(message)
+
+    def send_nowait(self, key: str, message: Any) -> bool:
+        self._check()
+        target = self.presence.find(key)
+        if target is None:
+            return False
+        self.bus.send_nowait(message, target=target.id)
+        return True
+
+    async def send(self, key: str, message: Any) -> None:
+        target = await self.resolve(key)
+        self.bus.send_nowait(message, target=target.id)
+
+    async def resolve(self, key: str) -> AgentDetail:
+        self._check()
+        found = self.presence.find(key)
+        if found is not None:
+            return found
+        if self._playground is not None:  # heard of by the playground, not yet here
+            reply = await self._request(system.Resolve(0, key))
+            if reply.agent is not None:
+                return reply.agent  # type: ignore[no-any-return]
+        raise AgentNotFoundError(key)
+
+    async def agents(self) -> list[AgentDetail]:
+        self._check()
+        return list(self.presence)
+
+    async def status(self, timeout: float = REQUEST_TIMEOUT) -> system.PlaygroundStatus:
+        if self._status is not None and self.is_playground:
+            return self._status()
+        reply = await self._request(system.StatusQuery(0), timeout)
+        assert isinstance(reply, system.PlaygroundStatus)
+        return reply
+
+    async def _request(self, message: Any, timeout: float = REQUEST_TIMEOUT) -> Any:
+        self._check()
+        playground = self._playground
+        if playground is None:
+            raise NotConnectedError("no playground is present on NATS")
+        number = next(self._request_ids)
+        message.request = number
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._requests[number] = future
+        try:
+            self.bus.send_nowait(message, target=playground.id)
+            async with asyncio.timeout(timeout):
+                return await future
+        finally:
+            self._requests.pop(number, None)
+            self._partial.pop(number, None)
+
+    def hold(self, origin: str, paused: bool) -> None:
+        """Nothing to pause on NATS: the server cuts a consumer that falls behind."""
+
+    def dropped_upstream(self) -> dict[str, int]:
+        return dict(self.bus.drops)

@@ -1,0 +1,362 @@
+"""A `TaskStore` in a JetStream stream, for playgrounds on NATS (standby included).
+
+The journal is a stream, ``ceylon_<workspace>_tasks`` (three replicas on a cluster of
+three servers or more), of *records*: each commit of the writer is appended as one NATS
+message, or a few when it is over the size limit, holding the writes of that commit
+(groups added, task rows, groups ended, groups forgotten), msgpack-encoded. Opening the
+store replays the stream from its start; the last write of a task wins, as in the
+SQLite store. When the stream holds more than `COMPACT_AFTER` records, the writer
+appends a *snapshot* of the whole state (its parts numbered, so that a snapshot cut
+short by a crash is never taken for a whole one) and purges what came before it.
+
+Fencing: every append says which stream sequence it expects to follow
+(``Nats-Expected-Last-Sequence``). A playground that lost its lease and has not noticed
+yet cannot write any more: its next append fails, it says so (`fenced`), and the
+playground stops. A commit counts (`when_durable` callbacks run) once JetStream has
+acknowledged every message of it, which on a cluster means a majority of the replicas
+stored it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import secrets
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import msgpack
+from loguru import logger
+
+from ..lease import replicas_for
+from .store import MemoryTaskStore, StoredGroup, StoredState, StoredTask, StoreError
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
+__all__ = ["COMPACT_AFTER", "JetStreamTaskStore"]
+
+#: records after which the journal is compacted into a snapshot
+COMPACT_AFTER: Final = 2000
+#: the writer waits this long after a commit, so that the next one gathers more
+COMMIT_PAUSE: Final = 0.02
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+# Record ops (msgpack arrays):
+#   ["g", group_id, part, parts, body_part, status, submitter, goal_status]  group added
+#   ["t", task_id, group_id, status, worker, attempts, result, error, start, end]
+#   ["e", group_id, status, goal_status]                                      group ended
+#   ["f", [group_id, ...]]                                                    forgotten
+#   ["s", snapshot_id, part, parts]   the ops that follow (in this message) are part of a
+#                                      snapshot: the state is replaced once all arrived
+
+
+class JetStreamTaskStore:
+    """The task journal in JetStream (see the module docstring). Made by `open`."""
+
+    def __init__(self, client: Client, workspace: str) -> None:
+        self.client = client
+        self.stream = f"ceylon_{workspace}_tasks"
+        self.subject = f"ceylon.{workspace}.journal"
+        self.path = f"jetstream:{self.stream}"
+        #: set when an append was refused: another playground writes this journal now
+        self.fenced: str | None = None
+        self.on_fenced: Callable[[str], None] | None = None
+        self._state = MemoryTaskStore()
+        self._last = 0  # the stream sequence our next append follows
+        self._records = 0  # since the last snapshot
+        self._ops: list[list[Any]] = []
+        self._pending: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._writer_id = secrets.token_hex(6)
+        self._sent = 0
+        self._callbacks: list[Callable[[], None]] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closed = False
+        self._writer: asyncio.Task[None] | None = None
+        self._limit = max(64 * 1024, (client.max_payload or 1024 * 1024) - 4096)
+        self._log = logger.bind(agent="tasks")
+
+    @classmethod
+    async def open(
+        cls, client: Client, workspace: str, replicas: int | None = None
+    ) -> JetStreamTaskStore:
+        """Find or make the stream and read the state back from it.
+
+        Raises:
+            StoreError: JetStream is not available, or the journal cannot be read.
+        """
+        store = cls(client, workspace)
+        await store._open(replicas if replicas is not None else replicas_for(client))
+        store._writer = asyncio.get_running_loop().create_task(store._write())
+        return store
+
+    async def _open(self, replicas: int) -> None:
+        import nats.js.errors
+        from nats.js.api import StorageType, StreamConfig
+
+        js = self.client.jetstream()
+        try:
+            try:
+                info = await js.stream_info(self.stream)
+            except nats.js.errors.NotFoundError:
+                config = StreamConfig(
+                    name=self.stream,
+                    subjects=[self.subject],
+                    storage=StorageType.FILE,
+                    num_replicas=replicas,
+                    max_msg_size=-1,
+                )
+                info = await js.add_stream(config)
+        except nats.js.errors.ServiceUnavailableError:
+            raise StoreError("the task journal on NATS needs JetStream on the servers") from None
+        except nats.errors.Error as exc:
+            raise StoreError(f"the task journal {self.stream} cannot be opened: {exc}") from exc
+        assert info.state is not None
+        first, last = info.state.first_seq, info.state.last_seq
+        await self._replay(js, first, last)
+        self._last = last
+
+    async def _replay(self, js: Any, first: int, last: int) -> None:
+        import nats.js.errors
+
+        snapshot: dict[str, Any] | None = None
+        parts: dict[str, list[Any]] = {}  # group id -> the parts of its body so far
+        for seq in range(max(first, 1), last + 1):
+            try:
+                msg = await js.get_msg(self.stream, seq)
+            except nats.js.errors.NotFoundError:
+                continue  # purged or deleted
+            try:
+                ops = msgpack.unpackb(msg.data, raw=False, strict_map_key=False)
+            except Exception as exc:
+                raise StoreError(f"{self.path}: record {seq} cannot be read ({exc})") from None
+            snapshot = self._apply_record(ops, snapshot, parts)
+            self._records += 1
+
+    def _apply_record(
+        self, ops: list[Any], snapshot: dict[str, Any] | None, parts: dict[str, list[Any]]
+    ) -> dict[str, Any] | None:
+        """Apply one record to the state; returns the snapshot being gathered, if any."""
+        target = self._state
+        if ops and ops[0][0] == "s":
+            _, snapshot_id, part, count = ops[0]
+            if snapshot is None or snapshot["id"] != snapshot_id or part == 0:
+                snapshot = {"id": snapshot_id, "store": MemoryTaskStore(), "parts": {}}
+            snapshot_parts: dict[str, list[Any]] = snapshot["parts"]
+            store: MemoryTaskStore = snapshot["store"]
+            for op in ops[1:]:
+                _apply(store, op, snapshot_parts)
+            if part == count - 1:  # whole: it is the state now
+                self._state = store
+                parts.clear()
+                self._records = 0
+                return None
+            return snapshot
+        for op in ops:
+            _apply(target, op, parts)
+        return snapshot
+
+    # -- the TaskStore interface -----------------------------------------------------------
+
+    def load(self) -> StoredState:
+        return self._state.load()
+
+    def add_group(self, group: StoredGroup) -> None:
+        self._state.add_group(group)
+        g = group
+        body = g.body
+        step = max(1, self._limit - 1024)
+        count = max(1, -(-len(body) // step))
+        for part in range(count):
+            chunk = body[part * step : (part + 1) * step]
+            self._queue(["g", g.group_id, part, count, chunk, g.status, g.submitter, g.goal_status])
+
+    def put_task(self, task: StoredTask) -> None:
+        self._state.put_task(task)
+        t = task
+        self._queue(["t", t.task_id, t.group_id, t.status, t.worker, t.attempts, t.result,
+                     t.error, t.start_time, t.end_time])  # fmt: skip
+
+    def group_ended(self, group_id: str, status: str, goal_status: str = "") -> None:
+        self._state.group_ended(group_id, status, goal_status)
+        self._queue(["e", group_id, status, goal_status])
+
+    def forget_groups(self, group_ids: list[str]) -> None:
+        self._state.forget_groups(group_ids)
+        self._queue(["f", list(group_ids)])
+
+    def when_durable(self, callback: Callable[[], None]) -> None:
+        if self.fenced is not None:
+            return  # never: another playground writes the journal now
+        self._callbacks.append(callback)
+        self._wake.set()
+
+    def _queue(self, op: list[Any]) -> None:
+        if self._closed:
+            raise StoreError("the task store is closed")
+        self._ops.append(op)
+        self._wake.set()
+
+    def close(self) -> None:
+        """Stop taking writes (`aclose` also sends what is queued)."""
+        self._closed = True
+        self._wake.set()
+
+    async def aclose(self) -> None:
+        """Append what is queued, then stop the writer."""
+        self._closed = True
+        self._wake.set()
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+
+    # -- the writer --------------------------------------------------------------------------
+
+    async def _write(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            ops, self._ops = self._ops, []
+            if ops:
+                self._pending.extend(self._numbered(_records(ops, self._limit)))
+            callbacks, self._callbacks = self._callbacks, []
+            if self._pending and self.fenced is None:
+                self._idle.clear()
+                try:
+                    await self._append()
+                    if self._records >= COMPACT_AFTER:
+                        await self._compact()
+                except _Fenced as exc:
+                    self._fence(str(exc))
+                except Exception as exc:  # the cluster is unreachable: try again
+                    self._log.warning("could not journal yet: {}", exc)
+                    self._callbacks[:0] = callbacks
+                    callbacks = []
+                    await asyncio.sleep(0.5)  # a backoff, not a synchronisation
+                    self._wake.set()
+                finally:
+                    self._idle.set()
+            if self.fenced is None:
+                for callback in callbacks:
+                    try:
+                        callback()
+                    except Exception:  # one waiter's bug must not keep the others waiting
+                        self._log.exception("a task store callback failed")
+            if self._closed and not self._ops and not self._pending:
+                return
+            if self.fenced is not None and self._closed:
+                return
+            await asyncio.sleep(COMMIT_PAUSE)  # the next commit gathers more
+
+    def _numbered(self, records: list[bytes]) -> list[tuple[str, bytes]]:
+        """Each record with a message id of its own: a record sent again after a lost
+        acknowledgement is recognised by JetStream as the one it stored."""
+        numbered = []
+        for record in records:
+            self._sent += 1
+            numbered.append((f"{self._writer_id}-{self._sent}", record))
+        return numbered
+
+    async def _append(self) -> None:
+        pending = self._pending
+        while pending:
+            msg_id, record = pending[0]
+            await self._publish(msg_id, record)
+            pending.popleft()
+            self._records += 1
+
+    async def _publish(self, msg_id: str, record: bytes) -> None:
+        import nats.js.errors
+
+        js = self.client.jetstream()
+        headers = {"Nats-Expected-Last-Sequence": str(self._last), "Nats-Msg-Id": msg_id}
+        try:
+            ack = await js.publish(self.subject, record, stream=self.stream, headers=headers)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in (10071, 10164):  # wrong last sequence: somebody else wrote
+                raise _Fenced(f"another playground wrote the journal ({exc.description})") from None
+            raise
+        if not ack.duplicate:
+            self._last = ack.seq
+        elif ack.seq > self._last:  # ours, stored before its acknowledgement was lost
+            self._last = ack.seq
+
+    async def _compact(self) -> None:
+        """Append the whole state as a snapshot, then purge what came before it."""
+        state = self._state.load()
+        ops: list[list[Any]] = []
+        for g in state.groups:
+            ops.append(["g", g.group_id, 0, 1, g.body, g.status, g.submitter, g.goal_status])
+        for t in state.tasks.values():
+            ops.append(["t", t.task_id, t.group_id, t.status, t.worker, t.attempts, t.result,
+                        t.error, t.start_time, t.end_time])  # fmt: skip
+        snapshot_id = f"{self._writer_id}-{self._sent + 1}"
+        records = _records(ops, self._limit, snapshot=snapshot_id)
+        first = self._last + 1
+        self._pending.extend(self._numbered(records))
+        await self._append()
+        self._records = 0
+        await self.client.jetstream().purge_stream(self.stream, seq=first)
+        self._log.info("task journal compacted: {} record(s) from sequence {}", len(records), first)
+
+    def _fence(self, reason: str) -> None:
+        self.fenced = reason
+        self._log.error("task journal: {}; this playground writes no more", reason)
+        self._callbacks.clear()
+        if self.on_fenced is not None:
+            self.on_fenced(reason)
+
+
+class _Fenced(Exception):
+    pass
+
+
+def _records(ops: list[list[Any]], limit: int, snapshot: str | None = None) -> list[bytes]:
+    """`ops` packed into records of at most `limit` bytes (a group body over the limit
+    was split into parts by the caller). A snapshot's records each start with its
+    ``["s", id, part, parts]`` header."""
+    packed = [_pack(op) for op in ops]
+    batches: list[list[bytes]] = [[]]
+    size = 0
+    for item in packed:
+        if batches[-1] and size + len(item) > limit - 64:
+            batches.append([])
+            size = 0
+        batches[-1].append(item)
+        size += len(item)
+    records = []
+    for index, batch in enumerate(batches):
+        items = batch
+        if snapshot is not None:
+            items = [_pack(["s", snapshot, index, len(batches)]), *batch]
+        records.append(_array_header(len(items)) + b"".join(items))
+    return records
+
+
+def _array_header(count: int) -> bytes:
+    if count < 16:
+        return bytes((0x90 | count,))
+    if count < 0x10000:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
+def _apply(store: MemoryTaskStore, op: list[Any], parts: dict[str, list[Any]]) -> None:
+    kind = op[0]
+    if kind == "t":
+        store.put_task(StoredTask(*op[1:]))
+    elif kind == "g":
+        _, group_id, part, count, chunk, status, submitter, goal = op
+        pieces = parts.setdefault(group_id, [])
+        if part == 0:
+            pieces.clear()
+        pieces.append(chunk)
+        if part == count - 1 and len(pieces) == count:
+            del parts[group_id]
+            store.add_group(StoredGroup(group_id, b"".join(pieces), status, submitter, goal))
+    elif kind == "e":
+        store.group_ended(op[1], op[2], op[3])
+    elif kind == "f":
+        store.forget_groups(list(op[1]))
