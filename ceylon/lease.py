@@ -3,8 +3,8 @@
 The lease is one key of a JetStream key-value bucket whose entries live `ttl` seconds.
 A playground takes it by creating the key (which only succeeds while nobody holds it),
 keeps it by updating it, revision on revision, every third of the TTL, and loses it when
-an update fails (somebody else holds it now) or when it could not renew for a whole TTL
-(then the entry has expired and another may have taken it). A standby tries to create
+somebody else holds it (its update finds another revision and the key cannot be made
+again). A standby tries to create
 the key every fifth of the TTL, so it takes over at most a TTL and a fifth after the
 active one stopped renewing. The revision of the creation is the holder's *epoch*:
 every later holder's is higher.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from loguru import logger
@@ -105,8 +106,14 @@ class Lease:
                 return self.epoch
             await asyncio.sleep(poll)
 
-    async def keep(self) -> None:
-        """Renew the lease until it is lost (then raise `LeaseLost`)."""
+    async def keep(self, on_epoch: Callable[[int], None] | None = None) -> None:
+        """Renew the lease until another holder has it (then raise `LeaseLost`).
+
+        While the cluster cannot be reached (a server died, JetStream is electing a
+        leader) it keeps trying: if the entry expired meanwhile and nobody took it, it
+        takes it again, under a new epoch (`on_epoch` hears it); if somebody did, the
+        lease is lost. What this holder wrote meanwhile is fenced by the journal.
+        """
         import nats.js.errors
 
         while True:
@@ -116,14 +123,25 @@ class Lease:
                     KEY, self.holder.encode(), last=self._revision
                 )
             except nats.js.errors.KeyWrongLastSequenceError:
-                raise LeaseLost("another playground took the lease") from None
+                await self._take_again(on_epoch)
             except (TimeoutError, nats.errors.Error) as exc:
                 silent = time.monotonic() - self._renewed
-                if silent >= self.ttl:
-                    raise LeaseLost(f"could not renew the lease for {silent:.1f} s") from exc
-                self._log.warning("could not renew the lease ({}); retrying", exc)
+                self._log.warning("could not renew the lease for {:.1f} s ({})", silent, exc)
                 continue
             self._renewed = time.monotonic()
+
+    async def _take_again(self, on_epoch: Callable[[int], None] | None) -> None:
+        import nats.js.errors
+
+        try:
+            self._revision = await self._kv.create(KEY, self.holder.encode())
+        except nats.js.errors.KeyWrongLastSequenceError:
+            raise LeaseLost("another playground took the lease") from None
+        self.epoch = self._revision
+        self._log.warning("the lease expired while out of reach; taken again (epoch {})",
+                          self.epoch)  # fmt: skip
+        if on_epoch is not None:
+            on_epoch(self.epoch)
 
     async def release(self) -> None:
         """Give the lease up (a standby may take it at once)."""

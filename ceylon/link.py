@@ -114,3 +114,7 @@ class LinkOwner(Protocol):
 
     def receive_link_restored(self) -> None:
         """The link reconnected."""
+
+    def receive_lost(self, detail: AgentDetail | None) -> None:
+        """Messages to and from `detail` (None: from everyone) may have been lost: its
+        NATS connection (or this one's) went away and came back."""

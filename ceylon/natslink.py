@@ -65,10 +65,13 @@ class NatsLink:
         self.settings = settings
         self.epoch = epoch
         self.silent = silent
+        #: how many times this agent's NATS connection came back (see `system.Beat`)
+        self.session = 0
         self._status = status
         self.presence = Presence(owner.id, settings.heartbeat_timeout)
         self._codec = Codec()
         self._playground: AgentDetail | None = None
+        self._playground_session = 0
         self._had_playground = False
         self._requests: dict[int, asyncio.Future[Any]] = {}
         self._partial: dict[int, Any] = {}
@@ -95,6 +98,7 @@ class NatsLink:
         Raises:
             NotConnectedError: no playground was heard of within the open timeout.
         """
+        self.bus.on_reconnected = self._reconnected
         await self.bus.start(self._on_bus)
         self._announce(probe=True)
         self._beats = asyncio.get_running_loop().create_task(self._beat())
@@ -117,6 +121,22 @@ class NatsLink:
         self.silent = False
         self._announce(probe=False)
 
+    def _reconnected(self) -> None:
+        """NATS is back, and what was sent meanwhile may be lost: this agent beats with
+        a new session (the others learn of the loss from it), and hears of the loss
+        itself: a client as a restored link (a task worker delivers again what it
+        finished), a playground as `receive_lost` (a task playground asks its workers
+        what they hold)."""
+        if self._stopping:
+            return
+        self.session += 1
+        self._log.info("NATS connection back (session {})", self.session)
+        self._announce(probe=True)
+        if self.is_playground:
+            self.owner.receive_lost(None)
+        elif not self.silent and self._playground is not None:
+            self.owner.receive_link_restored()
+
     def _announce(self, *, probe: bool) -> None:
         if self.silent:
             return
@@ -124,7 +144,7 @@ class NatsLink:
         if self.owner.observer:  # it only asks: it is not one of the agents
             self.bus.send_presence_nowait(system.Probe(me, observer=True))
             return
-        self.bus.send_presence_nowait(system.Beat(me, self.epoch))
+        self.bus.send_presence_nowait(system.Beat(me, self.epoch, self.session))
         if probe:
             self.bus.send_presence_nowait(system.Probe(me))
 
@@ -133,7 +153,8 @@ class NatsLink:
         while True:
             await asyncio.sleep(interval)
             if not (self.owner.observer or self.silent):
-                self.bus.send_presence_nowait(system.Beat(self.details(), self.epoch))
+                beat = system.Beat(self.details(), self.epoch, self.session)
+                self.bus.send_presence_nowait(beat)
             self._apply(self.presence.expire(time.monotonic()))
 
     async def stop(self) -> None:
@@ -191,8 +212,15 @@ class NatsLink:
         record = self._decode(tag, body)
         now = time.monotonic()
         match record:
-            case system.Beat(agent=detail, playground=epoch):
-                self._apply(self.presence.beat(detail, now, epoch))
+            case system.Beat(agent=detail, playground=epoch, session=session):
+                known = detail.id in self.presence
+                before = self.presence.session_of(detail.id)
+                self._apply(self.presence.beat(detail, now, epoch, session))
+                if epoch and not self.is_playground:
+                    self._playground_changed()
+                elif known and session > before and self.is_playground:
+                    self._log.info("agent {} reconnected to NATS", detail.name)
+                    self.owner.receive_lost(detail)
             case system.Bye(agent=detail, reason=reason):
                 self._apply(self.presence.bye(detail.id, reason or "left"))
             case system.Probe(agent=detail, observer=observer):
@@ -200,7 +228,7 @@ class NatsLink:
                     self._apply(self.presence.beat(detail, now))
                 if self.is_playground:  # its beat first: the snapshot is taken from it
                     me = self.details()
-                    self.bus.send_presence_nowait(system.Beat(me, self.epoch))
+                    self.bus.send_presence_nowait(system.Beat(me, self.epoch, self.session))
                     for chunk, final in system.chunked([me, *self.presence], self._size):
                         self.bus.send_nowait(system.Snapshot(chunk, final), target=detail.id)
             case None:
@@ -220,17 +248,21 @@ class NatsLink:
     def _playground_changed(self) -> None:
         current = self.presence.playground()
         previous = self._playground
-        if current == previous:
+        session = self.presence.session_of(current.id) if current is not None else 0
+        if current == previous and session == self._playground_session:
             return
-        self._playground = current
+        self._playground, self._playground_session = current, session
         if current is None:
             if not self._stopping:
                 self._log.warning("the playground {} is gone", previous.name if previous else "?")
             return
         self._heard_playground.set()
         if self._had_playground:
-            self._log.info("playground {} took over (epoch {})", current.name,
-                           self.presence.epoch_of(current.id))  # fmt: skip
+            if current == previous:
+                self._log.info("playground {} reconnected to NATS", current.name)
+            else:
+                self._log.info("playground {} took over (epoch {})", current.name,
+                               self.presence.epoch_of(current.id))  # fmt: skip
             self.owner.receive_link_restored()
         self._had_playground = True
 

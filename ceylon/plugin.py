@@ -49,6 +49,10 @@ class Plugin(Generic[Host]):
     def agent_left(self, agent: AgentDetail) -> None:
         """An agent left the playground (called on the read path: do not block)."""
 
+    def messages_lost(self, agent: AgentDetail | None) -> None:
+        """Messages to and from `agent` (None: every agent) may have been lost: a NATS
+        connection went away and came back (called on the read path: do not block)."""
+
     def status(self) -> Mapping[str, Any]:
         """Figures for ``ceylon status`` (numbers and short strings), e.g. tasks done."""
         return {}

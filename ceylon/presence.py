@@ -2,7 +2,9 @@
 
 Every agent sends a `Beat` when it joins and every heartbeat interval after; a `Bye`
 when it leaves. An agent is *present* from its first beat until its `Bye`, or until
-nothing was heard of it for longer than the heartbeat timeout (it died). The active
+nothing was heard of it for longer than the heartbeat timeout (it died). Beats also
+count the sender's reconnections to NATS (its *session*): what was sent to it, or by
+it, while it was away may be lost. The active
 playground beats with its lease epoch; when two agents claim the name ``playground``
 (one taking over from one not yet expired), the higher epoch is the playground.
 
@@ -24,6 +26,7 @@ class _Seen:
     detail: AgentDetail
     last: float
     epoch: int
+    session: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +61,9 @@ class Presence:
     def __contains__(self, agent_id: object) -> bool:
         return agent_id in self._seen
 
-    def beat(self, detail: AgentDetail, now: float, epoch: int = 0) -> list[Change]:
+    def beat(
+        self, detail: AgentDetail, now: float, epoch: int = 0, session: int = 0
+    ) -> list[Change]:
         """`detail` said it is here; the changes that makes (a join, or a leave and a
         join when it comes back with other details)."""
         if detail.id == self.own_id:
@@ -67,13 +72,14 @@ class Presence:
         if seen is not None:
             seen.last = now
             seen.epoch = max(seen.epoch, epoch)
+            seen.session = max(seen.session, session)
             if seen.detail == detail:
                 return []
             left = self._forget(detail.id)
             changes = [Change(left.detail, False, "came back changed")] if left else []
         else:
             changes = []
-        self._seen[detail.id] = _Seen(detail, now, epoch)
+        self._seen[detail.id] = _Seen(detail, now, epoch, session)
         self._by_name.setdefault(detail.name, set()).add(detail.id)
         return [*changes, Change(detail, True)]
 
@@ -123,6 +129,10 @@ class Presence:
     def epoch_of(self, agent_id: str) -> int:
         seen = self._seen.get(agent_id)
         return seen.epoch if seen is not None else 0
+
+    def session_of(self, agent_id: str) -> int:
+        seen = self._seen.get(agent_id)
+        return seen.session if seen is not None else 0
 
     def playground(self) -> AgentDetail | None:
         """The active playground: the agent present with the highest epoch (> 0)."""

@@ -141,11 +141,14 @@ class Undeliverable:
 class Beat:
     """I am here (sent every heartbeat interval, and at once when joining).
 
-    `playground` is the lease epoch of the active playground, 0 for everyone else.
+    `playground` is the lease epoch of the active playground, 0 for everyone else;
+    `session` counts the sender's reconnections to NATS (what was sent to it meanwhile
+    may be lost: a new session of the playground makes its workers say what they hold).
     """
 
     agent: AgentDetail
     playground: int = 0
+    session: int = 0
 
 
 @dataclasses.dataclass

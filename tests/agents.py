@@ -47,6 +47,12 @@ class Echoer(BaseAgent):
             await asyncio.sleep(float(cmd.arg))
         elif cmd.action == "reply":
             await self.send_message(agent.id, Note(self.name, cmd.count, "reply"))
+        elif cmd.action == "mixed":  # every third a broadcast, the others direct to arg
+            for seq in range(cmd.count):
+                if seq % 3:
+                    await self.send_message(cmd.arg, Note(self.name, seq, "direct"))
+                else:
+                    await self.broadcast_message(Note(self.name, seq, "all"))
 
     @on(Note)
     async def note(self, note: Note, agent: AgentDetail) -> None:

@@ -90,3 +90,7 @@ async def wait_until(predicate: Callable[[], bool]) -> None:
     """
     while not predicate():  # noqa: ASYNC110 - no event exists for these states
         await asyncio.sleep(0.001)
+
+
+# Over TCP and over NATS: the `hub` fixture (and the session's NATS cluster).
+from .hubs import hub, nats_cluster  # noqa: E402, F401

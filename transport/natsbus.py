@@ -173,8 +173,8 @@ class NatsBus:
         self._callback: BusCallback | None = None
         self._queue: asyncio.Queue[Msg] | None = None
         self._reader: asyncio.Task[None] | None = None
-        # subject -> packed pairs waiting for the end of this loop turn, and their size
-        self._out: dict[str, list[bytes]] = {}
+        # (subject, packed pairs) waiting for the end of this loop turn, and their size
+        self._out: list[tuple[str, list[bytes]]] = []
         self._out_bytes = 0
         self._flush_scheduled = False
         self._writer: asyncio.Task[None] | None = None
@@ -182,6 +182,8 @@ class NatsBus:
         self._idle = asyncio.Event()
         self._idle.set()
         self._log = logger.bind(agent=own_id)
+        #: called when the connection came back (messages in between may be lost)
+        self.on_reconnected: Callable[[], None] | None = None
 
     @classmethod
     async def open(
@@ -200,16 +202,32 @@ class NatsBus:
         except ImportError:  # pragma: no cover - the extra is missing
             raise RuntimeError("NATS needs nats-py: pip install 'ceylon-runtime[nats]'") from None
 
+        log = logger.bind(agent=own_id)
+        made: list[NatsBus] = []
+
         async def quiet(exc: Exception) -> None:  # nats-py wants coroutine functions
-            logger.bind(agent=own_id).debug("nats: {}", exc)
+            log.debug("nats: {}", exc)
+
+        async def disconnected() -> None:
+            log.info("lost the NATS server; reconnecting")
+
+        async def reconnected() -> None:
+            if made and made[0].on_reconnected is not None:
+                made[0].on_reconnected()
 
         try:
             client = await nats.connect(
-                **options.connect_kwargs(), error_cb=quiet, allow_reconnect=True
+                **options.connect_kwargs(),
+                error_cb=quiet,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+                allow_reconnect=True,
             )
         except nats.errors.NoServersError as exc:
             raise OSError(f"no NATS server reachable at {', '.join(options.servers)}") from exc
-        return cls(client, workspace, own_id, **kwargs)
+        bus = cls(client, workspace, own_id, **kwargs)
+        made.append(bus)
+        return bus
 
     # -- subjects -------------------------------------------------------------------
 
@@ -304,11 +322,11 @@ class NatsBus:
 
     def _queue_pair(self, subject: str, tag: bytes, body: bytes) -> None:
         pair = tag + bin_header(len(body)) + body
-        pending = self._out.get(subject)
-        if pending is None:
-            self._out[subject] = [pair]
-        else:
-            pending.append(pair)
+        out = self._out
+        if out and out[-1][0] == subject:  # consecutive messages to one subject: one group
+            out[-1][1].append(pair)
+        else:  # never merged across another subject's: that would change their order
+            out.append((subject, [pair]))
         self._out_bytes += len(pair)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -324,13 +342,13 @@ class NatsBus:
         return self.pending_bytes > HIGH_WATER
 
     def _flush(self) -> None:
-        """End of the loop turn: what each subject got becomes one NATS message (or a
-        few, under the size limit), written in order by one task."""
+        """End of the loop turn: each run of messages to one subject becomes one NATS
+        message (or a few, under the size limit), written in order by one task."""
         self._flush_scheduled = False
-        out, self._out, self._out_bytes = self._out, {}, 0
+        out, self._out, self._out_bytes = self._out, [], 0
         own = self.own_id
         limit = self.max_message - 64
-        for subject, pairs in out.items():
+        for subject, pairs in out:
             target = subject.split(".")[3] if subject[len(self.root) + 1] == DIRECT else None
             start, size = 0, 0
             for i, pair in enumerate(pairs):

@@ -402,6 +402,11 @@ class BaseAgent:
         start again, from the top."""
         self._start_run_loops()
 
+    def receive_lost(self, detail: AgentDetail | None) -> None:
+        """Messages to and from `detail` (None: everyone) may have been lost on NATS
+        (called by the link); asks in flight time out as usual. A playground tells its
+        plugins (`Plugin.messages_lost`)."""
+
     def _receive_plain(
         self, body: bytes, sender: AgentDetail, direct: bool, items: list[Item]
     ) -> None:

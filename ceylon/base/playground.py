@@ -767,8 +767,12 @@ class BasePlayGround(BaseAgent):
         self._start_run_loops()
 
     async def _keep_lease(self, lease: Lease) -> None:
+        def new_epoch(epoch: int) -> None:
+            if self._nats is not None:
+                self._nats.become_playground(epoch)
+
         try:
-            await lease.keep()
+            await lease.keep(new_epoch)
         except LeaseLost as exc:
             self.stop_soon(f"lease lost: {exc}")
 
@@ -805,6 +809,14 @@ class BasePlayGround(BaseAgent):
         link = self._nats
         if link is not None:
             await link.stop()
+
+    def receive_lost(self, detail: AgentDetail | None) -> None:
+        if self.active:
+            for plugin in self.plugins:
+                try:
+                    plugin.messages_lost(detail)
+                except Exception:
+                    self._log.exception("plugin {} failed on lost messages", plugin.name)
 
     def receive_membership(self, detail: AgentDetail, topic: str, *, joined: bool) -> None:
         if self._nats is not None:  # on TCP, _joined and _left keep the directory

@@ -188,6 +188,24 @@ class ResultsRecorded:
 
 
 @dataclasses.dataclass
+class WorkerState:
+    """What a worker holds, said after each reconnect (before it reports again): the
+    tasks it runs or has queued, and those whose outcome it reports again. A task a
+    resumed playground keeps for it that is in neither list never reached it: it goes
+    to a worker again at once, not after the lease."""
+
+    running: list[str]
+    finished: list[str]
+
+
+@dataclasses.dataclass
+class HoldQuery:
+    """The playground asks a worker what it holds (answered by a `WorkerState`), after
+    messages between them may have been lost: a task given before the question that
+    the worker does not hold never reached it."""
+
+
+@dataclasses.dataclass
 class GroupQuery:
     """Ask the task plugin about its groups (answered by a `GroupReport`): all of them, or
     those of one id or name; with `tasks`, every task of the matching groups; with
@@ -239,6 +257,8 @@ _TAGS: list[tuple[type, str]] = [
     (GroupAccepted, "ceylon.task.GroupAccepted"),
     (GroupDone, "ceylon.task.GroupDone"),
     (ResultsRecorded, "ceylon.task.ResultsRecorded"),
+    (WorkerState, "ceylon.task.WorkerState"),
+    (HoldQuery, "ceylon.task.HoldQuery"),
     (TaskGroup, "ceylon.task.TaskGroup"),
     (GroupQuery, "ceylon.task.GroupQuery"),
     (GroupSummary, "ceylon.task.GroupSummary"),

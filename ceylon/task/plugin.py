@@ -28,12 +28,14 @@ from .data import (
     GroupQuery,
     GroupReport,
     GroupSummary,
+    HoldQuery,
     ResultsRecorded,
     SubmitGroup,
     TaskGroup,
     TaskMessage,
     TaskStatus,
     TaskStatusUpdate,
+    WorkerState,
 )
 from .journal import Journal, NoJournal
 from .manager import TaskManager, compact
@@ -56,6 +58,8 @@ KEEP_FINISHED_GROUPS = 1000
 KEEP_FINISHED_FOR = 3600.0
 #: seconds a resumed playground waits for a worker to come back for a task it had
 LEASE = 10.0
+#: seconds to wait for a worker to say what it holds after messages were lost
+RECOUNT_TIMEOUT = 10.0
 
 
 class TaskPlugin(Plugin["BasePlayGround"]):
@@ -131,14 +135,17 @@ class TaskPlugin(Plugin["BasePlayGround"]):
         #: outcomes recorded, not yet acknowledged, by worker id
         self._to_ack: dict[str, list[str]] = {}
         self._ack_pending = False
+        self._recounts: set[asyncio.Task[None]] = set()
 
     def attach(self, playground: BasePlayGround) -> None:
         super().attach(playground)
         playground.on(TaskStatusUpdate)(self._on_update)
+        playground.on(WorkerState)(self._on_worker_state)
         playground.on(SubmitGroup)(self._on_submit)
         playground.on(GroupQuery)(self._on_query)
         playground.on(CancelGroup)(self._on_cancel)
         playground.require_permission(TaskStatusUpdate, "serve_tasks")
+        playground.require_permission(WorkerState, "serve_tasks")
         playground.require_permission(SubmitGroup, "submit_tasks")
         playground.require_permission(CancelGroup, "submit_tasks")
         playground.require_permission(GroupQuery, "query")
@@ -159,6 +166,10 @@ class TaskPlugin(Plugin["BasePlayGround"]):
         self._watch = asyncio.get_running_loop().create_task(self._watch_roles())
 
     async def stop(self) -> None:
+        for job in list(self._recounts):
+            job.cancel()
+        if self._recounts:
+            await asyncio.wait(list(self._recounts))
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.wait({self._watch})
@@ -337,6 +348,58 @@ class TaskPlugin(Plugin["BasePlayGround"]):
             self._dispatch(assignments)
         self._notify()
 
+    async def _on_worker_state(self, state: WorkerState, agent: AgentDetail) -> None:
+        """A worker back after a restart says what it holds: the tasks it had before the
+        restart that it does not hold never reached it, and go to a worker again now
+        rather than after the lease. (Tasks handed out since cannot be judged: they may
+        still be on their way.)"""
+        kept = set(state.running) | set(state.finished)
+        lost = [
+            task_id
+            for task_id, (holder, _) in self._unconfirmed.items()
+            if holder == agent.id and task_id not in kept
+        ]
+        for task_id in lost:
+            self._unconfirmed.pop(task_id, None)
+            self.manager.requeued(task_id)
+            self._journal_requeued(task_id)
+            self._dispatch(self.assigner.release(task_id))
+        if lost:
+            self._log.warning(
+                "{} task(s) given to {} never reached it; handed out again", len(lost), agent.name
+            )
+
+    def messages_lost(self, agent: AgentDetail | None) -> None:
+        """Ask the workers concerned what they hold; the tasks given to them before the
+        question that they do not hold are given out again."""
+        workers = [w for w in self.assigner.workers if agent is None or w == agent.id]
+        for worker_id in workers:
+            given = [t for t, holder in self.assigner.holder.items() if holder == worker_id]
+            if given:
+                job = asyncio.get_running_loop().create_task(self._recount(worker_id, given))
+                self._recounts.add(job)
+                job.add_done_callback(self._recounts.discard)
+
+    async def _recount(self, worker_id: str, given: list[str]) -> None:
+        name = self._names.get(worker_id, worker_id)
+        try:
+            state = await self._pg.ask(worker_id, HoldQuery(), timeout=RECOUNT_TIMEOUT)
+        except Exception as exc:  # gone, or lost again: its leave (or the next loss) tells
+            self._log.warning("could not ask {} what it holds: {}", name, exc)
+            return
+        if not isinstance(state, WorkerState):
+            return
+        kept = set(state.running) | set(state.finished)
+        lost = [t for t in given if t not in kept and self.assigner.holder.get(t) == worker_id]
+        for task_id in lost:
+            self._unconfirmed.pop(task_id, None)
+            self.manager.requeued(task_id)
+            self._journal_requeued(task_id)
+            self._dispatch(self.assigner.release(task_id))
+        if lost:
+            self._log.warning("{} task(s) given to {} were lost on the way; handed out again",
+                              len(lost), name)  # fmt: skip
+
     def _journal_requeued(self, task_id: str) -> None:
         self.journal.requeued(self.manager.tasks[task_id], self.assigner.attempts.get(task_id, 0))
 
@@ -418,7 +481,19 @@ class TaskPlugin(Plugin["BasePlayGround"]):
                 agent.name,
                 reset,
             )
+        await self._durable()  # accepted means journaled: a crash now does not lose it
         return GroupAccepted(request.request, group.task_id)
+
+    async def _durable(self) -> None:
+        """Wait until what was journaled so far is durable."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def durable() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        self.journal.store.when_durable(durable)
+        await done
 
     # -- managing groups (ceylon tasks list/show/cancel, reconnecting submitters) --------
 

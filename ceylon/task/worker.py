@@ -12,7 +12,14 @@ from ..base.agent import BaseAgent
 from ..errors import AgentNotFoundError, NotConnectedError
 from ..handlers import on
 from ..peer import AgentDetail
-from .data import ResultsRecorded, TaskMessage, TaskStatus, TaskStatusUpdate
+from .data import (
+    HoldQuery,
+    ResultsRecorded,
+    TaskMessage,
+    TaskStatus,
+    TaskStatusUpdate,
+    WorkerState,
+)
 
 __all__ = ["TaskExecutionAgent"]
 
@@ -129,6 +136,18 @@ class TaskExecutionAgent(BaseAgent):
             for task_id in recorded.task_ids:
                 self.unrecorded.pop(task_id, None)
 
+    @on(HoldQuery)
+    async def _holding(self, query: HoldQuery, agent: AgentDetail) -> WorkerState | None:
+        # Asked after messages may have been lost: handled after every task the same
+        # playground sent before asking (one sender's messages keep their order).
+        if not self._from_playground(agent, "a HoldQuery"):
+            return None
+        return self._state()
+
+    def _state(self) -> WorkerState:
+        held = [*self._started, *(task.task_id for task, _ in self._backlog)]
+        return WorkerState(held, list(self.unrecorded))
+
     def receive_link_restored(self) -> None:
         super().receive_link_restored()
         self._spawn(self._announce())
@@ -148,7 +167,8 @@ class TaskExecutionAgent(BaseAgent):
                 len(running),
                 len(self.unrecorded),
             )
-        for update in [*running, *self.unrecorded.values()]:
+        reports: list[TaskStatusUpdate | WorkerState] = [self._state(), *running]
+        for update in [*reports, *self.unrecorded.values()]:
             await self._send_report(playground.id, update)
 
     def _from_playground(self, sender: AgentDetail, what: str) -> bool:
@@ -240,17 +260,20 @@ class TaskExecutionAgent(BaseAgent):
         playground = self.connected_playground  # a new one, if it restarted meanwhile
         await self._send_report(playground.id if playground is not None else reply_to, update)
 
-    async def _send_report(self, to: str, update: TaskStatusUpdate) -> None:
+    async def _send_report(self, to: str, update: TaskStatusUpdate | WorkerState) -> None:
         try:
             try:
                 await self.send_message(to, update)
             except TypeError as exc:  # the result cannot be encoded: say so instead
+                if not isinstance(update, TaskStatusUpdate):
+                    raise
                 update.result, update.status = None, TaskStatus.FAILED
                 update.error = f"the result cannot be sent: {exc}"
                 await self.send_message(to, update)
         except (AgentNotFoundError, NotConnectedError) as exc:
             # kept in `unrecorded`: it goes again once the worker is connected again
-            self._log.info("could not report task {} yet: {}", update.task_id, exc)
+            what = update.task_id if isinstance(update, TaskStatusUpdate) else "state"
+            self._log.info("could not report task {} yet: {}", what, exc)
 
     async def _stop_running(self) -> None:
         self._backlog.clear()  # what waits is not started now

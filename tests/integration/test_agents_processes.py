@@ -23,6 +23,7 @@ from ceylon.testing import Process, RunningPlayground
 
 from ..agents import Command, Note
 from ..conftest import BEAT_FLAGS, seconds, wait_until
+from ..hubs import Hub
 
 BEAT = BEAT_FLAGS
 
@@ -74,14 +75,20 @@ async def observer_for(address: str) -> Observer:
     return observer
 
 
-async def test_broadcast_reaches_every_other_agent_once_in_order(
+def test_the_readme_fixtures_start_a_playground_and_workers(
     playground_process: RunningPlayground, worker_process: Callable[..., Process]
 ) -> None:
     # with the fixtures of ceylon.testing, as a user's project would
-    a = worker_process("tests.agents:Echoer", name="A")
-    b = worker_process("tests.agents:Echoer", name="B")
-    observer = await observer_for(playground_process.address)
+    worker_process("tests.agents:Echoer", name="A")
+    assert playground_process.address.startswith("127.0.0.1:")
+
+
+async def test_broadcast_reaches_every_other_agent_once_in_order(hub: Hub) -> None:
+    a = hub.worker("tests.agents:Echoer", "A")
+    b = hub.worker("tests.agents:Echoer", "B")
+    observer = await hub.join(Observer())
     try:
+        await asyncio.to_thread(b.wait_for_line, r"^B saw observer join", seconds(10))
         await observer.send_message("A", Command("broadcast", count=1000))
         await asyncio.to_thread(a.wait_for_line, r"^A broadcast 1000", seconds(30))
         async with asyncio.timeout(seconds(20)):
@@ -95,11 +102,27 @@ async def test_broadcast_reaches_every_other_agent_once_in_order(
         await observer.stop()
 
 
-async def test_direct_messages_by_name_and_id_reach_only_their_target(
-    playground_process: RunningPlayground, worker_process: Callable[..., Process]
+async def test_direct_and_broadcast_messages_keep_their_order_between_two_agents(
+    hub: Hub,
 ) -> None:
-    a, b, c = (worker_process("tests.agents:Echoer", name=name) for name in "ABC")
-    observer = await observer_for(playground_process.address)
+    a = hub.worker("tests.agents:Echoer", "A")
+    b = hub.worker("tests.agents:Echoer", "B")
+    observer = await hub.join(Observer())
+    try:
+        await asyncio.to_thread(a.wait_for_line, r"^A saw B join", seconds(10))
+        # A alternates: a run of direct messages to B, then a broadcast, many times
+        await observer.send_message("A", Command("mixed", arg="B", count=300))
+        await asyncio.to_thread(b.wait_for_line, r"^B got direct 299 from A", seconds(30))
+        got = [line.split()[2:4] for line in lines(b, "B got ") if " from A" in line]
+        expected = [["direct" if i % 3 else "all", str(i)] for i in range(300)]
+        assert got == expected
+    finally:
+        await observer.stop()
+
+
+async def test_direct_messages_by_name_and_id_reach_only_their_target(hub: Hub) -> None:
+    a, b, c = (hub.worker("tests.agents:Echoer", name) for name in "ABC")
+    observer = await hub.join(Observer())
     try:
         b_id = next(d.id for d in await observer.get_connected_agents() if d.name == "B")
         await observer.send_message("A", Command("direct", arg="B", count=1))
@@ -113,11 +136,12 @@ async def test_direct_messages_by_name_and_id_reach_only_their_target(
         await observer.stop()
 
 
-async def test_a_killed_worker_is_noticed_everywhere(spawn: Any) -> None:
-    playground, address = start_playground(spawn)
-    a = start_worker(spawn, address, "A")
-    b = start_worker(spawn, address, "B")
-    observer = await observer_for(address)
+async def test_a_killed_worker_is_noticed_everywhere(hub: Hub) -> None:
+    playground = hub.playground
+    assert playground is not None
+    a = hub.worker("tests.agents:Echoer", "A")
+    b = hub.worker("tests.agents:Echoer", "B")
+    observer = await hub.join(Observer())
     try:
         await asyncio.to_thread(b.wait_for_line, r"^B saw observer join", seconds(10))
         killed_at = time.monotonic()

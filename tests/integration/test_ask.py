@@ -1,9 +1,11 @@
-"""Request/reply: `ask()` between agents and with the playground, over real TCP."""
+"""Request/reply: `ask()` between agents and with the playground, over real TCP and over
+NATS (a 3-node cluster)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -105,17 +107,20 @@ class Asker(BaseAgent):
 
 
 class Hub(BasePlayGround):
-    def __init__(self) -> None:
-        super().__init__(name="hub", port=0, **BEAT)
+    def __init__(self, nats: str | None = None) -> None:
+        workspace = f"ask{secrets.token_hex(4)}" if nats else "default"
+        super().__init__(name="hub", port=0, nats=nats, workspace=workspace, **BEAT)
 
     @on(Add)
     async def add(self, message: Add) -> Sum:
         return Sum(message.a * message.b, "hub")
 
 
-@pytest.fixture
-async def hub() -> AsyncIterator[Hub]:
-    playground = Hub()
+@pytest.fixture(params=["tcp", "nats"])
+async def hub(request: pytest.FixtureRequest) -> AsyncIterator[Hub]:
+    """A playground in this process, listening on TCP or on NATS (each test runs twice)."""
+    cluster = request.getfixturevalue("nats_cluster") if request.param == "nats" else None
+    playground = Hub(cluster.url if cluster is not None else None)
     yield playground
     await playground.finish()
 
@@ -208,16 +213,18 @@ async def test_ask_without_a_playground_raises() -> None:
         await asker.ask("adder", Add(1, 2))
 
 
+@dataclasses.dataclass
+class Private:
+    value: int
+
+
+class Secretive(BaseAgent):
+    @on(Add)
+    async def add(self, message: Add) -> Any:
+        return Private(1)
+
+
 async def test_a_reply_may_be_any_registered_type(hub: Hub) -> None:
-    @dataclasses.dataclass
-    class Private:
-        value: int
-
-    class Secretive(BaseAgent):
-        @on(Add)
-        async def add(self, message: Add) -> Any:
-            return Private(1)
-
     secretive, asker = Secretive("secretive"), Asker()
     async with hub.play(workers=[secretive, asker]):
         # registered by being sent; one process here, so the asker's registry has it too

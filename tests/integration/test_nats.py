@@ -1,0 +1,171 @@
+"""A workspace on NATS: what only NATS has (standby playgrounds, the journal in
+JetStream, a server of the cluster dying), with real nats-server and ceylon processes.
+
+The behaviour NATS shares with TCP (order, privacy, asks, a killed worker) is tested by
+the `hub`-parametrized tests of the other modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import json
+import secrets
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import nats
+
+from ceylon import AgentDetail, BaseAgent, BasePlayGround, on
+from ceylon.natsserver import NatsCluster
+from ceylon.testing import Process
+from transport import Codec
+from transport.wire import bin_header, messages_prefix
+
+from ..conftest import BEAT_FLAGS, seconds, wait_until
+from ..fixtures.task_workers import digest
+
+TASKS = 1000  # tests.fixtures.task_groups:failover
+
+
+@dataclasses.dataclass
+class Chat:
+    seq: int
+
+
+class Listener(BaseAgent):
+    def __init__(self, name: str) -> None:
+        super().__init__(name, role="listener")
+        self.got: list[tuple[str, int]] = []
+
+    @on(Chat)
+    async def chat(self, message: Chat, agent: AgentDetail) -> None:
+        self.got.append((agent.name, message.seq))
+
+
+async def journal(url: str, workspace: str) -> tuple[dict[str, int], int]:
+    """Per task, how many times the journal recorded it ended; and the records read."""
+    client = await nats.connect(url)
+    try:
+        js = client.jetstream()
+        stream = f"ceylon_{workspace}_tasks"
+        info = await js.stream_info(stream)
+        ended: collections.Counter[str] = collections.Counter()
+        records = 0
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            ops = msgpack.unpackb((await js.get_msg(stream, seq)).data)
+            records += 1
+            assert not ops or ops[0][0] != "s", "compacted: the count would be off"
+            for op in ops:
+                if op[0] == "t" and op[3] in ("completed", "failed"):
+                    ended[op[1]] += 1
+        return dict(ended), records
+    finally:
+        await client.close()
+
+
+async def test_the_sender_is_the_one_the_subject_names(nats_cluster: NatsCluster) -> None:
+    workspace = f"t{secrets.token_hex(4)}"
+    listener, victim = Listener("listener"), Listener("victim")
+    playground = BasePlayGround(nats=nats_cluster.url, workspace=workspace)
+    await playground.start()
+    try:
+        for agent in (listener, victim):
+            await agent.connect(nats=nats_cluster.url, workspace=workspace)
+        forger = await nats.connect(nats_cluster.urls)
+        try:
+            tag, body = Codec().encode_packed(Chat(99))
+            pair = tag + bin_header(len(body)) + body
+            # published under the forger's own id, claiming the victim's in the payload
+            lie = messages_prefix(victim.id, None, 1) + pair
+            await forger.publish(f"ceylon.{workspace}.b.forger", lie)
+            truth = messages_prefix("forger", None, 1) + pair
+            await forger.publish(f"ceylon.{workspace}.b.forger", truth)
+            await forger.flush()
+        finally:
+            await forger.close()
+        async with asyncio.timeout(seconds(5)):
+            await wait_until(lambda: len(listener.got) == 1)
+        assert listener.got == [("forger", 99)]  # the lie was dropped, counted
+        assert listener.stats().dropped == {"forged sender": 1}
+    finally:
+        await listener.stop()
+        await victim.stop()
+        await playground.finish()
+
+
+async def test_a_standby_takes_over_and_no_task_is_lost_when_a_server_dies_too(
+    spawn: Any, tmp_path: Path
+) -> None:
+    ttl = seconds(2)
+    with NatsCluster(3, timeout=seconds(20)) as cluster:
+        workspace = f"f{secrets.token_hex(4)}"
+        reach = ("--nats", cluster.url, "--workspace", workspace)
+
+        def playground() -> Process:
+            child: Process = spawn(
+                "-m", "ceylon", "playground", *reach, "--plugin", "tasks",
+                "--lease-ttl", str(ttl), "--lease", str(seconds(3)), *BEAT_FLAGS,
+            )  # fmt: skip
+            child.wait_for_line(r"waiting for the lease", timeout=seconds(20))
+            return child
+
+        first = await asyncio.to_thread(playground)
+        await asyncio.to_thread(first.wait_for_line, r"^active on NATS", seconds(20))
+        second = await asyncio.to_thread(playground)  # in standby
+        for n in range(4):
+            worker = spawn(
+                "-m", "ceylon", "worker", *reach, "--agent",
+                "tests.fixtures.task_workers:Digester", "--role", "processor",
+                "--name", f"w{n}", "--option", "max_concurrent_tasks=4", *BEAT_FLAGS,
+            )  # fmt: skip
+            await asyncio.to_thread(worker.wait_for_line, rf"^agent w{n} connected", seconds(20))
+        out = tmp_path / "outcomes.json"
+        submitter = spawn("-m", "ceylon", "tasks", "run", "tests.fixtures.task_groups:failover",
+                          *reach, "--out", str(out), "--timeout", str(seconds(120)))  # fmt: skip
+
+        async def ended() -> int:
+            try:
+                counts, _ = await journal(cluster.urls[0], workspace)
+            except Exception:  # the stream is not there yet
+                return 0
+            return len(counts)
+
+        done = 0
+        async with asyncio.timeout(seconds(60)):
+            while done < TASKS // 4:  # a quarter in: kill the active playground
+                done = await ended()
+        first.signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        assert await asyncio.to_thread(first.wait, seconds(10)) == -signal.SIGKILL
+        await asyncio.to_thread(second.wait_for_line, r"^active on NATS", ttl + seconds(5))
+        took_over = time.monotonic() - killed_at
+        assert took_over <= ttl + seconds(2), f"the standby took {took_over:.1f} s"
+        assert "resumed 1 group(s)" in second.output(), second.output()
+        print(f"standby took over {took_over:.2f} s after the kill (TTL {ttl:g} s)")
+
+        async with asyncio.timeout(seconds(60)):  # and then a server of the cluster dies
+            while done < TASKS // 2:
+                done = await ended()
+        cluster.kill(0)
+
+        code = await asyncio.to_thread(submitter.wait, seconds(120))
+        assert code == 0, submitter.output()
+        report = json.loads(out.read_text())
+        results = {t["name"]: t["result"] for t in report["tasks"]}
+        assert len(report["tasks"]) == TASKS
+        assert all(t["status"] == "completed" for t in report["tasks"])
+        assert results == {f"f{i:04}": digest(f"f{i:04}") for i in range(TASKS)}
+        async with asyncio.timeout(seconds(30)):  # the stream may be electing a leader
+            while True:
+                try:
+                    counts, records = await journal(cluster.urls[1], workspace)
+                    break
+                except nats.errors.TimeoutError:
+                    continue
+        assert len(counts) == TASKS and set(counts.values()) == {1}, "recorded once each"
+        print(f"{TASKS} tasks, each outcome recorded once in {records} journal records")
