@@ -35,6 +35,8 @@ __all__ = ["NatsLink"]
 #: what a client waits for a playground at connect when none is heard of
 REQUEST_TIMEOUT: Final = 10.0
 _REQUESTS: Final = (system.Resolve, system.ListAgents, system.StatusQuery)
+#: presence records decoded in this process, by body (they are only read)
+_PRESENCE: dict[tuple[str, bytes], Any] = {}
 
 
 class NatsLink:
@@ -209,7 +211,14 @@ class NatsLink:
             return None
 
     def _on_presence(self, tag: str, body: bytes) -> None:
-        record = self._decode(tag, body)
+        # Every agent of a process hears every beat: decoded once per process.
+        key = (tag, body)
+        record = _PRESENCE.get(key)
+        if record is None:
+            record = self._decode(tag, body)
+            if len(_PRESENCE) >= 4096:
+                _PRESENCE.clear()
+            _PRESENCE[key] = record
         now = time.monotonic()
         match record:
             case system.Beat(agent=detail, playground=epoch, session=session):

@@ -28,10 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-sys.path.insert(0, str(ROOT / "scripts" / "benchpeers"))
-
-from natsserver import NatsServer, server_binary  # noqa: E402
-
+from ceylon.natsserver import NatsCluster as NatsServers  # noqa: E402
+from ceylon.natsserver import NatsServer, server_binary  # noqa: E402
 from ceylon.process import Process, python_command  # noqa: E402
 from transport import loop_name  # noqa: E402
 
@@ -179,19 +177,59 @@ class Cluster:
             child.stop()
 
 
+#: Slow subscribers are measured, not cut off: a generous per-connection buffer.
+NATS_CONFIG = "max_pending: 256MB\n"
+
+
 class NatsCluster(Cluster):
     """A nats-server (pinned to CPU 0, as a listener) and NATS peers (CPU 1)."""
 
     def __init__(self) -> None:
         self.children = []
-        self.server = NatsServer(cpu=0)
+        self.server = NatsServer(NATS_CONFIG, cpu=0).start()
         self.port = str(self.server.port)
 
     def __exit__(self, *exc: object) -> None:
         try:
             super().__exit__(*exc)
         finally:
-            self.server.__exit__(*exc)
+            self.server.close()
+
+
+class CeylonOnNats(Cluster):
+    """Ceylon over NATS: nats-server(s) pinned to CPU 0 with the hub (a playground on
+    NATS), the agents on CPU 1; `servers` 3 makes a routed cluster with JetStream."""
+
+    def __init__(self, hub: list[str], servers: int = 1) -> None:
+        self.children = []
+        self.workspace = f"bench{os.getpid()}{int(time.time() * 1000) % 100000}"
+        if servers == 1:
+            self.nats: NatsServer | NatsServers = NatsServer(NATS_CONFIG, cpu=0).start()
+            self.url = self.nats.url
+        else:
+            self.nats = NatsServers(servers).start()
+            for server in self.nats.servers:
+                pin(server, 0)
+            self.url = self.nats.url
+        # the hub is a client of NATS like the agents: it shares their CPU
+        self.listener = self.start([*hub, *self.reach()], cpu=1)
+        self.listener.wait_for_line(r"listening on \S+:(\d+)", timeout=60)
+        self.port = "0"
+
+    def reach(self) -> list[str]:
+        return ["--nats", self.url, "--workspace", self.workspace]
+
+    def peer(self, args: list[str], ready: str | None = None) -> Process:
+        process = self.start([*args, *self.reach()])
+        if ready is not None:
+            process.wait_for_line(ready, timeout=60)
+        return process
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            self.nats.close()
 
 
 NATS_PEERS = "scripts/benchpeers/nats_peers.py"
@@ -429,6 +467,123 @@ def agents_suite(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+def on_nats_rtt(count: int, target: str) -> dict[str, float]:
+    """Sequential round trips over NATS from a worker to the hub (`target` "hub") or to
+    another worker ("echo")."""
+    with CeylonOnNats([AGENT_PEERS, "hub"]) as cluster:
+        if target == "echo":
+            cluster.peer([AGENT_PEERS, "echo"], ready="^ready")
+        pinger = cluster.peer([AGENT_PEERS, "pinger", "--target", target, "--count", str(count)])
+        return result_of(pinger, 120)
+
+
+def on_nats_one_way(seconds: float) -> float:
+    """Msgs/s from one worker to another over NATS, counted at the receiver."""
+    with CeylonOnNats([AGENT_PEERS, "hub"]) as cluster:
+        sink = cluster.peer([AGENT_PEERS, "sink", "--seconds", str(seconds)], ready="^ready")
+        cluster.peer([AGENT_PEERS, "source", "--target", "sink", "--seconds", str(seconds),
+                      "--start-at", str(time.time() + 1)])  # fmt: skip
+        return result_of(sink, seconds * 4 + 30)["msgs_per_s"]
+
+
+def on_nats_fan_out(receivers: int, messages: int, servers: int) -> tuple[float, int, int]:
+    """Deliveries/s of `messages` broadcast over NATS to `receivers` agents."""
+    with CeylonOnNats([AGENT_PEERS, "hub"], servers) as cluster:
+        groups = [
+            cluster.peer([AGENT_PEERS, "receivers", "--agents", str(size), "--first", str(first),
+                          "--count", str(messages), "--seconds", "120"], ready="^ready")
+            for first, size in spread(receivers, 4)
+        ]  # fmt: skip
+        start_at = time.time() + 1.0
+        source = cluster.peer([AGENT_PEERS, "source", "--count", str(messages),
+                               "--start-at", str(start_at)])  # fmt: skip
+        results = [result_of(g, 150) for g in groups]
+        result_of(source, 30)
+    received = int(sum(r["received"] for r in results))
+    expected = int(sum(r["expected"] for r in results))
+    elapsed = max(r["last_at"] for r in results) - start_at
+    return received / elapsed, received, expected
+
+
+def nats_suite(args: argparse.Namespace) -> list[Row]:
+    """Ceylon over NATS beside raw nats-py (the "raw" column) and the TCP hub (the third
+    column), in the same run."""
+    impls = ("nats", "ceylon", "tcp")
+    samples: dict[str, dict[str, list[float]]] = {impl: {} for impl in impls}
+    lost: dict[str, int] = {}
+
+    def add(impl: str, key: str, value: float) -> None:
+        samples[impl].setdefault(key, []).append(value)
+
+    def fan(impl: str, key: str, rate: float, received: int, expected: int) -> None:
+        add(impl, key, rate)
+        if received != expected:
+            lost[f"{impl} {key}"] = lost.get(f"{impl} {key}", 0) + expected - received
+
+    for rep in range(args.repeat):
+        for impl in impls:
+            print(f"  nats suite, {impl}, run {rep + 1}/{args.repeat}", file=sys.stderr)
+            if impl == "nats":
+                rtt = nats_rtt(args.rtt_count)
+                for key in ("rtt", "relay"):  # request/reply: client -> server -> client
+                    add(impl, f"{key}50", rtt["p50_us"])
+                    add(impl, f"{key}99", rtt["p99_us"])
+                add(impl, "oneway", nats_one_way(args.seconds))
+                for receivers, messages in ((10, 20_000), (100, 4_000)):
+                    fan(impl, f"fan{receivers}", *fan_out("nats", receivers, messages))
+                add(impl, "fan100c", samples[impl]["fan100"][-1])  # one server, as given
+            elif impl == "ceylon":
+                for key, target in (("rtt", "hub"), ("relay", "echo")):
+                    rtt = on_nats_rtt(args.rtt_count, target)
+                    add(impl, f"{key}50", rtt["p50_us"])
+                    add(impl, f"{key}99", rtt["p99_us"])
+                add(impl, "oneway", on_nats_one_way(args.seconds))
+                for receivers, messages in ((10, 20_000), (100, 4_000)):
+                    fan(impl, f"fan{receivers}", *on_nats_fan_out(receivers, messages, 1))
+                fan(impl, "fan100c", *on_nats_fan_out(100, 4_000, 3))
+            else:
+                rtt = agent_rtt("ceylon", args.rtt_count)
+                add(impl, "rtt50", rtt["p50_us"])
+                add(impl, "rtt99", rtt["p99_us"])
+                relay = relay_rtt("ceylon", args.rtt_count)
+                add(impl, "relay50", relay["p50_us"])
+                add(impl, "relay99", relay["p99_us"])
+                add(impl, "oneway", relay_one_way("ceylon", args.seconds))
+                for receivers, messages in ((10, 20_000), (100, 4_000)):
+                    fan(impl, f"fan{receivers}", *fan_out("ceylon", receivers, messages))
+                add(impl, "fan100c", samples[impl]["fan100"][-1])
+    med = {impl: {k: statistics.median(v) for k, v in d.items()} for impl, d in samples.items()}
+    raw, cey, tcp = med["nats"], med["ceylon"], med["tcp"]
+    if lost:
+        print("  LOST: " + "; ".join(f"{what}: {n}" for what, n in lost.items()))
+
+    def whole(key: str) -> bool:
+        return not lost.get(f"ceylon {key}")
+
+    rows = [
+        Row("playground<->worker p50", raw["rtt50"], cey["rtt50"], "us", "<= 1.3x nats-py",
+            lambda r: r <= 1.3, nats=tcp["rtt50"], lower_is_better=True),
+        Row("playground<->worker p99", raw["rtt99"], cey["rtt99"], "us", "(reported)",
+            lambda r: True, nats=tcp["rtt99"], lower_is_better=True),
+        Row("worker->worker p50", raw["relay50"], cey["relay50"], "us", "<= 1.3x nats-py",
+            lambda r: r <= 1.3, nats=tcp["relay50"], lower_is_better=True),
+        Row("worker->worker p99", raw["relay99"], cey["relay99"], "us", "(reported)",
+            lambda r: True, nats=tcp["relay99"], lower_is_better=True),
+        Row("worker->worker one-way (msg/s)", raw["oneway"], cey["oneway"], "msg/s",
+            ">= nats-py / 1.3", lambda r: r >= 1 / 1.3, nats=tcp["oneway"]),
+        Row("broadcast to 10", raw["fan10"], cey["fan10"], "dlv/s",
+            ">= nats-py / 1.3, 0 lost", lambda r: r >= 1 / 1.3 and whole("fan10"),
+            nats=tcp["fan10"]),
+        Row("broadcast to 100", raw["fan100"], cey["fan100"], "dlv/s",
+            ">= nats-py / 1.3, 0 lost", lambda r: r >= 1 / 1.3 and whole("fan100"),
+            nats=tcp["fan100"]),
+        Row("broadcast to 100, 3-node cluster", raw["fan100"], cey["fan100c"], "dlv/s",
+            ">= tcp hub, 0 lost", lambda r, v=cey["fan100c"], t=tcp["fan100"]: v >= t
+            and whole("fan100c"), nats=tcp["fan100"]),
+    ]  # fmt: skip
+    return rows
+
+
 TASK_PEERS = "scripts/benchpeers/task_peers.py"
 
 
@@ -531,8 +686,13 @@ def meetings_suite(args: argparse.Namespace) -> list[Row]:
 SUITES: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
     "transport": transport_suite,
     "agents": agents_suite,
+    "nats": nats_suite,
     "tasks": tasks_suite,
     "meetings": meetings_suite,
+}
+#: What a suite's columns hold, where not raw | ceylon | nats.
+COLUMNS: dict[str, tuple[str, str, str]] = {
+    "nats": ("nats-py", "on nats", "tcp hub"),
 }
 
 
@@ -543,13 +703,14 @@ def fmt(value: float) -> str:
 
 
 def print_table(title: str, rows: list[Row]) -> None:
+    raw_name, ceylon_name, third = COLUMNS.get(title, ("raw", "ceylon", "nats"))
     with_nats = any(row.nats == row.nats for row in rows)
-    header = f"| {'metric':<34} | {'raw':>12} | {'ceylon':>12} | "
+    header = f"| {'metric':<34} | {raw_name:>12} | {ceylon_name:>12} | "
     if with_nats:
-        header += f"{'nats':>12} | "
+        header += f"{third:>12} | "
     header += f"{'unit':<6} | {'ratio':>6} | "
     if with_nats:
-        header += f"{'vs nats':<13} | "
+        header += f"{'vs ' + third:<13} | "
     header += f"{'target':<24} | met |"
     print(f"\n### {title}\n")
     print(header)
@@ -600,7 +761,7 @@ def main() -> int:
         f"Ceylon benchmarks on {loop_name()}, Python {sys.version.split()[0]}, "
         f"median of {args.repeat} runs; ratio = ceylon / raw"
     )
-    if "agents" in (args.suites or list(SUITES)):
+    if {"agents", "nats"} & set(args.suites or list(SUITES)):
         print(
             f"NATS: {nats_versions()}, the server pinned to one CPU with GOMAXPROCS=1; "
             "vs nats = ceylon / nats, and which does better"

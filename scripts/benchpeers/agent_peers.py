@@ -74,6 +74,17 @@ async def sleep_until(epoch: float) -> None:
         await asyncio.sleep(delay)  # a start time agreed with the driver, not a sync
 
 
+async def join(agent: BaseAgent, args: argparse.Namespace) -> None:
+    """Connect to the hub: over TCP (--port), or over NATS (--nats, --workspace)."""
+    if args.nats:
+        # agents of one process spread over the servers of a cluster
+        servers = args.nats.split(",")
+        turn = (args.first + id(agent)) % len(servers)
+        await agent.connect(nats=servers[turn:] + servers[:turn], workspace=args.workspace)
+    else:
+        await agent.connect(f"{HOST}:{args.port}")
+
+
 # -- ceylon: the playground -------------------------------------------------------------
 
 
@@ -81,7 +92,7 @@ class Hub(BasePlayGround):
     """Answers pings, counts ticks."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        super().__init__(name="hub", port=0)
+        super().__init__(name="hub", port=0, nats=args.nats or None, workspace=args.workspace)
         self.args = args
         self.ticks = 0
         self.first_tick = 0.0
@@ -106,7 +117,7 @@ class Hub(BasePlayGround):
 async def hub(args: argparse.Namespace) -> None:
     playground = Hub(args)
     await playground.start()
-    listening(playground.port)
+    listening(playground.port)  # on NATS: the port it would have had (unused)
     if args.agents:  # connect / idle measurements
         await playground.wait_for_agents(count=args.agents, timeout=120)
         joined_at = time.time()
@@ -148,7 +159,7 @@ class Echo(BaseAgent):
 
 async def pinger(args: argparse.Namespace) -> None:
     agent = Pinger("pinger")
-    await agent.connect(f"{HOST}:{args.port}")
+    await join(agent, args)
     loop = asyncio.get_running_loop()
     samples = []
     for seq in range(args.count + args.warmup):
@@ -169,14 +180,14 @@ async def pinger(args: argparse.Namespace) -> None:
 
 async def echo(args: argparse.Namespace) -> None:
     agent = Echo("echo", role="echo")
-    await agent.connect(f"{HOST}:{args.port}")
+    await join(agent, args)
     print("ready", flush=True)
     await asyncio.sleep(3600)  # serve until the driver stops this process
 
 
 async def source(args: argparse.Namespace) -> None:
     agent = BaseAgent("source", role="source")
-    await agent.connect(f"{HOST}:{args.port}")
+    await join(agent, args)
     await sleep_until(args.start_at)
     stop_at = time.monotonic() + args.seconds * 3
     seq = 0
@@ -216,7 +227,7 @@ async def receivers(args: argparse.Namespace) -> None:
     done = asyncio.Event()
     counter = [0, args.agents]
     agents = [Receiver(f"r{args.first + i}", args.count, done, counter) for i in range(args.agents)]
-    await asyncio.gather(*(a.connect(f"{HOST}:{args.port}") for a in agents))
+    await asyncio.gather(*(join(a, args) for a in agents))
     print("ready", flush=True)
     try:
         async with asyncio.timeout(args.seconds):
@@ -255,7 +266,7 @@ class Sink(BaseAgent):
 
 async def sink(args: argparse.Namespace) -> None:
     agent = Sink(args.seconds)
-    await agent.connect(f"{HOST}:{args.port}")
+    await join(agent, args)
     print("ready", flush=True)
     async with asyncio.timeout(args.seconds * 4 + 60):
         await agent.done.wait()
@@ -266,7 +277,7 @@ async def swarm(args: argparse.Namespace) -> None:
     agents = [BaseAgent(f"s{args.first + i}", role="idle") for i in range(args.agents)]
     print("ready", flush=True)
     await sleep_until(args.start_at)
-    await asyncio.gather(*(a.connect(f"{HOST}:{args.port}") for a in agents))
+    await asyncio.gather(*(join(a, args) for a in agents))
     print("connected", flush=True)
     await asyncio.sleep(3600)  # stay connected until the driver stops this process
 
@@ -576,6 +587,8 @@ def main() -> None:
     parser.add_argument("--target", default="", help="name to send to (default: broadcast)")
     parser.add_argument("--ask", action="store_true", help="pinger: ask() instead of send")
     parser.add_argument("--start-at", type=float, default=0.0, help="epoch seconds to start")
+    parser.add_argument("--nats", default="", help="NATS URLs: the Ceylon roles go over NATS")
+    parser.add_argument("--workspace", default="default", help="the workspace (over NATS)")
     args = parser.parse_args()
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
