@@ -93,4 +93,4 @@ async def wait_until(predicate: Callable[[], bool]) -> None:
 
 
 # Over TCP and over NATS: the `hub` fixture (and the session's NATS cluster).
-from .hubs import hub, nats_cluster  # noqa: E402, F401
+from .hubs import hub, nats_cluster, nats_server  # noqa: E402, F401

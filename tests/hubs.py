@@ -11,6 +11,7 @@ Tests that take `hub` run once over each (``[tcp]`` and ``[nats]``).
 from __future__ import annotations
 
 import secrets
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 
 from ceylon import BaseAgent
 from ceylon.config import Settings
-from ceylon.natsserver import NatsCluster
+from ceylon.natsserver import NatsCluster, NatsServer
 from ceylon.testing import Process
 
 from .conftest import BEAT_FLAGS, BEAT_INTERVAL, BEAT_TIMEOUT, seconds
@@ -79,6 +80,16 @@ class Hub:
         else:
             await agent.connect(self.address, settings=settings)
         return agent
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer]:
+    """One nats-server with JetStream, for the whole session (tests take workspaces,
+    streams and buckets of their own)."""
+    with tempfile.TemporaryDirectory(prefix="ceylon-js-") as store:
+        config = f"jetstream {{ store_dir: {store}, max_memory_store: 64MB }}"
+        with NatsServer(config, timeout=seconds(20)) as server:
+            yield server
 
 
 @pytest.fixture(scope="session")
