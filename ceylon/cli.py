@@ -25,7 +25,7 @@ from loguru import logger
 
 import transport
 from transport import TransportError, default_registry
-from transport.natsbus import NatsOptions
+from transport.natsbus import NatsOptions, check_token
 
 from . import __version__
 from .base.agent import BaseAgent
@@ -206,6 +206,10 @@ def nats_options(args: argparse.Namespace) -> NatsOptions | None:
             raise UsageError(f"--nats takes nats://HOST:PORT URLs, got {url!r}")
     if not urls:
         raise UsageError("--nats takes nats://HOST:PORT URLs, got none")
+    try:
+        check_token("--workspace", args.workspace)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return NatsOptions(
         urls,
         token=args.nats_token,

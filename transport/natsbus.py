@@ -184,6 +184,7 @@ class NatsBus:
         self._log = logger.bind(agent=own_id)
         #: called when the connection came back (messages in between may be lost)
         self.on_reconnected: Callable[[], None] | None = None
+        self.closing = False
 
     @classmethod
     async def open(
@@ -209,7 +210,8 @@ class NatsBus:
             log.debug("nats: {}", exc)
 
         async def disconnected() -> None:
-            log.info("lost the NATS server; reconnecting")
+            if not (made and made[0].closing):
+                log.info("lost the NATS server; reconnecting")
 
         async def reconnected() -> None:
             if made and made[0].on_reconnected is not None:
@@ -385,6 +387,7 @@ class NatsBus:
 
     async def close(self) -> None:
         """Send what is queued, then close the connection."""
+        self.closing = True
         if self._flush_scheduled:
             self._flush()
         await self._idle.wait()

@@ -169,3 +169,48 @@ async def test_a_standby_takes_over_and_no_task_is_lost_when_a_server_dies_too(
                     continue
         assert len(counts) == TASKS and set(counts.values()) == {1}, "recorded once each"
         print(f"{TASKS} tasks, each outcome recorded once in {records} journal records")
+
+
+async def test_the_commands_that_connect_take_nats(spawn: Any, nats_cluster: NatsCluster) -> None:
+    workspace = f"c{secrets.token_hex(4)}"
+    reach = ("--nats", nats_cluster.url, "--workspace", workspace)
+    playground = spawn("-m", "ceylon", "playground", *reach, "--plugin", "tasks", *BEAT_FLAGS)
+    await asyncio.to_thread(playground.wait_for_line, r"^active on NATS", seconds(20))
+    assert "task state journaled to jetstream:" in playground.output()
+    worker = spawn("-m", "ceylon", "worker", *reach, "--agent", "ceylon.task:TaskExecutionAgent",
+                   "--role", "processor", "--name", "w0", *BEAT_FLAGS)  # fmt: skip
+    await asyncio.to_thread(worker.wait_for_line, r"^agent w0 connected to NATS", seconds(20))
+
+    def ceylon(*args: str) -> tuple[int, str]:
+        run: Process = spawn("-m", "ceylon", *args)
+        code = run.wait(seconds(30))
+        return code, run.output()
+
+    code, out = await asyncio.to_thread(
+        ceylon, "tasks", "run", "tests.fixtures.task_groups:small", *reach, "--timeout", "30"
+    )
+    assert code == 0 and "60" in out, out
+    code, out = await asyncio.to_thread(ceylon, "tasks", "list", *reach, "--json")
+    assert code == 0, out
+    groups = json.loads(out.strip().splitlines()[-1])["groups"]
+    assert sorted((g["name"], g["completed"]) for g in groups) == [("first", 40), ("second", 20)]
+    code, out = await asyncio.to_thread(ceylon, "status", *reach, "--once", "--json")
+    assert code == 0, out
+    status = json.loads(out.strip().splitlines()[-1])
+    assert "w0" in {a["name"] for a in status["agents"]}
+    assert status["plugins"]["tasks"]["completed"] == 60
+
+
+def test_nats_mistakes_are_one_line_usage_errors(spawn: Any) -> None:
+    for args, said in (
+        (["worker"], "--connect HOST:PORT or the servers as --nats"),
+        (["worker", "--connect", "127.0.0.1:1", "--nats", "nats://127.0.0.1:1"],
+         "--connect HOST:PORT or the servers as --nats"),
+        (["worker", "--nats", "http://127.0.0.1:4222"], "--nats takes nats://HOST:PORT URLs"),
+        (["status", "--nats", "nats://127.0.0.1:1", "--workspace", "a.b", "--once"],
+         "cannot be used on NATS"),
+    ):  # fmt: skip
+        run = spawn("-m", "ceylon", *args)
+        assert run.wait(seconds(20)) == 2, run.output()
+        lines = run.output().strip().splitlines()
+        assert len(lines) == 1 and said in lines[0], lines
