@@ -551,15 +551,12 @@ def _plugin_options(
 
 async def _jetstream_store(playground: BasePlayGround) -> TaskStore:
     """On NATS, the task state lives in JetStream (a standby resumes from it)."""
-    from .task.jetstream import JetStreamTaskStore
+    from .task.jetstream import journal_on_nats
 
-    client = playground.nats_client
-    assert client is not None
     try:
-        store = await JetStreamTaskStore.open(client, playground.workspace)
+        store = await journal_on_nats(playground)
     except StoreError as exc:
         raise UsageError(str(exc)) from None
-    store.on_fenced = lambda reason: playground.stop_soon(f"task journal: {reason}")
     print(f"task state journaled to {store.path}", flush=True)
     return store
 

@@ -34,7 +34,9 @@ from .store import MemoryTaskStore, StoredGroup, StoredState, StoredTask, StoreE
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
-__all__ = ["COMPACT_AFTER", "JetStreamTaskStore"]
+    from ..base.playground import BasePlayGround
+
+__all__ = ["COMPACT_AFTER", "JetStreamTaskStore", "journal_on_nats"]
 
 #: records after which the journal is compacted into a snapshot
 COMPACT_AFTER: Final = 2000
@@ -307,6 +309,21 @@ class JetStreamTaskStore:
         self._callbacks.clear()
         if self.on_fenced is not None:
             self.on_fenced(reason)
+
+
+async def journal_on_nats(playground: BasePlayGround) -> JetStreamTaskStore:
+    """The task plugin's store on a playground on NATS (a `StoreFactory`): the journal of
+    its workspace in JetStream; the playground stops if another one writes it.
+
+    Raises:
+        StoreError: JetStream is not available.
+    """
+    client = playground.nats_client
+    if client is None:
+        raise StoreError("the task journal in JetStream needs a playground on NATS")
+    store = await JetStreamTaskStore.open(client, playground.workspace)
+    store.on_fenced = lambda reason: playground.stop_soon(f"task journal: {reason}")
+    return store
 
 
 class _Fenced(Exception):

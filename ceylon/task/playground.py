@@ -7,9 +7,17 @@ from typing import Any
 
 from ..base.playground import BasePlayGround
 from .data import TaskGroup, TaskMessage
+from .jetstream import journal_on_nats
 from .journal import Journal, open_store
 from .manager import TaskManager
-from .plugin import KEEP_FINISHED_FOR, KEEP_FINISHED_GROUPS, LEASE, MAX_WORKER_SLOTS, TaskPlugin
+from .plugin import (
+    KEEP_FINISHED_FOR,
+    KEEP_FINISHED_GROUPS,
+    LEASE,
+    MAX_WORKER_SLOTS,
+    StoreFactory,
+    TaskPlugin,
+)
 from .stats import TaskStatistics
 from .store import TaskStore
 
@@ -37,7 +45,8 @@ class TaskPlayGround(BasePlayGround):
             results right after `wait_for_completion`.
         state: journal the task state to this SQLite file (or into a `TaskStore`): a
             playground started on an existing journal resumes its groups (see the
-            README's Durability). In memory when not given.
+            README's Durability). In memory when not given; on NATS (``nats=``), in
+            JetStream when not given.
         lease: seconds a resumed playground keeps a task for the worker that had it.
     """
 
@@ -57,6 +66,11 @@ class TaskPlayGround(BasePlayGround):
         **kwargs: Any,
     ) -> None:
         super().__init__(name=name, port=port, **kwargs)
+        store: TaskStore | StoreFactory | None = None
+        if state is not None and not isinstance(state, (str, os.PathLike)):
+            store = state
+        elif state is None and self.settings.nats is not None:
+            store = journal_on_nats  # on NATS: in JetStream, where a standby finds it
         self.task_plugin = TaskPlugin(
             max_retries,
             role_timeout,
@@ -64,7 +78,7 @@ class TaskPlayGround(BasePlayGround):
             max_worker_slots,
             keep_finished_groups=keep_finished_groups,
             keep_finished_for=keep_finished_for,
-            store=None if state is None or isinstance(state, (str, os.PathLike)) else state,
+            store=store,
             lease=lease,
         )
         self._state = state if isinstance(state, (str, os.PathLike)) else None

@@ -22,6 +22,7 @@ import nats
 
 from ceylon import AgentDetail, BaseAgent, BasePlayGround, on
 from ceylon.natsserver import NatsCluster
+from ceylon.task import TaskExecutionAgent, TaskManager, TaskMessage, TaskPlayGround
 from ceylon.testing import Process
 from transport import Codec
 from transport.wire import bin_header, messages_prefix
@@ -214,3 +215,21 @@ def test_nats_mistakes_are_one_line_usage_errors(spawn: Any) -> None:
         assert run.wait(seconds(20)) == 2, run.output()
         lines = run.output().strip().splitlines()
         assert len(lines) == 1 and said in lines[0], lines
+
+
+async def test_a_task_playground_on_nats_runs_the_tutorials_api_and_journals_in_jetstream(
+    nats_cluster: NatsCluster,
+) -> None:
+    workspace = f"p{secrets.token_hex(4)}"
+    playground = TaskPlayGround(name="tasks", nats=nats_cluster.url, workspace=workspace)
+    workers = [TaskExecutionAgent(f"w{i}", "processor", 2) for i in range(2)]
+    tasks = [TaskMessage(name=f"t{i}", duration=0.01, required_role="processor")
+             for i in range(20)]  # fmt: skip
+    group = TaskManager.create_task_group("group", "", tasks)
+    async with playground.play(workers=workers):
+        assert playground.task_plugin.journal.store.path == f"jetstream:ceylon_{workspace}_tasks"
+        await playground.assign_task_groups([group])
+        await playground.wait_for_completion(timeout=seconds(20))
+        assert len(playground.get_completed_tasks()) == 20
+    counts, _ = await journal(nats_cluster.urls[0], workspace)
+    assert len(counts) == 20 and set(counts.values()) == {1}
