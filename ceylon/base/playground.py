@@ -285,13 +285,13 @@ class BasePlayGround(BaseAgent):
         server, self._server = self._server, None
         if server is not None:
             await server.aclose()
-        if self._nats is not None:
-            await self._stop_on_nats()
-        for plugin in self.plugins:
+        for plugin in self.plugins:  # on NATS, while the connection is up: journals flush
             try:
                 await plugin.stop()
             except Exception:
                 self._log.exception("plugin {} failed to stop", plugin.name)
+        if self._nats is not None:
+            await self._stop_on_nats()
         await self._stop_running()
         self._finished_event.set()
         self._log.info("playground {} finished", self.name)

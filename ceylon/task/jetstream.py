@@ -233,6 +233,10 @@ class JetStreamTaskStore:
                 except _Fenced as exc:
                     self._fence(str(exc))
                 except Exception as exc:  # the cluster is unreachable: try again
+                    if self.client.is_closed:
+                        self._log.error("the NATS connection is closed: {} journal record(s) "
+                                        "not written", len(self._pending))  # fmt: skip
+                        return
                     self._log.warning("could not journal yet: {}", exc)
                     self._callbacks[:0] = callbacks
                     callbacks = []

@@ -34,7 +34,7 @@ TASKS = 1000  # tests.fixtures.task_groups:failover
 
 
 @dataclasses.dataclass
-class Chat:
+class Greeting:
     seq: int
 
 
@@ -43,8 +43,8 @@ class Listener(BaseAgent):
         super().__init__(name, role="listener")
         self.got: list[tuple[str, int]] = []
 
-    @on(Chat)
-    async def chat(self, message: Chat, agent: AgentDetail) -> None:
+    @on(Greeting)
+    async def chat(self, message: Greeting, agent: AgentDetail) -> None:
         self.got.append((agent.name, message.seq))
 
 
@@ -79,7 +79,7 @@ async def test_the_sender_is_the_one_the_subject_names(nats_cluster: NatsCluster
             await agent.connect(nats=nats_cluster.url, workspace=workspace)
         forger = await nats.connect(nats_cluster.urls)
         try:
-            tag, body = Codec().encode_packed(Chat(99))
+            tag, body = Codec().encode_packed(Greeting(99))
             pair = tag + bin_header(len(body)) + body
             # published under the forger's own id, claiming the victim's in the payload
             lie = messages_prefix(victim.id, None, 1) + pair

@@ -24,7 +24,7 @@ from ...conftest import seconds, wait_until
 
 
 @dataclasses.dataclass
-class Item:
+class BusItem:
     seq: int
     text: str = ""
 
@@ -74,7 +74,7 @@ async def test_broadcasts_and_direct_messages_arrive_in_the_order_sent(
     kinds = []
     for seq in range(600):  # runs of direct messages between broadcasts, in one loop turn
         target = None if seq % 5 == 0 else "receiver"
-        sender.send_nowait(Item(seq), target=target)
+        sender.send_nowait(BusItem(seq), target=target)
         kinds.append(BROADCAST if target is None else DIRECT)
     await sender.drain()
     async with asyncio.timeout(seconds(10)):
@@ -90,7 +90,7 @@ async def test_a_run_over_the_size_limit_goes_in_several_messages(
     sender, _, got = pair
     big = "x" * 100_000
     for seq in range(30):  # 3 MB in one loop turn, to one subject
-        sender.send_nowait(Item(seq, big), target="receiver")
+        sender.send_nowait(BusItem(seq, big), target="receiver")
     await sender.drain()
     async with asyncio.timeout(seconds(10)):
         await wait_until(lambda: sum(len(p) for _, _, p in got) == 30)
@@ -105,7 +105,7 @@ async def test_malformed_and_forged_payloads_are_dropped_and_counted(
     raw = await nats.connect(nats_server.url)
     try:
         root = receiver.root
-        tag, body = Codec().encode_packed(Item(7))
+        tag, body = Codec().encode_packed(BusItem(7))
         group: Any = tag + bin_header(len(body)) + body
         await raw.publish(f"{root}.b.mallory", b"\xc1 not msgpack")
         await raw.publish(f"{root}.b.mallory", messages_prefix("sender", None, 1) + group)
