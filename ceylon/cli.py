@@ -206,6 +206,10 @@ def nats_options(args: argparse.Namespace) -> NatsOptions | None:
             raise UsageError(f"--nats takes nats://HOST:PORT URLs, got {url!r}")
     if not urls:
         raise UsageError("--nats takes nats://HOST:PORT URLs, got none")
+    if args.token or getattr(args, "auth", None):
+        flag = "--token" if args.token else "--auth"
+        raise UsageError(f"{flag} is for a TCP playground; on NATS, NATS authenticates "
+                         "(--nats-creds, --nats-user/--nats-password, --nats-token)")  # fmt: skip
     try:
         check_token("--workspace", args.workspace)
     except ValueError as exc:

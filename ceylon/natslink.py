@@ -76,6 +76,7 @@ class NatsLink:
         self._playground_session = 0
         self._had_playground = False
         self._requests: dict[int, asyncio.Future[Any]] = {}
+        self._held: set[str] = set()  # senders whose messages are dropped for now
         self._partial: dict[int, Any] = {}
         self._request_ids = itertools.count(1)
         self._heard_playground = asyncio.Event()
@@ -200,6 +201,9 @@ class NatsLink:
             self._hand_over(sender, pairs[start:] if start else pairs, kind)
 
     def _hand_over(self, sender: str, pairs: list[tuple[str, bytes]], kind: str) -> None:
+        if sender in self._held:  # its messages wait by the thousand: NATS drops, so do we
+            self.bus.drops["dropped: handlers behind"] += len(pairs)
+            return
         detail = self.presence.find(sender) or AgentDetail(sender, sender)
         self.owner.receive_messages(detail, pairs, direct=kind == DIRECT, origin=sender)
 
@@ -420,7 +424,13 @@ class NatsLink:
             self._partial.pop(number, None)
 
     def hold(self, origin: str, paused: bool) -> None:
-        """Nothing to pause on NATS: the server cuts a consumer that falls behind."""
+        """The handlers are far behind `origin`'s messages: until they catch up, what
+        it sends is dropped (counted), as NATS drops for a slow consumer; nothing else
+        waits, presence and the other senders least of all."""
+        if paused:
+            self._held.add(origin)
+        else:
+            self._held.discard(origin)
 
     def dropped_upstream(self) -> dict[str, int]:
         return dict(self.bus.drops)

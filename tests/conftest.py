@@ -56,8 +56,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--fuzz-iterations",
         type=int,
-        default=120_000,
-        help="inputs per fuzz test (default 120,000; --fuzz-iterations 1000000 for a long run)",
+        default=50_000,
+        help="inputs per fuzz test (default 50,000; --fuzz-iterations 1000000 for a long run)",
     )
     parser.addoption("--fuzz-seed", type=int, default=20261123, help="fuzz seed")
 

@@ -210,6 +210,8 @@ def test_nats_mistakes_are_one_line_usage_errors(spawn: Any) -> None:
         (["worker", "--nats", "http://127.0.0.1:4222"], "--nats takes nats://HOST:PORT URLs"),
         (["status", "--nats", "nats://127.0.0.1:1", "--workspace", "a.b", "--once"],
          "cannot be used on NATS"),
+        (["playground", "--nats", "nats://127.0.0.1:1", "--token", "secret"],
+         "--token is for a TCP playground"),
     ):  # fmt: skip
         run = spawn("-m", "ceylon", *args)
         assert run.wait(seconds(20)) == 2, run.output()
