@@ -61,6 +61,8 @@ class Settings:
             together; above it the agents with the most queued are cut first.
         max_pending_bytes, max_pending_messages: the queue limit of each connection.
         nats: reach the workspace over NATS (`NatsOptions`) instead of a TCP playground.
+        recount_interval: on NATS, seconds between a playground's checks of what its
+            workers hold (NATS delivers at most once: what was lost is handed out again).
     """
 
     workspace: str = "default"
@@ -80,6 +82,7 @@ class Settings:
     max_pending_bytes: int = 8 * 2**20
     max_pending_messages: int = 100_000
     nats: NatsOptions | None = None
+    recount_interval: float = 30.0
 
     def __post_init__(self) -> None:
         if self.slow_consumer not in ("disconnect", "drop"):

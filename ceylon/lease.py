@@ -24,7 +24,7 @@ from .errors import CeylonError
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
-__all__ = ["DEFAULT_TTL", "Lease", "LeaseLost", "replicas_for"]
+__all__ = ["DEFAULT_TTL", "Lease", "LeaseLost", "holder_of", "replicas_for"]
 
 DEFAULT_TTL: Final = 5.0
 KEY: Final = "playground"
@@ -38,6 +38,22 @@ def replicas_for(client: Client) -> int:
     """3 on a cluster of three servers or more (JetStream keeps the data on three), else
     1; the servers known are those given and those the cluster announced."""
     return 3 if len(client.servers) >= 3 else 1
+
+
+async def holder_of(client: Client, workspace: str) -> str | None:
+    """The id of the playground holding `workspace`'s lease, or None when nobody does.
+
+    Raises:
+        nats errors: no JetStream, or no lease bucket (no playground used one).
+    """
+    import nats.js.errors
+
+    kv = await client.jetstream().key_value(f"ceylon_{workspace}_lease")
+    try:
+        entry = await kv.get(KEY)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    return entry.value.decode() if entry.value else None
 
 
 class Lease:
@@ -74,11 +90,17 @@ class Lease:
         js = self.client.jetstream()
         try:
             self._kv = await js.key_value(self.bucket)
-            return
         except nats.js.errors.BucketNotFoundError:
             pass
         except nats.js.errors.ServiceUnavailableError:
             raise RuntimeError("standby playgrounds need JetStream on the NATS servers") from None
+        else:  # entries live as long as the bucket says, whatever this holder was told
+            ttl = (await self._kv.status()).ttl
+            if ttl and abs(ttl - self.ttl) > 1e-3:
+                self._log.warning("the lease bucket keeps entries {:g} s; using that, not {:g} s",
+                                  ttl, self.ttl)  # fmt: skip
+                self.ttl = ttl
+            return
         if replicas is None:
             replicas = replicas_for(self.client)
         self._kv = await js.create_key_value(
@@ -138,10 +160,15 @@ class Lease:
         except nats.js.errors.KeyWrongLastSequenceError:
             raise LeaseLost("another playground took the lease") from None
         self.epoch = self._revision
+        self._renewed = time.monotonic()
         self._log.warning("the lease expired while out of reach; taken again (epoch {})",
                           self.epoch)  # fmt: skip
         if on_epoch is not None:
             on_epoch(self.epoch)
+
+    def fresh(self) -> bool:
+        """Whether the lease was renewed less than a TTL ago (so nobody else can hold it)."""
+        return bool(self.epoch) and time.monotonic() - self._renewed < self.ttl
 
     async def release(self) -> None:
         """Give the lease up (a standby may take it at once)."""

@@ -39,6 +39,30 @@ _REQUESTS: Final = (system.Resolve, system.ListAgents, system.StatusQuery)
 _PRESENCE: dict[tuple[str, bytes], Any] = {}
 
 
+def _plain_presence(record: Any, sender: str) -> bool:
+    """Whether a presence record is one the sender may send: of itself, plain data (the
+    codec builds what the fields say, whatever their types)."""
+    match record:
+        case system.Beat(agent=detail, playground=epoch, session=session):
+            numbers = (epoch, session)
+            if not all(type(n) is int and n >= 0 for n in numbers):
+                return False
+        case system.Bye(agent=detail, reason=reason):
+            if type(reason) is not str:
+                return False
+        case system.Probe(agent=detail, observer=observer):
+            if type(observer) is not bool:
+                return False
+        case _:
+            return False
+    return (
+        type(detail) is AgentDetail
+        and detail.id == sender
+        and all(type(v) is str for v in (detail.name, detail.role, detail.address))
+        and type(detail.extra_data) is dict
+    )
+
+
 class NatsLink:
     """The `Link` of an agent (or of a playground, `status` given) over NATS.
 
@@ -77,6 +101,11 @@ class NatsLink:
         self._had_playground = False
         self._requests: dict[int, asyncio.Future[Any]] = {}
         self._held: set[str] = set()  # senders whose messages are dropped for now
+        self._verified: dict[str, int] = {}  # playgrounds the lease confirmed, by epoch
+        self._verifying: set[str] = set()
+        self._snapshots: dict[str, list[system.Snapshot]] = {}  # of one being verified
+        self._probed: dict[str, float] = {}  # prober -> when it was last answered
+        self._tasks: set[asyncio.Task[None]] = set()
         self._partial: dict[int, Any] = {}
         self._request_ids = itertools.count(1)
         self._heard_playground = asyncio.Event()
@@ -134,6 +163,7 @@ class NatsLink:
             return
         self.session += 1
         self._log.info("NATS connection back (session {})", self.session)
+        self.presence.touch(time.monotonic())  # silence while away proves nothing
         self._announce(probe=True)
         if self.is_playground:
             self.owner.receive_lost(None)
@@ -155,10 +185,14 @@ class NatsLink:
         interval = self.settings.heartbeat_interval
         while True:
             await asyncio.sleep(interval)
-            if not (self.owner.observer or self.silent):
-                beat = system.Beat(self.details(), self.epoch, self.session)
-                self.bus.send_presence_nowait(beat)
-            self._apply(self.presence.expire(time.monotonic()))
+            try:
+                if not (self.owner.observer or self.silent):
+                    beat = system.Beat(self.details(), self.epoch, self.session)
+                    self.bus.send_presence_nowait(beat)
+                if self.bus.connected:  # away from NATS, silence proves nothing
+                    self._apply(self.presence.expire(time.monotonic()))
+            except Exception:  # a bug must not stop the heartbeat
+                self._log.exception("heartbeat failed; going on")
 
     async def stop(self) -> None:
         """Say goodbye and close; on_disconnect handlers fire for everyone known."""
@@ -166,9 +200,9 @@ class NatsLink:
             await self._stopped.wait()
             return
         self._stopping = True
-        if self._beats is not None:
-            self._beats.cancel()
-            await asyncio.gather(self._beats, return_exceptions=True)
+        for task in [*self._tasks, *([self._beats] if self._beats else [])]:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         if not (self.owner.observer or self.silent):
             try:
                 self.bus.send_presence_nowait(system.Bye(self.details(), "agent stopping"))
@@ -188,7 +222,7 @@ class NatsLink:
     def _on_bus(self, kind: str, sender: str, pairs: list[tuple[str, bytes]]) -> None:
         if kind == PRESENCE:
             for tag, body in pairs:
-                self._on_presence(tag, body)
+                self._on_presence(sender, tag, body)
             return
         start = 0
         for i, (tag, body) in enumerate(pairs):
@@ -214,7 +248,7 @@ class NatsLink:
             self._log.warning("dropped an undecodable runtime message {}: {}", tag, exc.reason)
             return None
 
-    def _on_presence(self, tag: str, body: bytes) -> None:
+    def _on_presence(self, sender: str, tag: str, body: bytes) -> None:
         # Every agent of a process hears every beat: decoded once per process.
         key = (tag, body)
         record = _PRESENCE.get(key)
@@ -223,9 +257,16 @@ class NatsLink:
             if len(_PRESENCE) >= 4096:
                 _PRESENCE.clear()
             _PRESENCE[key] = record
+        if not _plain_presence(record, sender):  # only of itself, and plain data
+            self.bus.drops["bad presence record"] += 1
+            self._log.debug("dropped a presence record {} from {}", tag, sender)
+            return
         now = time.monotonic()
         match record:
             case system.Beat(agent=detail, playground=epoch, session=session):
+                if epoch and not self.is_playground and self._verified.get(sender) != epoch:
+                    self._verify(detail, epoch, session)  # a playground? the lease says
+                    epoch = 0
                 known = detail.id in self.presence
                 before = self.presence.session_of(detail.id)
                 self._apply(self.presence.beat(detail, now, epoch, session))
@@ -239,19 +280,70 @@ class NatsLink:
             case system.Probe(agent=detail, observer=observer):
                 if not observer:
                     self._apply(self.presence.beat(detail, now))
-                if self.is_playground:  # its beat first: the snapshot is taken from it
-                    me = self.details()
+                if self.is_playground and self._may_answer(sender, now):
+                    me = self.details()  # its beat first: the snapshot is taken from it
                     self.bus.send_presence_nowait(system.Beat(me, self.epoch, self.session))
                     for chunk, final in system.chunked([me, *self.presence], self._size):
                         self.bus.send_nowait(system.Snapshot(chunk, final), target=detail.id)
-            case None:
-                pass
-            case _:
-                self._log.debug("ignored a presence record {}", tag)
+
+    def _may_answer(self, prober: str, now: float) -> bool:
+        """A probe is answered once per heartbeat interval per prober: probes cannot make
+        the playground an amplifier."""
+        last = self._probed.get(prober)
+        if last is not None and now - last < self.settings.heartbeat_interval:
+            return False
+        if len(self._probed) >= 10_000:
+            self._probed.clear()
+        self._probed[prober] = now
+        return True
+
+    def _verify(self, detail: AgentDetail, epoch: int, session: int) -> None:
+        """Take `detail` for the playground of `epoch` once the lease says it holds it
+        (any member may claim an epoch in a beat; only the lease holder has one)."""
+        if detail.id in self._verifying:
+            return
+        self._verifying.add(detail.id)
+
+        async def verify() -> None:
+            try:
+                holder = await self._lease_holder()
+            finally:
+                self._verifying.discard(detail.id)
+            if holder is not None and holder != detail.id:
+                self._snapshots.pop(detail.id, None)
+                self.bus.drops["false playground claim"] += 1
+                self._log.warning("agent {} claims to be the playground; the lease says "
+                                  "otherwise", detail.name)  # fmt: skip
+                return
+            self._verified[detail.id] = epoch
+            snapshots = self._snapshots.pop(detail.id, [])
+            if detail.id in self.presence and not self._stopping:
+                self._apply(self.presence.beat(detail, time.monotonic(), epoch, session))
+                self._playground_changed()
+                for snapshot in snapshots:
+                    self._take_snapshot(snapshot)
+
+        task = asyncio.get_running_loop().create_task(verify())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _lease_holder(self) -> str | None:
+        """Who holds the workspace's lease (None: there is no lease to ask)."""
+        from .lease import holder_of
+
+        try:
+            async with asyncio.timeout(self.settings.open_timeout):
+                return await holder_of(self.bus.client, self.settings.workspace)
+        except Exception as exc:  # no JetStream, no bucket: one playground, no lease
+            self._log.debug("no lease to check a playground against: {}", exc)
+            return None
 
     def _apply(self, changes: list[Change]) -> None:
         workspace = self.settings.workspace
         for change in changes:
+            if not change.joined:
+                self._held.discard(change.detail.id)
+                self._verified.pop(change.detail.id, None)
             verb = "joined" if change.joined else f"left: {change.reason}"
             self._log.debug("agent {} {}", change.detail.name, verb)
             self.owner.receive_membership(change.detail, workspace, joined=change.joined)
@@ -289,20 +381,31 @@ class NatsLink:
             return
         playground = self._playground
         if playground is None or sender != playground.id:
-            self._log.debug("ignored {} from {}, not the playground", tag, sender)
+            if isinstance(message, system.Snapshot) and sender in self._verifying:
+                stash = self._snapshots.setdefault(sender, [])
+                if len(stash) < 16:
+                    stash.append(message)  # taken once the lease confirms the sender
+            else:
+                self._log.debug("ignored {} from {}, not the playground", tag, sender)
             return
         match message:
-            case system.Snapshot(agents=details):
-                now = time.monotonic()
-                for detail in details:
-                    epoch = self.presence.epoch_of(detail.id)
-                    self._apply(self.presence.beat(detail, now, epoch))
+            case system.Snapshot():
+                self._take_snapshot(message)
             case system.Resolved(request=number):
                 self._answered(number, message)
             case system.AgentList() | system.PlaygroundStatus():
                 self._chunk(message)
             case _:
                 self._log.debug("ignored a runtime message {}", tag)
+
+    def _take_snapshot(self, snapshot: system.Snapshot) -> None:
+        if type(snapshot.agents) is not list:
+            return
+        now = time.monotonic()
+        for detail in snapshot.agents:
+            if type(detail) is AgentDetail and type(detail.name) is str:
+                epoch = self.presence.epoch_of(detail.id)
+                self._apply(self.presence.beat(detail, now, epoch))
 
     def _answer(self, asker: str, request: Any) -> None:
         match request:

@@ -100,6 +100,12 @@ class Presence:
                 changes.append(Change(seen.detail, False, f"no heartbeat for {silent:.1f} s"))
         return changes
 
+    def touch(self, now: float) -> None:
+        """Count everyone as heard of `now` (this agent was away: their silence meanwhile
+        proves nothing)."""
+        for seen in self._seen.values():
+            seen.last = now
+
     def clear(self, reason: str) -> list[Change]:
         """Everyone is gone (this agent lost NATS)."""
         return [change for agent_id in list(self._seen) for change in self.bye(agent_id, reason)]

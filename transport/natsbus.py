@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any, Final
 from loguru import logger
 
 from .codec import Codec
-from .errors import DecodeError, InvalidStateError
+from .errors import DecodeError, EncodeError, InvalidStateError
 from .limits import DEFAULT_LIMITS, DecodeLimits
-from .wire import MessageGroup, bin_header, messages_prefix, parse_group_prefix
+from .wire import ROUTE_ROOM, MessageGroup, bin_header, messages_prefix, parse_group_prefix
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -185,6 +185,8 @@ class NatsBus:
         #: called when the connection came back (messages in between may be lost)
         self.on_reconnected: Callable[[], None] | None = None
         self.closing = False
+        #: False from a disconnection until nats-py has reconnected
+        self.connected = True
 
     @classmethod
     async def open(
@@ -210,12 +212,16 @@ class NatsBus:
             log.debug("nats: {}", exc)
 
         async def disconnected() -> None:
+            if made:
+                made[0].connected = False
             if not (made and made[0].closing):
                 log.info("lost the NATS server; reconnecting")
 
         async def reconnected() -> None:
-            if made and made[0].on_reconnected is not None:
-                made[0].on_reconnected()
+            if made:
+                made[0].connected = True
+                if made[0].on_reconnected is not None:
+                    made[0].on_reconnected()
 
         try:
             client = await nats.connect(
@@ -260,6 +266,8 @@ class NatsBus:
             await self.client.subscribe(s, pending_msgs_limit=0, pending_bytes_limit=0)
             for s in subjects
         ]
+        if not all(isinstance(getattr(sub, "_pending_queue", None), asyncio.Queue) for sub in subs):
+            raise RuntimeError("this version of nats-py is not supported (nats-py>=2.6,<3)")
         shared: asyncio.Queue[Msg] = subs[0]._pending_queue
         for sub in subs[1:]:
             sub._pending_queue = shared  # one queue: the server's order across subjects
@@ -324,6 +332,11 @@ class NatsBus:
 
     def _queue_pair(self, subject: str, tag: bytes, body: bytes) -> None:
         pair = tag + bin_header(len(body)) + body
+        if len(pair) > self.max_message - ROUTE_ROOM:
+            raise EncodeError(
+                f"a message of {len(pair)} bytes is over what one NATS message may carry "
+                f"here ({self.max_message - ROUTE_ROOM} bytes)"
+            )
         out = self._out
         if out and out[-1][0] == subject:  # consecutive messages to one subject: one group
             out[-1][1].append(pair)
@@ -349,7 +362,7 @@ class NatsBus:
         self._flush_scheduled = False
         out, self._out, self._out_bytes = self._out, [], 0
         own = self.own_id
-        limit = self.max_message - 64
+        limit = self.max_message - ROUTE_ROOM  # the group's prefix fits in that room
         for subject, pairs in out:
             target = subject.split(".")[3] if subject[len(self.root) + 1] == DIRECT else None
             start, size = 0, 0

@@ -167,6 +167,7 @@ class BasePlayGround(BaseAgent):
         self._nats: NatsLink | None = None
         self._lease: Lease | None = None
         self._keeper: asyncio.Task[None] | None = None
+        self._recounter: asyncio.Task[None] | None = None
         self._stopper: asyncio.Task[None] | None = None
         #: why it stopped by itself (another playground took over), if it did
         self.stop_reason: str | None = None
@@ -758,6 +759,7 @@ class BasePlayGround(BaseAgent):
             await self._stop_on_nats()
             raise
         link.become_playground(epoch)
+        self._recounter = asyncio.get_running_loop().create_task(self._recount())
         self._log.info("active on NATS at {} (workspace {}, epoch {})", self.address,
                        self.workspace, epoch)  # fmt: skip
         for member in self.directory:  # heard of in standby: the plugins meet them now
@@ -765,6 +767,13 @@ class BasePlayGround(BaseAgent):
                 _call_safely(callback, member.detail, self._log)
         self._membership_changed()
         self._start_run_loops()
+
+    async def _recount(self) -> None:
+        """NATS delivers at most once: now and then the plugins check what may have been
+        lost without anybody reconnecting (a route between servers that failed, say)."""
+        while True:
+            await asyncio.sleep(self.settings.recount_interval)
+            self.receive_lost(None)
 
     async def _keep_lease(self, lease: Lease) -> None:
         def new_epoch(epoch: int) -> None:
@@ -775,6 +784,11 @@ class BasePlayGround(BaseAgent):
             await lease.keep(new_epoch)
         except LeaseLost as exc:
             self.stop_soon(f"lease lost: {exc}")
+
+    def lease_fresh(self) -> bool:
+        """Whether this playground surely holds its lease now (always, without one):
+        its journal writes only then."""
+        return self._lease is None or self._lease.fresh()
 
     @property
     def nats_client(self) -> Any:
@@ -799,6 +813,10 @@ class BasePlayGround(BaseAgent):
         await self._finished_event.wait()
 
     async def _stop_on_nats(self) -> None:
+        recounter, self._recounter = self._recounter, None
+        if recounter is not None:
+            recounter.cancel()
+            await asyncio.gather(recounter, return_exceptions=True)
         keeper, self._keeper = self._keeper, None
         if keeper is not None and keeper is not asyncio.current_task():
             keeper.cancel()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -63,6 +64,8 @@ class JetStreamTaskStore:
         self.path = f"jetstream:{self.stream}"
         #: set when an append was refused: another playground writes this journal now
         self.fenced: str | None = None
+        #: whether appending is allowed now (a playground: while its lease is fresh)
+        self.may_write: Callable[[], bool] = lambda: True
         self.on_fenced: Callable[[str], None] | None = None
         self._state = MemoryTaskStore()
         self._last = 0  # the stream sequence our next append follows
@@ -119,6 +122,9 @@ class JetStreamTaskStore:
         first, last = info.state.first_seq, info.state.last_seq
         await self._replay(js, first, last)
         self._last = last
+        # Our first append, at once: a writer before us that still has records to send
+        # (it lost the lease while cut off) is fenced by it, not us by its.
+        await self._publish(f"{self._writer_id}-0", _pack([["o", self._writer_id]]))
 
     async def _replay(self, js: Any, first: int, last: int) -> None:
         import nats.js.errors
@@ -132,8 +138,12 @@ class JetStreamTaskStore:
                 continue  # purged or deleted
             try:
                 ops = msgpack.unpackb(msg.data, raw=False, strict_map_key=False)
-            except Exception as exc:
-                raise StoreError(f"{self.path}: record {seq} cannot be read ({exc})") from None
+                if type(ops) is not list or not all(_well_formed(op) for op in ops):
+                    raise ValueError("not a list of journal operations")
+            except Exception as exc:  # not ours (somebody could publish here): skipped
+                self._log.error("{}: record {} skipped, it is not a journal record ({})",
+                                self.path, seq, exc)  # fmt: skip
+                continue
             snapshot = self._apply_record(ops, snapshot, parts)
             self._records += 1
 
@@ -167,15 +177,15 @@ class JetStreamTaskStore:
 
     def add_group(self, group: StoredGroup) -> None:
         self._state.add_group(group)
-        g = group
-        body = g.body
-        step = max(1, self._limit - 1024)
-        count = max(1, -(-len(body) // step))
-        for part in range(count):
-            chunk = body[part * step : (part + 1) * step]
-            self._queue(["g", g.group_id, part, count, chunk, g.status, g.submitter, g.goal_status])
+        for op in _group_ops(group, self._limit):
+            self._queue(op)
 
     def put_task(self, task: StoredTask) -> None:
+        if task.result is not None and len(task.result) > self._limit - 4096:
+            self._log.error("the result of task {} ({} bytes) is over the journal's record "
+                            "limit: journaled without it",
+                            task.task_id, len(task.result))  # fmt: skip
+            task = dataclasses.replace(task, result=None, error=task.error or "result too large")
         self._state.put_task(task)
         t = task
         self._queue(["t", t.task_id, t.group_id, t.status, t.worker, t.attempts, t.result,
@@ -206,17 +216,25 @@ class JetStreamTaskStore:
         self._closed = True
         self._wake.set()
 
-    async def aclose(self) -> None:
-        """Append what is queued, then stop the writer."""
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """Append what is queued (for at most `timeout` seconds), then stop the writer."""
         self._closed = True
         self._wake.set()
-        if self._writer is not None:
-            await asyncio.gather(self._writer, return_exceptions=True)
-            self._writer = None
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        done, _ = await asyncio.wait({writer}, timeout=timeout)
+        if not done:
+            self._log.error("{}: {} journal record(s) not written in {:g} s; given up",
+                            self.path, len(self._pending), timeout)  # fmt: skip
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
 
     # -- the writer --------------------------------------------------------------------------
 
     async def _write(self) -> None:
+        import nats.errors
+
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -227,12 +245,19 @@ class JetStreamTaskStore:
             if self._pending and self.fenced is None:
                 self._idle.clear()
                 try:
+                    if not self.may_write():
+                        raise _NotNow("the lease was not renewed lately")
                     await self._append()
                     if self._records >= COMPACT_AFTER:
                         await self._compact()
                 except _Fenced as exc:
                     self._fence(str(exc))
-                except Exception as exc:  # the cluster is unreachable: try again
+                except nats.errors.MaxPayloadError:  # ours to avoid: never sent again
+                    self._log.error("{}: a journal record over the size limit was dropped",
+                                    self.path)  # fmt: skip
+                    self._pending.popleft()
+                    self._wake.set()
+                except Exception as exc:  # the cluster is out of reach: try again
                     if self.client.is_closed:
                         self._log.error("the NATS connection is closed: {} journal record(s) "
                                         "not written", len(self._pending))  # fmt: skip
@@ -294,7 +319,7 @@ class JetStreamTaskStore:
         state = self._state.load()
         ops: list[list[Any]] = []
         for g in state.groups:
-            ops.append(["g", g.group_id, 0, 1, g.body, g.status, g.submitter, g.goal_status])
+            ops += _group_ops(g, self._limit)
         for t in state.tasks.values():
             ops.append(["t", t.task_id, t.group_id, t.status, t.worker, t.attempts, t.result,
                         t.error, t.start_time, t.end_time])  # fmt: skip
@@ -327,11 +352,51 @@ async def journal_on_nats(playground: BasePlayGround) -> JetStreamTaskStore:
         raise StoreError("the task journal in JetStream needs a playground on NATS")
     store = await JetStreamTaskStore.open(client, playground.workspace)
     store.on_fenced = lambda reason: playground.stop_soon(f"task journal: {reason}")
+    store.may_write = playground.lease_fresh
     return store
 
 
 class _Fenced(Exception):
     pass
+
+
+class _NotNow(Exception):
+    pass
+
+
+def _group_ops(group: StoredGroup, limit: int) -> list[list[Any]]:
+    """The ops that add `group`, its body in parts that each fit a record."""
+    g = group
+    step = max(1, limit - 1024)
+    count = max(1, -(-len(g.body) // step))
+    return [
+        ["g", g.group_id, part, count, g.body[part * step : (part + 1) * step], g.status,
+         g.submitter, g.goal_status]
+        for part in range(count)
+    ]  # fmt: skip
+
+
+_SHAPES: Final = {"g": 8, "t": 10, "e": 4, "f": 2, "s": 4, "o": 2}
+
+
+def _well_formed(op: Any) -> bool:
+    """Whether `op` has the shape of a journal operation (the stream is replayed as
+    written: a record somebody else published there must not stop a playground)."""
+    if type(op) is not list or not op or _SHAPES.get(op[0]) != len(op):
+        return False
+    kind = op[0]
+    if kind == "t":
+        return all(type(v) is str for v in op[1:5]) and type(op[5]) is int
+    if kind == "g":
+        return (type(op[1]) is str and type(op[2]) is int and type(op[3]) is int
+                and type(op[4]) is bytes and 0 <= op[2] < op[3])  # fmt: skip
+    if kind == "e":
+        return all(type(v) is str for v in op[1:])
+    if kind == "f":
+        return type(op[1]) is list and all(type(v) is str for v in op[1])
+    if kind == "s":
+        return type(op[2]) is int and type(op[3]) is int and 0 <= op[2] < op[3]
+    return True
 
 
 def _records(ops: list[list[Any]], limit: int, snapshot: str | None = None) -> list[bytes]:
@@ -381,3 +446,4 @@ def _apply(store: MemoryTaskStore, op: list[Any], parts: dict[str, list[Any]]) -
         store.group_ended(op[1], op[2], op[3])
     elif kind == "f":
         store.forget_groups(list(op[1]))
+    # "o": a writer opened the journal here; nothing to apply
