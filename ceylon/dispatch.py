@@ -52,8 +52,9 @@ _TIME_AGENT: Final = ("time", "agent")
 PressureCallback = Callable[[str, bool], None]
 #: The handlers of one message, and the message (or, for on_connect/on_disconnect, the topic).
 Item = tuple[tuple[HandlerSpec, ...], Any]
-#: Builds a message from its tag and encoded body; raises if it cannot.
-BuildCallback = Callable[[str, bytes], Any]
+#: Gives what builds messages of a tag from their encoded bodies (raising if one cannot
+#: be built); asked once per run of one tag.
+BuildCallback = Callable[[str], Callable[[bytes], Any]]
 #: Hears of a message that could not be built: (tag, body, the error, sender, direct).
 BuildFailedCallback = Callable[[str, bytes, Exception, AgentDetail, bool], None]
 
@@ -137,7 +138,7 @@ class Dispatcher:
         owner: the agent whose handlers run (passed as ``self``).
         on_pressure: pauses and releases an origin (see the module docstring).
         max_pending: messages that may wait per origin before it is paused.
-        build: builds the messages queued encoded (`submit_encoded`).
+        build: gives the builder of the messages of a tag queued encoded (`submit_encoded`).
         on_build_failed: hears of each one `build` refused.
     """
 
@@ -243,12 +244,13 @@ class Dispatcher:
                 batch = batches[0]
                 sender, now, answer = batch.sender, batch.now, batch.answer
                 specs, tag = batch.specs, batch.tag
+                build_one: Any = build(tag) if tag is not None else None
                 for entry in batch.items:
                     if tag is None:
                         specs, message = entry
                     else:
                         try:
-                            message = build(tag, entry)
+                            message = build_one(entry)
                         except Exception as exc:
                             self._build_failed(tag, entry, exc, batch)
                             continue

@@ -365,8 +365,10 @@ class Session:
         return target
 
     def send_nowait(self, key: str, message: Any) -> bool:
-        conn = self._connection()
-        target = self._lookup(key)
+        conn = self._conn  # `_connection()` and `_lookup()`, two calls less per message
+        if conn is None or conn.closed:
+            conn = self._connection()  # raises
+        target = self.known.get(key) or self._lookup(key)
         if target is None:
             return False
         conn.send_nowait(message, target=target.id, sender=self.agent.id)

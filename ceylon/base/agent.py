@@ -525,8 +525,11 @@ class BaseAgent:
 
     def _require_link(self) -> Link:
         if self._link is None:
-            raise NotConnectedError(f"agent {self.name!r} is not connected to a playground")
+            raise self._not_connected()
         return self._link
+
+    def _not_connected(self) -> NotConnectedError:
+        return NotConnectedError(f"agent {self.name!r} is not connected to a playground")
 
     async def broadcast_message(self, message: Any) -> None:
         """Send `message` to every other agent of the workspace, the playground included.
@@ -535,7 +538,9 @@ class BaseAgent:
             NotConnectedError: the agent has no playground.
             EncodeError: the message cannot be encoded.
         """
-        link = self._require_link()
+        link = self._link  # `_require_link()`, one call less: this is every message
+        if link is None:
+            raise self._not_connected()
         try:
             link.broadcast_nowait(message)
         except transport.EncodeError as exc:
@@ -552,7 +557,9 @@ class BaseAgent:
             NotConnectedError: the agent has no playground.
             EncodeError: the message cannot be encoded.
         """
-        link = self._require_link()
+        link = self._link  # `_require_link()`, one call less: this is every message
+        if link is None:
+            raise self._not_connected()
         try:
             if not link.send_nowait(target, message):
                 await link.send(target, message)
@@ -586,7 +593,7 @@ class BaseAgent:
                 self,
                 on_pressure=self._on_pressure,
                 max_pending=self.max_pending,
-                build=self._codec.decode,
+                build=self._codec.builder,
                 on_build_failed=self._build_failed,
             )
 

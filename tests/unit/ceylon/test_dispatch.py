@@ -102,14 +102,14 @@ async def test_encoded_messages_are_built_in_turn_and_failures_take_their_place(
     owner = Owner()
     events: list[Any] = []
 
-    def build(tag: str, body: bytes) -> int:
+    def build(body: bytes) -> int:
         events.append(("build", body))
         return int(body)  # ValueError for b"x"
 
     def failed(tag: str, body: bytes, exc: Exception, sender: AgentDetail, direct: bool) -> None:
         events.append(("failed", body, type(exc).__name__, sender.id, direct))
 
-    dispatcher = Dispatcher(owner, build=build, on_build_failed=failed)
+    dispatcher = Dispatcher(owner, build=lambda tag: build, on_build_failed=failed)
     owner.gates[1] = asyncio.Event()
     dispatcher.submit_encoded(specs(), "int", [b"1", b"x", b"2"], A, 0, "o", True)
     dispatcher.submit(specs(), 3, A, 0, "o")  # built already: behind the encoded ones
@@ -136,7 +136,7 @@ async def test_encoded_work_counts_towards_pressure() -> None:
     owner = Owner()
     calls: list[tuple[str, bool]] = []
     dispatcher = Dispatcher(
-        owner, on_pressure=lambda o, p: calls.append((o, p)), max_pending=4, build=lambda t, b: 0
+        owner, on_pressure=lambda o, p: calls.append((o, p)), max_pending=4, build=lambda t: int
     )
     owner.gates[0] = asyncio.Event()
     dispatcher.submit_encoded(specs(), "int", [b"0"] * 8, A, 0, "conn-1", False)
