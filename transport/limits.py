@@ -36,7 +36,6 @@ a tuple key with msgspec.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -121,6 +120,8 @@ def unpack(
     data: bytes | bytearray | memoryview,
     limits: DecodeLimits = DEFAULT_LIMITS,
     ext_hook: Callable[[int, bytes], Any] | None = None,
+    *,
+    few_containers: bool = False,
 ) -> Any:
     """Decode one msgpack document within `limits`.
 
@@ -128,18 +129,29 @@ def unpack(
         data: the document.
         limits: what it may cost.
         ext_hook: builds extension values; without one, any extension is refused.
+        few_containers: the document should hold only a handful of arrays and maps (a
+            message group holds one): a large one has them counted as they are built,
+            one call each, instead of its bytes scanned first.
 
     Raises:
         DecodeError: not msgpack, or over a limit (the message names which).
     """
     if ext_hook is None:
-        return _plain(limits)(data)
-    return unpacker(limits, ext_hook)(data)
+        key = (id(limits), few_containers)  # by identity: hashing the limits costs a call
+        entry = _PLAIN.get(key)
+        if entry is None or entry[0] is not limits:
+            if len(_PLAIN) >= 16:
+                _PLAIN.clear()
+            entry = _PLAIN[key] = (limits, unpacker(limits, few_containers=few_containers))
+        return entry[1](data)
+    return unpacker(limits, ext_hook, few_containers=few_containers)(data)
 
 
 def unpacker(
     limits: DecodeLimits = DEFAULT_LIMITS,
     ext_hook: Callable[[int, bytes], Any] | None = None,
+    *,
+    few_containers: bool = False,
 ) -> Callable[[bytes | bytearray | memoryview], Any]:
     """`unpack` with its arguments bound, for decoding many documents: a document no
     bigger than `DecodeLimits.scan_above` takes one call with fixed limits (those of
@@ -172,7 +184,8 @@ def unpacker(
                 return unpackb(
                     data, strict_map_key=False, max_array_len=cap, max_map_len=cap, ext_hook=hook
                 )
-            return unpackb(data, strict_map_key=False, ext_hook=hook, **_large(data, limits))
+            options = _large(data, limits, few_containers)
+            return unpackb(data, strict_map_key=False, ext_hook=hook, **options)
         except DecodeError:
             raise
         except (ValueError, TypeError, OverflowError, RecursionError, msgpack.StackError) as exc:
@@ -194,21 +207,25 @@ def _quick_decoder(hook: Callable[[int, bytes], Any]) -> Callable[[bytes], Any] 
     return decoder
 
 
-@functools.lru_cache(maxsize=16)
-def _plain(limits: DecodeLimits) -> Callable[[bytes | bytearray | memoryview], Any]:
-    return unpacker(limits)
+#: `unpacker(limits, few_containers=...)` by (id(limits), few_containers), with the limits
+#: they were made for (the id of a collected object may come back for another one)
+_PLAIN: dict[
+    tuple[int, bool], tuple[DecodeLimits, Callable[[bytes | bytearray | memoryview], Any]]
+] = {}
 
 
 def _no_extensions(code: int, data: bytes) -> Any:
     raise DecodeError(None, f"extension values are not accepted here (type {code})")
 
 
-def _large(data: bytes | bytearray | memoryview, limits: DecodeLimits) -> dict[str, Any]:
+def _large(
+    data: bytes | bytearray | memoryview, limits: DecodeLimits, count: bool
+) -> dict[str, Any]:
     size = len(data)
     cap = limits.max_elements(size)
     options: dict[str, Any] = {"max_array_len": cap, "max_map_len": cap}
     budget = limits.max_containers(size)
-    if container_bound(data) > budget:
+    if count or container_bound(data) > budget:
         counter = _Budget(budget)
         options["object_hook"] = counter
         options["list_hook"] = counter
