@@ -365,12 +365,14 @@ class Session:
         return target
 
     def send_nowait(self, key: str, message: Any) -> bool:
-        conn = self._conn  # `_connection()` and `_lookup()`, two calls less per message
+        conn = self._conn  # `_connection()` and `_lookup()` inlined: this is every message
         if conn is None or conn.closed:
             conn = self._connection()  # raises
-        target = self.known.get(key) or self._lookup(key)
-        if target is None:
-            return False
+        target = self.known.get(key)
+        if target is None:  # `_lookup`, inlined: sending by name is the common case
+            target = self.known.get(self._names.get(key, key))
+            if target is None:
+                return False
         conn.send_nowait(message, target=target.id, sender=self.agent.id)
         return True
 
