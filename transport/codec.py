@@ -23,7 +23,7 @@ from typing import Any, Final
 import msgpack
 
 from .errors import DecodeError, EncodeError, TagConflictError, UnknownTypeError
-from .limits import DEFAULT_LIMITS, DecodeLimits, unpacker
+from .limits import DEFAULT_LIMITS, DecodeLimits, fields_decoder, unpacker
 
 __all__ = [
     "MAX_NESTING",
@@ -467,19 +467,27 @@ class Codec:
     def _direct_builder(self, tag: str, spec: TypeSpec) -> Callable[[bytes], Any]:
         """Builds a `TypeSpec.direct` type: the decoded map becomes the instance's own
         ``__dict__`` when its keys are the fields (`TypeSpec.build`'s fast path, inlined:
-        it is the receive path of every message)."""
+        it is the receive path of every message). A body msgspec decodes with its names
+        checked (`fields_decoder`) skips the comparison of keys."""
         cls, allowed, unpack, build = spec.cls, spec.allowed, self._unpack, spec.build
+        fields_of = fields_decoder(spec.names, self.limits, self._ext_hook)
 
         def build_direct(body: bytes) -> Any:
             self._decode_depth = 0
             try:
+                if fields_of is not None:
+                    fields = fields_of(body)
+                    if fields is not None:
+                        obj: Any = _new_object(cls)
+                        obj.__dict__ = fields
+                        return obj
                 value = unpack(body)
             except DecodeError as exc:
                 if exc.tag is None and type(exc) is DecodeError:
                     raise DecodeError(tag, exc.reason) from None
                 raise
             if type(value) is dict and value.keys() == allowed:
-                obj: Any = _new_object(cls)
+                obj = _new_object(cls)
                 obj.__dict__ = value
                 return obj
             return build(value)

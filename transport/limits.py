@@ -48,7 +48,7 @@ try:
 except ImportError:  # not built for this platform: msgpack decodes everything
     msgspec = None  # type: ignore[assignment]
 
-__all__ = ["DEFAULT_LIMITS", "DecodeLimits", "unpack", "unpacker"]
+__all__ = ["DEFAULT_LIMITS", "DecodeLimits", "fields_decoder", "unpack", "unpacker"]
 
 # Bytes that may start an array or a map: fixmap, fixarray, array16/32, map16/32.
 _CONTAINER_BYTES: Final = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
@@ -192,6 +192,60 @@ def unpacker(
             raise _refusal(exc) from None
 
     return unpack_one
+
+
+def fields_decoder(
+    names: tuple[str, ...],
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    ext_hook: Callable[[int, bytes], Any] | None = None,
+) -> Callable[[bytes], dict[str, Any] | None] | None:
+    """For documents that should be a map of exactly the fields `names` (a message
+    body): a function returning that map, or None when the document is anything else
+    or is not msgspec's to decode (see the module docstring); then decode it with
+    `unpack`, which gives the verdict. None without msgspec, or for names msgspec's
+    structs cannot have.
+
+    msgspec checks the names in C while it decodes (a struct of these fields, each of
+    any type: no coercion, no validation of the values, no unknown or missing names),
+    which saves decoding into a dict and comparing its keys: ~120 ns of ~510 ns per
+    message body. The values are the ones `unpack` would give; the map is in the
+    order of `names`.
+
+    Raises:
+        DecodeError: a document only msgpack could have judged otherwise does not
+            reach msgspec, so this is what `ext_hook` raised (or its refusal).
+    """
+    if msgspec is None:
+        return None
+    try:
+        shadow = msgspec.defstruct(
+            "Fields", [(name, Any) for name in names], forbid_unknown_fields=True, gc=False
+        )
+    except (TypeError, ValueError):  # a name a struct cannot have: decode the usual way
+        return None
+    hook = ext_hook if ext_hook is not None else _no_extensions
+
+    def ext(code: int, data: memoryview) -> Any:
+        return hook(code, bytes(data))
+
+    decode = msgspec.msgpack.Decoder(shadow, ext_hook=ext).decode
+    asdict = msgspec.structs.asdict
+    largest = min(limits.scan_above, limits.max_elements(limits.scan_above))
+
+    def fields_of(data: bytes) -> dict[str, Any] | None:
+        # The same documents as `unpacker`'s msgspec case (twin), for the same reasons.
+        if len(data) > largest or type(data) is not bytes or 0xFF in data:
+            return None
+        try:
+            return asdict(decode(data))
+        except (msgspec.DecodeError, RecursionError):
+            return None  # not exactly these fields, or malformed: `unpack` decides
+        except DecodeError:
+            raise
+        except (ValueError, TypeError, OverflowError) as exc:  # raised by `ext_hook`
+            raise _refusal(exc) from None
+
+    return fields_of
 
 
 def _quick_decoder(hook: Callable[[int, bytes], Any]) -> Callable[[bytes], Any] | None:

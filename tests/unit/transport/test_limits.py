@@ -108,3 +108,43 @@ def test_limits_hold_at_the_largest_quick_document() -> None:
 
 def test_nan_survives_both_ways() -> None:
     assert math.isnan(unpacker()(msgpack.packb(float("nan"))))
+
+
+NAMES = ("seq", "text", "extra")
+FIELDS = limits.fields_decoder(NAMES, DEFAULT_LIMITS, hook)
+maps = st.dictionaries(st.sampled_from([*NAMES, "other"]) | keys, values, max_size=5)
+
+
+@settings(max_examples=400, deadline=None)
+@given(maps)
+def test_fields_decoder_gives_the_map_of_exactly_its_names_or_none(value: dict[Any, Any]) -> None:
+    assert FIELDS is not None
+    data = msgpack.packb(value, use_bin_type=True)
+    try:
+        got = FIELDS(data)
+    except DecodeError as exc:  # raised by the hook, as `unpack` would raise it
+        assert verdict(PLAIN, data) == ("refused", exc.reason)
+        return
+    plain = verdict(PLAIN, data)
+    if got is not None:
+        assert tuple(got) == NAMES  # in the order of the names
+        assert plain[0] == "value"
+        assert sorted(map(repr, got.items())) == sorted(map(repr, PLAIN(data).items()))
+    elif plain[0] == "value" and set(value) == set(NAMES) and all(type(k) is str for k in value):
+        assert 0xFF in data or len(data) > 1280  # left to msgpack, as unpacker does
+
+
+def test_fields_decoder_takes_the_common_body_and_leaves_the_rest() -> None:
+    assert FIELDS is not None
+    body = {"seq": 1, "text": "x", "extra": [1, {"a": b"b"}]}
+    assert FIELDS(msgpack.packb(body)) == body
+    assert FIELDS(msgpack.packb({"seq": 1, "text": "x"})) is None  # a name missing
+    assert FIELDS(msgpack.packb({**body, "other": 1})) is None  # one too many
+    assert FIELDS(msgpack.packb([1, "x", None])) is None  # not a map
+    assert FIELDS(msgpack.packb({**body, "seq": -1})) is None  # a 0xff byte: msgpack's
+    assert FIELDS(b"\x83\xa3seq") is None  # truncated
+    with pytest.raises(DecodeError, match="extension 9 refused"):
+        FIELDS(msgpack.packb({**body, "extra": msgpack.ExtType(9, b"")}))
+    with pytest.raises(DecodeError, match="not a date"):
+        FIELDS(msgpack.packb({**body, "extra": msgpack.ExtType(8, b"")}))
+    assert limits.fields_decoder(("__dict__",)) is None  # a name no struct can have
