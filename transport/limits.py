@@ -221,7 +221,7 @@ def fields_decoder(
         shadow = msgspec.defstruct(
             "Fields", [(name, Any) for name in names], forbid_unknown_fields=True, gc=False
         )
-    except (TypeError, ValueError):  # a name a struct cannot have: decode the usual way
+    except Exception:  # a name a struct cannot have (msgspec says which): the usual way
         return None
     hook = ext_hook if ext_hook is not None else _no_extensions
 
