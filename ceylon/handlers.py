@@ -57,6 +57,13 @@ class HandlerSpec:
     #: the injected parameters in their positional order after the message, when they
     #: can be passed by position (faster than by keyword); None: pass them by keyword
     positional: tuple[str, ...] | None = None
+    #: a message handler method taking the message alone: called ``func(owner, message)``
+    #: (the dispatcher's fast path)
+    message_only: bool = dataclasses.field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        only = self.kind == "message" and self.positional == () and not self.bound
+        object.__setattr__(self, "message_only", only)
 
     @property
     def name(self) -> str:

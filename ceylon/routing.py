@@ -169,8 +169,10 @@ class Directory:
         member = self._members.get(receiver)
         if member is None or member.subscribed or sender == self.own.id:
             return False
-        watchers = self._watchers.setdefault(sender, set())
-        if receiver in watchers:
+        watchers = self._watchers.get(sender)  # (not setdefault: no new set per message)
+        if watchers is None:
+            watchers = self._watchers[sender] = set()
+        elif receiver in watchers:
             return False
         watchers.add(receiver)
         return True

@@ -327,8 +327,11 @@ class Session:
     def _connection(self) -> Connection:
         conn = self._conn
         if conn is None or conn.closed:
-            raise NotConnectedError(f"agent {self.agent.name!r} is not connected to a playground")
+            raise self._not_connected()
         return conn
+
+    def _not_connected(self) -> NotConnectedError:
+        return NotConnectedError(f"agent {self.agent.name!r} is not connected to a playground")
 
     @property
     def congested(self) -> bool:
@@ -365,11 +368,19 @@ class Session:
         return target
 
     def send_nowait(self, key: str, message: Any) -> bool:
-        conn = self._connection()
-        target = self._lookup(key)
-        if target is None:
-            return False
-        conn.send_nowait(message, target=target.id, sender=self.agent.id)
+        conn = self._conn  # `_connection()` and `_lookup()` inlined: this is every message
+        if conn is None:
+            conn = self._connection()  # raises
+        target = self.known.get(key)
+        if target is None:  # `_lookup`, inlined: sending by name is the common case
+            target = self.known.get(self._names.get(key, key))
+            if target is None:
+                self._connection()  # a closed connection says so first
+                return False
+        try:
+            conn.send_nowait(message, target=target.id, sender=self.agent.id)
+        except ConnectionClosed:  # `_connection()`'s check, paid only when it fails
+            raise self._not_connected() from None
         return True
 
     async def send(self, key: str, message: Any) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Final
 import msgpack
 
 from .errors import DecodeError, EncodeError, TagConflictError, UnknownTypeError
-from .limits import DEFAULT_LIMITS, DecodeLimits, unpacker
+from .limits import DEFAULT_LIMITS, DecodeLimits, fields_decoder, unpacker
 
 __all__ = [
     "MAX_NESTING",
@@ -306,6 +306,8 @@ class Codec:
         # Read on every message: looked up here once rather than through the registry.
         self._specs = self.registry.by_type
         self._by_tag = self.registry.by_tag
+        #: `builder` of each registered tag seen (a tag never changes its type)
+        self._builders: dict[str, Callable[[bytes], Any]] = {}
         #: the top-level packer's ``pack``: what a message body is packed with
         self.pack_body: Callable[[Any], bytes] = self._packers[0].pack
         self._ext_decoders: dict[int, Callable[[bytes], Any]] = {
@@ -445,21 +447,52 @@ class Codec:
             DecodeError: the body is not msgpack, is over a decode limit, or is not what
                 the tag requires.
         """
+        build = self._builders.get(tag)  # `builder(tag)`, its common case one call less
+        if build is None:
+            build = self.builder(tag)
+        return build(body)
+
+    def builder(self, tag: str) -> Callable[[bytes], Any]:
+        """`decode` for bodies of one tag, its lookups done once: what a run of messages
+        of one tag is built with. The callable raises what `decode` raises."""
+        build = self._builders.get(tag)
+        if build is not None:
+            return build
         spec = self._by_tag.get(tag)
-        if spec is not None and spec.direct:  # the common case, inlined: one call deep
+        if spec is None or not spec.direct:  # not cached: the tag may be registered later
+            return lambda body: self.build(tag, self.unpack(body, tag))
+        build = self._builders[tag] = self._direct_builder(tag, spec)
+        return build
+
+    def _direct_builder(self, tag: str, spec: TypeSpec) -> Callable[[bytes], Any]:
+        """Builds a `TypeSpec.direct` type: the decoded map becomes the instance's own
+        ``__dict__`` when its keys are the fields (`TypeSpec.build`'s fast path, inlined:
+        it is the receive path of every message). A body msgspec decodes with its names
+        checked (`fields_decoder`) skips the comparison of keys."""
+        cls, allowed, unpack, build = spec.cls, spec.allowed, self._unpack, spec.build
+        fields_of = fields_decoder(spec.names, self.limits, self._ext_hook)
+
+        def build_direct(body: bytes) -> Any:
             self._decode_depth = 0
             try:
-                value = self._unpack(body)
+                if fields_of is not None:
+                    fields = fields_of(body)
+                    if fields is not None:
+                        obj: Any = _new_object(cls)
+                        obj.__dict__ = fields
+                        return obj
+                value = unpack(body)
             except DecodeError as exc:
                 if exc.tag is None and type(exc) is DecodeError:
                     raise DecodeError(tag, exc.reason) from None
                 raise
-            if type(value) is dict and value.keys() == spec.allowed:
-                obj: Any = _new_object(spec.cls)
+            if type(value) is dict and value.keys() == allowed:
+                obj = _new_object(cls)
                 obj.__dict__ = value
                 return obj
-            return spec.build(value)
-        return self.build(tag, self.unpack(body, tag))
+            return build(value)
+
+        return build_direct
 
     def build(self, tag: str, value: Any) -> Any:
         """Turn an unpacked body into the message it encodes.

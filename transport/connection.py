@@ -634,23 +634,24 @@ class Connection(asyncio.Protocol):
             ConnectionClosed: the connection is closed.
             FrameSizeError: the encoded message is over the frame size limit.
         """
-        self.protocol.send_object(obj, sender, target)
-        self._queued()
+        pending = self.protocol.send_object(obj, sender, target)
+        if self._flush_handle is None or pending >= FLUSH_BYTES:  # else: nothing to do
+            self._queued(pending)
 
     def send_packed_nowait(self, sender: str, target: str | None, tag: str, body: bytes) -> None:
         """Queue a message whose body is already encoded (encode once, send to many)."""
         self.protocol.send_message(sender, target, tag, body)
-        self._queued()
+        self._queued(self.protocol.bytes_pending)
 
     def forward_nowait(self, sender: str, target: str | None, count: int, packed: bytes) -> None:
         """Queue `count` messages received elsewhere, as received (`MessageGroup.tail`)."""
         self.protocol.forward(sender, target, count, packed)
-        self._queued()
+        self._queued(self.protocol.bytes_pending)
 
     def send_envelope_nowait(self, envelope: Envelope) -> None:
         """Queue a received envelope again, e.g. an echo or a relay passing it on."""
         self.protocol.send_message(envelope.sender, envelope.target, envelope.tag, envelope.body)
-        self._queued()
+        self._queued(self.protocol.bytes_pending)
 
     async def send(self, obj: Any, *, target: str | None = None, sender: str = "") -> None:
         """Encode and send a message, waiting while the peer applies backpressure.
@@ -668,8 +669,10 @@ class Connection(asyncio.Protocol):
         if self._writing_paused or self._backlog:
             await self.drain()
 
-    def _queued(self) -> None:
-        if self.protocol.bytes_pending >= FLUSH_BYTES:
+    def _queued(self, pending: int) -> None:
+        """Something was queued: `pending` bytes wait. Write them now, or at the end of
+        this loop iteration (see `_end_of_tick`)."""
+        if pending >= FLUSH_BYTES:
             self._flush()
         elif self._flush_handle is None:
             if self._eager:
@@ -745,7 +748,7 @@ class Connection(asyncio.Protocol):
         """Tell the peer that `count` messages meant for it were dropped (a relay)."""
         if self.protocol.closed is None:
             self.protocol.send_dropped(count)
-            self._queued()
+            self._queued(self.protocol.bytes_pending)
 
     async def drain(self) -> None:
         """Flush queued frames and wait until the backlog has gone to the socket.

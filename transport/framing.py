@@ -93,8 +93,30 @@ class FrameDecoder:
         """
         if self._eof or self._error is not None:
             self.feed(data)  # raises the right error
-        self._buffer += data
-        return self.frames()
+        if self._buffer or type(data) is not bytes:
+            self._buffer += data
+            return self.frames()
+        # Nothing buffered (the common case): frames are sliced from `data` itself, and
+        # only an incomplete tail is buffered. Twin of `frames`, which this must match.
+        end = len(data)
+        limit = self.max_frame_size
+        pos = 0
+        out: list[bytes] = []
+        while end - pos >= HEADER_SIZE:
+            (size,) = _unpack_header(data, pos)
+            if size > limit:
+                self._buffer += data[pos:]
+                if not out:
+                    return self.frames()  # raises FrameSizeError: the bad header is first
+                return out  # what came before it; the next call raises
+            stop = pos + HEADER_SIZE + size
+            if stop > end:
+                break
+            out.append(data[pos + HEADER_SIZE : stop])
+            pos = stop
+        if pos < end:
+            self._buffer += data[pos:]
+        return out
 
     def frames(self) -> list[bytes]:
         """Return every complete payload buffered so far, in order.

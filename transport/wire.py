@@ -179,7 +179,7 @@ class MessageGroup:
         """
         items = self._items
         if items is None:
-            items = unpack(self.payload, limits)
+            items = unpack(self.payload, limits, few_containers=True)  # one: the group
             if type(items) is not list or len(items) != 3 + 2 * self.count:
                 raise DecodeError(None, "malformed message group")
             self._items = items

@@ -188,49 +188,61 @@ class BaseAgent:
 
         The one way in for the agent's links (session or playground): `messages` are
         ``(tag, body)`` pairs with the bodies still encoded. Only messages somebody here
-        handles are built; a direct message nobody handles, or one that cannot be
-        built, is dropped and counted (see `stats()`); a broadcast nobody handles is
-        ignored. The tag is looked up once per run of equal tags: a frame's messages
-        usually share one.
+        handles are built, each when its turn comes (see `ceylon.dispatch`); a direct
+        message nobody handles, or one that cannot be built, is dropped and counted (see
+        `stats()`); a broadcast nobody handles is ignored. The tag is looked up once per
+        run of equal tags: a frame's messages usually share one.
 
         Args:
             direct: the messages were sent to this agent rather than broadcast.
             origin: the connection they came in on (for backpressure).
         """
         self._received += len(messages)
-        items: list[Item] = []
-        last_tag: str | None = None
-        specs: tuple[HandlerSpec, ...] = ()
-        decode = self._codec.decode
+        dispatcher = self._dispatcher
+        now = int(time.time() * 1000)
+        run_tag: str | None = None  # the tag of the run being gathered, in `bodies`
+        run_specs: tuple[HandlerSpec, ...] = ()
+        bodies: list[bytes] = []
         for tag, body in messages:
+            if tag == run_tag:
+                bodies.append(body)
+                continue
+            if bodies:
+                if dispatcher is not None:
+                    assert run_tag is not None
+                    dispatcher.submit_encoded(
+                        run_specs, run_tag, bodies, sender, now, origin, direct
+                    )
+                bodies = []
+            specs = self._handlers_for(tag)
+            if specs:  # built by the dispatcher when its turn comes
+                run_tag, run_specs = tag, specs
+                bodies.append(body)
+                continue
+            run_tag = None
             if tag == PLAIN_TAG:  # a plain value (str, dict...): its type is its own
-                self._receive_plain(body, sender, direct, items)
-                last_tag = None
-                continue
-            if tag != last_tag:
-                last_tag, specs = tag, self._handlers_for(tag)
-            if not specs:
-                if tag in ASK_TAGS:  # the runtime's own: off the common path
-                    if items:
-                        self._submit_items(items, sender, origin)
-                        items = []
-                    self._receive_ask(tag, body, sender, direct, origin)
-                elif direct:
-                    self._unhandled(tag, body, sender)
-                continue
-            try:
-                items.append((specs, decode(tag, body)))
-            except UnknownTypeError as exc:
-                detail = f"nested type {exc.tag} is unknown here"
-                self._dropped(tag, UNKNOWN_TAG, sender, detail)
-                if direct:
-                    self._tell_dropped(tag, UNKNOWN_TAG, detail, body, sender)
-            except DecodeError as exc:
-                self._dropped(tag, WRONG_FIELDS, sender, exc.reason)
-                if direct:
-                    self._tell_dropped(tag, WRONG_FIELDS, exc.reason, body, sender)
-        if items:
-            self._submit_items(items, sender, origin)
+                self._receive_plain(body, sender, direct, origin, now)
+            elif tag in ASK_TAGS:  # the runtime's own: off the common path
+                self._receive_ask(tag, body, sender, direct, origin)
+            elif direct:
+                self._unhandled(tag, body, sender)
+        if bodies and dispatcher is not None:
+            assert run_tag is not None
+            dispatcher.submit_encoded(run_specs, run_tag, bodies, sender, now, origin, direct)
+
+    def _build_failed(
+        self, tag: str, body: bytes, exc: Exception, sender: AgentDetail, direct: bool
+    ) -> None:
+        """Count and report a received message that could not be built."""
+        if isinstance(exc, UnknownTypeError):
+            reason, detail = UNKNOWN_TAG, f"nested type {exc.tag} is unknown here"
+        elif isinstance(exc, DecodeError):
+            reason, detail = WRONG_FIELDS, exc.reason
+        else:  # not a decoding error: a bug on this side, but it costs one message only
+            reason, detail = WRONG_FIELDS, f"{type(exc).__name__} while building it"
+        self._dropped(tag, reason, sender, detail)
+        if direct:
+            self._tell_dropped(tag, reason, detail, body, sender)
 
     def _submit_items(
         self,
@@ -408,7 +420,7 @@ class BaseAgent:
         plugins (`Plugin.messages_lost`)."""
 
     def _receive_plain(
-        self, body: bytes, sender: AgentDetail, direct: bool, items: list[Item]
+        self, body: bytes, sender: AgentDetail, direct: bool, origin: str, now: int
     ) -> None:
         try:
             value = self._codec.decode(PLAIN_TAG, body)
@@ -417,7 +429,8 @@ class BaseAgent:
             return
         specs = self._table.for_message(type(value))
         if specs:
-            items.append((specs, value))
+            if self._dispatcher is not None:
+                self._dispatcher.submit_batch([(specs, value)], sender, now, origin)
         elif direct:
             self._dropped(type(value).__name__, NO_HANDLER, sender, "")
 
@@ -520,8 +533,11 @@ class BaseAgent:
 
     def _require_link(self) -> Link:
         if self._link is None:
-            raise NotConnectedError(f"agent {self.name!r} is not connected to a playground")
+            raise self._not_connected()
         return self._link
+
+    def _not_connected(self) -> NotConnectedError:
+        return NotConnectedError(f"agent {self.name!r} is not connected to a playground")
 
     async def broadcast_message(self, message: Any) -> None:
         """Send `message` to every other agent of the workspace, the playground included.
@@ -530,7 +546,9 @@ class BaseAgent:
             NotConnectedError: the agent has no playground.
             EncodeError: the message cannot be encoded.
         """
-        link = self._require_link()
+        link = self._link  # `_require_link()`, one call less: this is every message
+        if link is None:
+            raise self._not_connected()
         try:
             link.broadcast_nowait(message)
         except transport.EncodeError as exc:
@@ -547,7 +565,9 @@ class BaseAgent:
             NotConnectedError: the agent has no playground.
             EncodeError: the message cannot be encoded.
         """
-        link = self._require_link()
+        link = self._link  # `_require_link()`, one call less: this is every message
+        if link is None:
+            raise self._not_connected()
         try:
             if not link.send_nowait(target, message):
                 await link.send(target, message)
@@ -578,7 +598,11 @@ class BaseAgent:
     def _start_dispatch(self) -> None:
         if self._dispatcher is None:
             self._dispatcher = Dispatcher(
-                self, on_pressure=self._on_pressure, max_pending=self.max_pending
+                self,
+                on_pressure=self._on_pressure,
+                max_pending=self.max_pending,
+                build=self._codec.builder,
+                on_build_failed=self._build_failed,
             )
 
     def _on_pressure(self, origin: str, paused: bool) -> None:

@@ -17,6 +17,7 @@ import dataclasses
 import ssl as _ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from operator import itemgetter
 from typing import Any, TypeVar
 
 import transport
@@ -35,6 +36,8 @@ from ..routing import Directory
 from .agent import BaseAgent
 
 __all__ = ["BasePlayGround"]
+
+_first = itemgetter(0)
 
 JoinCallback = Callable[[AgentDetail], None]
 Pair = tuple[str, bytes]
@@ -630,8 +633,9 @@ class BasePlayGround(BaseAgent):
         detail = self.directory.find(origin)
         if detail is None:  # left while its messages were on the way
             return
+        # The distinct tags, gathered in C: one per frame, most of the time.
         if target is not None and any(
-            tag.startswith(system.SYSTEM_PREFIX) for tag in {tag for tag, _ in pairs}
+            tag.startswith(system.SYSTEM_PREFIX) for tag in set(map(_first, pairs))
         ):
             requests = [p for p in pairs if p[0].startswith(system.SYSTEM_PREFIX)]
             self.router.messages_routed -= len(requests)  # runtime, not application ones

@@ -96,3 +96,53 @@ async def test_close_cancels_running_handlers() -> None:
     await dispatcher.close()
     dispatcher.submit(specs(), 1, A, 0, "x")  # ignored after close
     assert owner.log == [] and dispatcher.pending == 0
+
+
+async def test_encoded_messages_are_built_in_turn_and_failures_take_their_place() -> None:
+    owner = Owner()
+    events: list[Any] = []
+
+    def build(body: bytes) -> int:
+        events.append(("build", body))
+        return int(body)  # ValueError for b"x"
+
+    def failed(tag: str, body: bytes, exc: Exception, sender: AgentDetail, direct: bool) -> None:
+        events.append(("failed", body, type(exc).__name__, sender.id, direct))
+
+    dispatcher = Dispatcher(owner, build=lambda tag: build, on_build_failed=failed)
+    owner.gates[1] = asyncio.Event()
+    dispatcher.submit_encoded(specs(), "int", [b"1", b"x", b"2"], A, 0, "o", True)
+    dispatcher.submit(specs(), 3, A, 0, "o")  # built already: behind the encoded ones
+    assert dispatcher.pending == 4
+    async with asyncio.timeout(seconds(5)):
+        await wait_until(lambda: bool(events))
+    await asyncio.sleep(0)
+    assert events == [("build", b"1")]  # the next is built only once the first is handled
+    owner.gates[1].set()
+    async with asyncio.timeout(seconds(5)):
+        await dispatcher.wait_idle()
+    assert events == [
+        ("build", b"1"),
+        ("build", b"x"),
+        ("failed", b"x", "ValueError", "a", True),
+        ("build", b"2"),
+    ]
+    assert owner.log == [("a", 1), ("a", 2), ("a", 3)]
+    assert dispatcher.pending == 0
+    await dispatcher.close()
+
+
+async def test_encoded_work_counts_towards_pressure() -> None:
+    owner = Owner()
+    calls: list[tuple[str, bool]] = []
+    dispatcher = Dispatcher(
+        owner, on_pressure=lambda o, p: calls.append((o, p)), max_pending=4, build=lambda t: int
+    )
+    owner.gates[0] = asyncio.Event()
+    dispatcher.submit_encoded(specs(), "int", [b"0"] * 8, A, 0, "conn-1", False)
+    assert calls == [("conn-1", True)]
+    owner.gates[0].set()
+    async with asyncio.timeout(seconds(5)):
+        await dispatcher.wait_idle()
+    assert calls == [("conn-1", True), ("conn-1", False)]
+    await dispatcher.close()

@@ -117,3 +117,50 @@ def test_many_small_frames_in_one_chunk() -> None:
     dec.feed(encode_frames(payloads))
     assert dec.frames() == payloads
     assert dec.buffered == 0
+
+
+def feed_frames_in_chunks(stream: bytes, cuts: list[int]) -> list[bytes]:
+    dec = FrameDecoder()
+    out: list[bytes] = []
+    previous = 0
+    for cut in [*cuts, len(stream)]:
+        out.extend(dec.feed_frames(stream[previous:cut]))
+        previous = cut
+    dec.feed_eof()
+    return out
+
+
+def test_feed_frames_at_every_pair_of_split_points() -> None:
+    # feed_frames slices frames out of the bytes it is given while nothing is buffered
+    # (a path of its own): it must agree with feed() + frames() wherever reads split.
+    stream = encode_frames([b"ab", b"", b"cde", bytes(300)])
+    for first in range(len(stream) + 1):
+        for second in range(first, len(stream) + 1):
+            got = feed_frames_in_chunks(stream, [first, second])
+            assert got == [b"ab", b"", b"cde", bytes(300)]
+            assert all(type(p) is bytes for p in got)
+    assert feed_frames_in_chunks(STREAM, list(range(1, len(STREAM)))) == PAYLOADS
+
+
+def test_feed_frames_takes_bytearray_and_memoryview() -> None:
+    dec = FrameDecoder()
+    assert dec.feed_frames(bytearray(encode_frame(b"a"))) == [b"a"]
+    assert dec.feed_frames(memoryview(encode_frame(b"b"))) == [b"b"]
+
+
+def test_feed_frames_delivers_what_precedes_an_oversized_header_then_fails() -> None:
+    dec = FrameDecoder(max_frame_size=10)
+    assert dec.feed_frames(encode_frame(b"ok") + (11).to_bytes(4, "big") + b"x") == [b"ok"]
+    with pytest.raises(FrameSizeError):
+        dec.frames()
+    with pytest.raises(FrameSizeError):
+        dec.feed_frames(encode_frame(b"later"))
+    assert dec.buffered == 0
+
+
+def test_feed_frames_fails_at_once_on_an_oversized_first_header() -> None:
+    dec = FrameDecoder(max_frame_size=10)
+    with pytest.raises(FrameSizeError) as info:
+        dec.feed_frames((2**31).to_bytes(4, "big") + b"body")
+    assert info.value.size == 2**31
+    assert dec.buffered == 0
