@@ -53,7 +53,7 @@ from ..cli import (
     start_listening,
 )
 from ..config import Settings
-from ..errors import AskTimeout, RemoteHandlerError
+from ..errors import AgentNotFoundError, AskTimeout, NotConnectedError, RemoteHandlerError
 from ..handlers import on
 from ..process import Process, python_command
 from .data import (
@@ -261,6 +261,9 @@ class _Submitter(BaseAgent):
         self.changed = asyncio.Event()
         self.submitted: list[str] = []  # group ids, to re-attach to after a reconnect
         self._attaching: set[asyncio.Task[None]] = set()
+        #: set at each reconnect; a submission that lost its playground waits for it
+        self.restored = asyncio.Event()
+        self.lost_submit = False
 
     @on(GroupAccepted)
     async def _accepted(self, reply: GroupAccepted) -> None:
@@ -272,6 +275,7 @@ class _Submitter(BaseAgent):
 
     def receive_link_restored(self) -> None:
         super().receive_link_restored()
+        self.restored.set()
         task = asyncio.get_running_loop().create_task(self._attach())
         self._attaching.add(task)
         task.add_done_callback(self._attaching.discard)
@@ -347,10 +351,8 @@ async def _run_remote(
                 request, group.name, group.description, group.subtasks, group.dependencies,
                 group.depends_on, group.priority, group.task_id, group.task_timeout,
             )  # fmt: skip
-            playground = runner.connected_playground
-            assert playground is not None
             try:
-                reply = await runner.ask(playground.id, submit, timeout=_left(deadline))
+                reply = await _submit(runner, submit, deadline)
             except RemoteHandlerError as exc:
                 console.print(f"[red]refused: group {group.name!r}: {exc.message}")
                 return EXIT_FAILED
@@ -367,6 +369,38 @@ async def _run_remote(
         return 0 if not manager.failed_tasks else EXIT_FAILED
     finally:
         await runner.stop()
+
+
+async def _submit(runner: _Submitter, submit: SubmitGroup, deadline: float) -> GroupAccepted:
+    """Submit a group; if the playground goes away meanwhile, wait for it (or the one
+    that takes over), then follow the group if it was accepted before, else submit it
+    again. Only `deadline` limits the wait.
+
+    Raises:
+        RemoteHandlerError, AskTimeout: from `ask`.
+    """
+    while True:
+        playground = runner.connected_playground
+        if playground is None:
+            async with asyncio.timeout(_left(deadline)):
+                await runner.restored.wait()
+            continue
+        try:
+            if runner.lost_submit:  # it may have got there: not twice
+                query = GroupQuery(0, submit.group_id, tasks=True, watch=True)
+                report = await runner.ask(playground.id, query, timeout=_left(deadline))
+                if isinstance(report, GroupReport) and report.groups:
+                    runner.apply(report)
+                    return GroupAccepted(submit.request, submit.group_id)
+            runner.lost_submit = False
+            reply = await runner.ask(playground.id, submit, timeout=_left(deadline))
+            assert isinstance(reply, GroupAccepted)
+            return reply
+        except (NotConnectedError, AgentNotFoundError) as exc:
+            runner.lost_submit = True
+            runner.restored.clear()
+            logger.info("the playground went away while the group was submitted ({}); "
+                        "waiting for it", exc)  # fmt: skip
 
 
 async def _resume(runner: _Submitter, groups: list[TaskGroup], timeout: float) -> list[GroupReport]:
