@@ -24,7 +24,15 @@ from .errors import CeylonError
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
-__all__ = ["DEFAULT_TTL", "Lease", "LeaseLost", "holder_of", "replicas_for"]
+__all__ = [
+    "DEFAULT_TTL",
+    "Lease",
+    "LeaseLost",
+    "holder_of",
+    "jetstream_enabled",
+    "nats_busy",
+    "replicas_for",
+]
 
 DEFAULT_TTL: Final = 5.0
 KEY: Final = "playground"
@@ -32,6 +40,25 @@ KEY: Final = "playground"
 
 class LeaseLost(CeylonError):
     """This playground no longer holds the lease: another may be active now."""
+
+
+def jetstream_enabled(client: Client) -> bool:
+    """Whether the server this client reached says it runs JetStream."""
+    info = getattr(client, "_server_info", None) or {}
+    return bool(info.get("jetstream", True))
+
+
+def nats_busy() -> tuple[type[Exception], ...]:
+    """What NATS says while a cluster's JetStream is not ready yet (or is electing)."""
+    import nats.errors
+    import nats.js.errors
+
+    return (
+        nats.errors.NoRespondersError,
+        nats.errors.TimeoutError,
+        nats.js.errors.NoStreamResponseError,
+        nats.js.errors.ServiceUnavailableError,
+    )
 
 
 def replicas_for(client: Client) -> int:
@@ -79,12 +106,26 @@ class Lease:
         self._kv: Any = None
         self._log = logger.bind(agent="lease")
 
-    async def open(self, replicas: int | None = None) -> None:
-        """Find or make the bucket.
+    async def open(self, replicas: int | None = None, patience: float = 20.0) -> None:
+        """Find or make the bucket (a cluster just started may take `patience` seconds
+        before JetStream answers).
 
         Raises:
             RuntimeError: JetStream is not enabled on the NATS servers.
         """
+        if not jetstream_enabled(self.client):
+            raise RuntimeError("standby playgrounds need JetStream on the NATS servers")
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                await self._open(replicas)
+                return
+            except nats_busy() as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"JetStream does not answer: {exc}") from None
+                await asyncio.sleep(0.2)  # a backoff while the cluster elects its leaders
+
+    async def _open(self, replicas: int | None) -> None:
         import nats.js.errors
 
         js = self.client.jetstream()
@@ -92,8 +133,6 @@ class Lease:
             self._kv = await js.key_value(self.bucket)
         except nats.js.errors.BucketNotFoundError:
             pass
-        except nats.js.errors.ServiceUnavailableError:
-            raise RuntimeError("standby playgrounds need JetStream on the NATS servers") from None
         else:  # entries live as long as the bucket says, whatever this holder was told
             ttl = (await self._kv.status()).ttl
             if ttl and abs(ttl - self.ttl) > 1e-3:

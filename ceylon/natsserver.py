@@ -305,6 +305,10 @@ class NatsCluster:
         self.servers[index].kill()
 
     def close(self) -> None:
+        # all at once: each takes a moment to shut JetStream down
+        for server in self.servers:
+            if server.running:
+                server._popen.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         for server in self.servers:
             server.stop()
         self._dir.cleanup()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgpack
 from loguru import logger
 
-from ..lease import replicas_for
+from ..lease import jetstream_enabled, nats_busy, replicas_for
 from .store import MemoryTaskStore, StoredGroup, StoredState, StoredTask, StoreError
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ __all__ = ["COMPACT_AFTER", "JetStreamTaskStore", "journal_on_nats"]
 COMPACT_AFTER: Final = 2000
 #: the writer waits this long after a commit, so that the next one gathers more
 COMMIT_PAUSE: Final = 0.02
+#: seconds a journal just made may take before it takes messages
+OPEN_PATIENCE: Final = 20.0
 _pack = msgpack.Packer(use_bin_type=True).pack
 
 # Record ops (msgpack arrays):
@@ -98,33 +100,51 @@ class JetStreamTaskStore:
         return store
 
     async def _open(self, replicas: int) -> None:
+        import nats.errors
         import nats.js.errors
         from nats.js.api import StorageType, StreamConfig
 
         js = self.client.jetstream()
-        try:
+        if not jetstream_enabled(self.client):
+            raise StoreError("the task journal on NATS needs JetStream on the servers")
+        deadline = asyncio.get_running_loop().time() + OPEN_PATIENCE
+        while True:
             try:
-                info = await js.stream_info(self.stream)
-            except nats.js.errors.NotFoundError:
-                config = StreamConfig(
-                    name=self.stream,
-                    subjects=[self.subject],
-                    storage=StorageType.FILE,
-                    num_replicas=replicas,
-                    max_msg_size=-1,
-                )
-                info = await js.add_stream(config)
-        except nats.js.errors.ServiceUnavailableError:
-            raise StoreError("the task journal on NATS needs JetStream on the servers") from None
-        except nats.errors.Error as exc:
-            raise StoreError(f"the task journal {self.stream} cannot be opened: {exc}") from exc
+                try:
+                    info = await js.stream_info(self.stream)
+                except nats.js.errors.NotFoundError:
+                    config = StreamConfig(
+                        name=self.stream,
+                        subjects=[self.subject],
+                        storage=StorageType.FILE,
+                        num_replicas=replicas,
+                        max_msg_size=-1,
+                    )
+                    info = await js.add_stream(config)
+                break
+            except nats_busy() as exc:  # a cluster just started: its leaders come
+                if asyncio.get_running_loop().time() > deadline:
+                    raise StoreError(f"JetStream does not answer: {exc}") from None
+                await asyncio.sleep(0.2)  # a backoff while the cluster elects its leaders
+            except nats.errors.Error as exc:
+                raise StoreError(f"the task journal {self.stream} cannot be opened: {exc}") from exc
         assert info.state is not None
         first, last = info.state.first_seq, info.state.last_seq
         await self._replay(js, first, last)
         self._last = last
         # Our first append, at once: a writer before us that still has records to send
-        # (it lost the lease while cut off) is fenced by it, not us by its.
-        await self._publish(f"{self._writer_id}-0", _pack([["o", self._writer_id]]))
+        # (it lost the lease while cut off) is fenced by it, not us by its. A stream just
+        # made may need a moment before it takes messages.
+        marker = _pack([["o", self._writer_id]])
+        deadline = asyncio.get_running_loop().time() + OPEN_PATIENCE
+        while True:
+            try:
+                await self._publish(f"{self._writer_id}-0", marker)
+                return
+            except nats_busy() as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise StoreError(f"{self.path} takes no messages: {exc}") from None
+                await asyncio.sleep(0.2)  # a backoff while the stream's servers agree
 
     async def _replay(self, js: Any, first: int, last: int) -> None:
         import nats.js.errors
@@ -133,7 +153,7 @@ class JetStreamTaskStore:
         parts: dict[str, list[Any]] = {}  # group id -> the parts of its body so far
         for seq in range(max(first, 1), last + 1):
             try:
-                msg = await js.get_msg(self.stream, seq)
+                msg = await self._get(js, seq)
             except nats.js.errors.NotFoundError:
                 continue  # purged or deleted
             try:
@@ -146,6 +166,18 @@ class JetStreamTaskStore:
                 continue
             snapshot = self._apply_record(ops, snapshot, parts)
             self._records += 1
+
+    async def _get(self, js: Any, seq: int) -> Any:
+        """Record `seq`, asked again while the stream's servers are busy electing."""
+
+        deadline = asyncio.get_running_loop().time() + OPEN_PATIENCE
+        while True:
+            try:
+                return await js.get_msg(self.stream, seq)
+            except nats_busy() as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise StoreError(f"{self.path}: record {seq} cannot be read: {exc}") from None
+                await asyncio.sleep(0.2)  # a backoff while the stream's servers agree
 
     def _apply_record(
         self, ops: list[Any], snapshot: dict[str, Any] | None, parts: dict[str, list[Any]]

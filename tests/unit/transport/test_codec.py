@@ -136,7 +136,7 @@ PLAIN_VALUES = [
 ]
 
 
-@pytest.mark.parametrize("value", PLAIN_VALUES, ids=repr)
+@pytest.mark.parametrize("value", PLAIN_VALUES, ids=lambda v: f"{type(v).__name__}-{len(repr(v))}")
 def test_plain_values_round_trip_with_their_types(codec: Codec, value: Any) -> None:
     tag, _ = codec.encode(value)
     assert tag == PLAIN_TAG
