@@ -105,6 +105,7 @@ class NatsLink:
         self._verifying: set[str] = set()
         self._snapshots: dict[str, list[system.Snapshot]] = {}  # of one being verified
         self._probed: dict[str, float] = {}  # prober -> when it was last answered
+        self._last_beat: dict[str, Any] = {}  # agent id -> the last beat taken from it
         self._tasks: set[asyncio.Task[None]] = set()
         self._partial: dict[int, Any] = {}
         self._request_ids = itertools.count(1)
@@ -224,6 +225,12 @@ class NatsLink:
             for tag, body in pairs:
                 self._on_presence(sender, tag, body)
             return
+        playground = self._playground
+        if not (self.is_playground or (playground is not None and sender == playground.id)):
+            # the runtime's own messages come from the playground, or to it: any other
+            # sender's go to the agent, which takes them for types nobody handles
+            self._hand_over(sender, pairs, kind)
+            return
         start = 0
         for i, (tag, body) in enumerate(pairs):
             if tag.startswith(system.SYSTEM_PREFIX):
@@ -249,9 +256,14 @@ class NatsLink:
             return None
 
     def _on_presence(self, sender: str, tag: str, body: bytes) -> None:
-        # Every agent of a process hears every beat: decoded once per process.
+        # Every agent of a process hears every beat: decoded once per process; and an
+        # agent's beats are the same bytes beat after beat: the same record, taken here
+        # as "still there" in one step (every agent hears every beat, every second).
         key = (tag, body)
         record = _PRESENCE.get(key)
+        if record is not None and self._last_beat.get(sender) is record:
+            self.presence.heard(sender, time.monotonic())
+            return
         if record is None:
             record = self._decode(tag, body)
             if len(_PRESENCE) >= 4096:
@@ -270,6 +282,8 @@ class NatsLink:
                 known = detail.id in self.presence
                 before = self.presence.session_of(detail.id)
                 self._apply(self.presence.beat(detail, now, epoch, session))
+                if not epoch or self._verified.get(sender) == epoch or self.is_playground:
+                    self._last_beat[sender] = record  # the next same beat: one step
                 if epoch and not self.is_playground:
                     self._playground_changed()
                 elif known and session > before and self.is_playground:
@@ -344,6 +358,7 @@ class NatsLink:
             if not change.joined:
                 self._held.discard(change.detail.id)
                 self._verified.pop(change.detail.id, None)
+                self._last_beat.pop(change.detail.id, None)
             verb = "joined" if change.joined else f"left: {change.reason}"
             self._log.debug("agent {} {}", change.detail.name, verb)
             self.owner.receive_membership(change.detail, workspace, joined=change.joined)

@@ -100,6 +100,12 @@ class Presence:
                 changes.append(Change(seen.detail, False, f"no heartbeat for {silent:.1f} s"))
         return changes
 
+    def heard(self, agent_id: str, now: float) -> None:
+        """`agent_id` said again what it said before: it is still here."""
+        seen = self._seen.get(agent_id)
+        if seen is not None:
+            seen.last = now
+
     def touch(self, now: float) -> None:
         """Count everyone as heard of `now` (this agent was away: their silence meanwhile
         proves nothing)."""
