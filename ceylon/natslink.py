@@ -226,7 +226,11 @@ class NatsLink:
                 self._on_presence(sender, tag, body)
             return
         playground = self._playground
-        if not (self.is_playground or (playground is not None and sender == playground.id)):
+        if not (
+            self.is_playground
+            or (playground is not None and sender == playground.id)
+            or sender in self._verifying
+        ):
             # the runtime's own messages come from the playground, or to it: any other
             # sender's go to the agent, which takes them for types nobody handles
             self._hand_over(sender, pairs, kind)
