@@ -13,7 +13,6 @@ epoch; when one playground takes over from another, the client's link is "restor
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -29,6 +28,7 @@ from .errors import AgentNotFoundError, NotConnectedError
 from .link import LinkOwner
 from .peer import AgentDetail
 from .presence import Change, Presence
+from .requests import Requests
 
 __all__ = ["NatsLink"]
 
@@ -99,7 +99,7 @@ class NatsLink:
         self._playground: AgentDetail | None = None
         self._playground_session = 0
         self._had_playground = False
-        self._requests: dict[int, asyncio.Future[Any]] = {}
+        self._requests = Requests()
         self._held: set[str] = set()  # senders whose messages are dropped for now
         self._verified: dict[str, int] = {}  # playgrounds the lease confirmed, by epoch
         self._verifying: set[str] = set()
@@ -107,8 +107,6 @@ class NatsLink:
         self._probed: dict[str, float] = {}  # prober -> when it was last answered
         self._last_beat: dict[str, Any] = {}  # agent id -> the last beat taken from it
         self._tasks: set[asyncio.Task[None]] = set()
-        self._partial: dict[int, Any] = {}
-        self._request_ids = itertools.count(1)
         self._heard_playground = asyncio.Event()
         self._beats: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -210,7 +208,7 @@ class NatsLink:
             except Exception as exc:  # the connection is gone already
                 self._log.debug("could not say goodbye: {}", exc)
         await self.bus.close()
-        self._fail_requests("the agent stopped")
+        self._requests.fail_all("the agent stopped")
         self.owner.receive_link_lost("agent stopping")
         self._apply(self.presence.clear("agent stopping"))
         self._stopped.set()
@@ -411,9 +409,9 @@ class NatsLink:
             case system.Snapshot():
                 self._take_snapshot(message)
             case system.Resolved(request=number):
-                self._answered(number, message)
+                self._requests.answered(number, message)
             case system.AgentList() | system.PlaygroundStatus():
-                self._chunk(message)
+                self._requests.chunk(message)
             case _:
                 self._log.debug("ignored a runtime message {}", tag)
 
@@ -448,30 +446,6 @@ class NatsLink:
     def _size(self, agent: AgentDetail) -> int:
         # counted twice: a listing's chunks stay under half of NATS's 1 MiB default
         return 2 * len(self._codec.pack(agent))
-
-    def _chunk(self, message: system.AgentList | system.PlaygroundStatus) -> None:
-        reply: Any = message
-        first = self._partial.pop(message.request, None)
-        if first is not None:
-            first.agents += message.agents
-            reply = first
-        if not message.final:
-            if message.request in self._requests:
-                self._partial[message.request] = reply
-            return
-        self._answered(message.request, reply)
-
-    def _answered(self, request: int, reply: Any) -> None:
-        future = self._requests.pop(request, None)
-        if future is not None and not future.done():
-            future.set_result(reply)
-
-    def _fail_requests(self, reason: str) -> None:
-        for future in self._requests.values():
-            if not future.done():
-                future.set_exception(NotConnectedError(reason))
-        self._requests.clear()
-        self._partial.clear()
 
     # -- the Link protocol -------------------------------------------------------------
 
@@ -533,17 +507,10 @@ class NatsLink:
         playground = self._playground
         if playground is None:
             raise NotConnectedError("no playground is present on NATS")
-        number = next(self._request_ids)
-        message.request = number
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._requests[number] = future
-        try:
+        with self._requests.opened(message) as future:
             self.bus.send_nowait(message, target=playground.id)
             async with asyncio.timeout(timeout):
                 return await future
-        finally:
-            self._requests.pop(number, None)
-            self._partial.pop(number, None)
 
     def hold(self, origin: str, paused: bool) -> None:
         """The handlers are far behind `origin`'s messages: until they catch up, what

@@ -9,7 +9,6 @@ exponential backoff and registers anew.
 from __future__ import annotations
 
 import asyncio
-import itertools
 from typing import Any
 
 from loguru import logger
@@ -29,6 +28,7 @@ from .config import Settings
 from .errors import AgentNotFoundError, NotConnectedError, PermissionDenied
 from .link import LinkOwner
 from .peer import AgentDetail
+from .requests import Requests
 
 __all__ = ["PLAYGROUND_ORIGIN", "Session", "hello_extra"]
 
@@ -64,9 +64,7 @@ class Session:
         self._conn: Connection | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
-        self._requests: dict[int, asyncio.Future[Any]] = {}
-        self._partial: dict[int, Any] = {}  # request -> the reply so far (chunked answers)
-        self._request_ids = itertools.count(1)
+        self._requests = Requests()
         self._connected = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._snapshot = asyncio.Event()
@@ -163,12 +161,8 @@ class Session:
         reason = conn.close_reason or "connection lost"
         if not self._stopping:
             self._log.warning("lost the playground: {}", reason)
-        for future in self._requests.values():
-            if not future.done():
-                future.set_exception(NotConnectedError(f"connection lost: {reason}"))
+        self._requests.fail_all(f"connection lost: {reason}")
         self.agent.receive_link_lost(reason)
-        self._requests.clear()
-        self._partial.clear()
         self._forget_known()
 
     def _forget_known(self, unannounced: str | None = None) -> None:
@@ -290,37 +284,16 @@ class Session:
                     # Known from now on: the playground will not introduce it again, and
                     # its messages may follow in this very batch.
                     self._remember(detail)
-                self._answered(request, message)
+                self._requests.answered(request, message)
             case system.AgentList() | system.PlaygroundStatus():
-                self._chunk(message)
+                self._requests.chunk(message)
             case system.Undeliverable(target=target, tag=what, reason=reason, request=number):
-                future = self._requests.pop(number, None) if number else None
-                if future is not None:
-                    if not future.done():
-                        future.set_exception(PermissionDenied(reason))
+                if number and self._requests.refused(number, PermissionDenied(reason)):
                     return
                 self._forget(target)
                 agent.receive_undeliverable(target, what, reason)
             case _:
                 self._log.warning("ignored an unexpected runtime message {}", tag)
-
-    def _chunk(self, message: system.AgentList | system.PlaygroundStatus) -> None:
-        """One chunk of a (possibly chunked) answer; the last completes the request."""
-        reply: Any = message
-        first = self._partial.pop(message.request, None)
-        if first is not None:
-            first.agents += message.agents
-            reply = first
-        if not message.final:
-            if message.request in self._requests:
-                self._partial[message.request] = reply
-            return
-        self._answered(message.request, reply)
-
-    def _answered(self, request: int, reply: Any) -> None:
-        future = self._requests.pop(request, None)
-        if future is not None and not future.done():
-            future.set_result(reply)
 
     # -- sending ---------------------------------------------------------------------
 
@@ -414,17 +387,10 @@ class Session:
     async def _request(self, message: Any, timeout: float = REQUEST_TIMEOUT) -> Any:
         conn = self._connection()
         assert self._playground is not None
-        request = next(self._request_ids)
-        message.request = request
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._requests[request] = future
-        try:
+        with self._requests.opened(message) as future:
             await conn.send(message, target=self._playground.id, sender=self.agent.id)
             async with asyncio.timeout(timeout):
                 return await future
-        finally:
-            self._requests.pop(request, None)
-            self._partial.pop(request, None)
 
 
 def _upstream(conn: Connection) -> dict[str, int]:

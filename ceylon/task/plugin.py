@@ -359,15 +359,7 @@ class TaskPlugin(Plugin["BasePlayGround"]):
             for task_id, (holder, _) in self._unconfirmed.items()
             if holder == agent.id and task_id not in kept
         ]
-        for task_id in lost:
-            self._unconfirmed.pop(task_id, None)
-            self.manager.requeued(task_id)
-            self._journal_requeued(task_id)
-            self._dispatch(self.assigner.release(task_id))
-        if lost:
-            self._log.warning(
-                "{} task(s) given to {} never reached it; handed out again", len(lost), agent.name
-            )
+        self._give_back(lost, f"{len(lost)} task(s) given to {agent.name} never reached it")
 
     def messages_lost(self, agent: AgentDetail | None) -> None:
         """Ask the workers concerned what they hold; the tasks given to them before the
@@ -391,14 +383,17 @@ class TaskPlugin(Plugin["BasePlayGround"]):
             return
         kept = set(state.running) | set(state.finished)
         lost = [t for t in given if t not in kept and self.assigner.holder.get(t) == worker_id]
+        self._give_back(lost, f"{len(lost)} task(s) given to {name} were lost on the way")
+
+    def _give_back(self, lost: list[str], why: str) -> None:
+        """Tasks a worker was given and does not hold: to a worker again, first in line."""
         for task_id in lost:
             self._unconfirmed.pop(task_id, None)
             self.manager.requeued(task_id)
             self._journal_requeued(task_id)
             self._dispatch(self.assigner.release(task_id))
         if lost:
-            self._log.warning("{} task(s) given to {} were lost on the way; handed out again",
-                              len(lost), name)  # fmt: skip
+            self._log.warning("{}; handed out again", why)
 
     def _journal_requeued(self, task_id: str) -> None:
         self.journal.requeued(self.manager.tasks[task_id], self.assigner.attempts.get(task_id, 0))
