@@ -1,15 +1,17 @@
 """A workspace's messages over NATS, with the same payloads as the TCP wire.
 
-Each agent holds one NATS connection (nats-py). What it sends travels on subjects of its
-workspace ``W``, the sender's id always last, so that a NATS account can be given the
-right to publish under its own id only::
+The agents of one process that reach the same servers the same way share one NATS
+connection (nats-py), as NATS advises: a broadcast reaches a process once, however many
+of its agents hear it, and is decoded once for all of them. What an agent sends travels
+on subjects of its workspace ``W``, the sender's id always last, so that a NATS account
+can be given the right to publish under its own id only::
 
     ceylon.W.b.<sender>            broadcast
     ceylon.W.d.<target>.<sender>   direct message
     ceylon.W.p.<sender>            presence (the runtime's own records)
 
 and it hears ``ceylon.W.b.*``, ``ceylon.W.d.<own id>.*`` and ``ceylon.W.p.*`` (never its
-own messages: the connection is opened with ``no_echo``). A NATS message carries a
+own messages: those its connection brings back are not handed to it). A NATS message carries a
 kind-0 payload of the TCP wire, ``[0, sender, target, tag1, body1, ...]``: messages
 queued to one subject in one event-loop turn go out as one NATS message. The sender and
 target a receiver sees are those of the subject; a payload that says otherwise is
@@ -17,8 +19,9 @@ dropped.
 
 Order: NATS keeps the order of one connection's messages to another; nats-py hands each
 subscription its own queue, which would let a broadcast overtake a direct message sent
-before it. The bus gives its three subscriptions one queue and reads it in one task, in
-the order the server sent.
+before it. A shared connection gives all its subscriptions one queue and reads it in one
+task, in the order the server sent (messages between two agents of one process go
+through the server too, and keep their order the same way).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import collections
 import re
 import ssl as _ssl
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from loguru import logger
 
@@ -126,13 +129,19 @@ class NatsOptions:
             urls = [u.strip() for u in urls.split(",") if u.strip()]
         return cls(list(urls), **kwargs)
 
+    def key(self) -> tuple[Any, ...]:
+        """What makes two agents' connections the same connection."""
+        return (tuple(self.servers), self.token, self.user, self.password, self.credentials,
+                id(self.tls), self.connect_timeout, self.reconnect_wait,
+                self.max_reconnect_attempts)  # fmt: skip
+
     def connect_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "servers": self.servers,
             "connect_timeout": self.connect_timeout,
             "reconnect_time_wait": self.reconnect_wait,
             "max_reconnect_attempts": self.max_reconnect_attempts,
-            "no_echo": True,
+            "no_echo": False,  # agents of one process hear each other through NATS
         }
         for key, value in (
             ("token", self.token),
@@ -155,14 +164,16 @@ class NatsBus:
 
     def __init__(
         self,
-        client: Client,
+        shared: _Shared,
         workspace: str,
         own_id: str,
         *,
         codec: Codec | None = None,
         limits: DecodeLimits = DEFAULT_LIMITS,
     ) -> None:
-        self.client = client
+        self.shared = shared
+        self.client: Client = shared.client
+        client = self.client
         self.workspace = check_token("workspace", workspace)
         self.own_id = check_token("agent id", own_id)
         self.codec = codec or Codec()
@@ -171,8 +182,7 @@ class NatsBus:
         self.max_message = min(MAX_MESSAGE, client.max_payload or MAX_MESSAGE)
         self.drops: collections.Counter[str] = collections.Counter()
         self._callback: BusCallback | None = None
-        self._queue: asyncio.Queue[Msg] | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._started = False
         # (subject, packed pairs) waiting for the end of this loop turn, and their size
         self._out: list[tuple[str, list[bytes]]] = []
         self._out_bytes = 0
@@ -185,8 +195,11 @@ class NatsBus:
         #: called when the connection came back (messages in between may be lost)
         self.on_reconnected: Callable[[], None] | None = None
         self.closing = False
-        #: False from a disconnection until nats-py has reconnected
-        self.connected = True
+
+    @property
+    def connected(self) -> bool:
+        """False from a disconnection until nats-py has reconnected."""
+        return self.shared.connected
 
     @classmethod
     async def open(
@@ -200,42 +213,8 @@ class NatsBus:
         """
         check_token("workspace", workspace)
         check_token("agent id", own_id)
-        try:
-            import nats
-        except ImportError:  # pragma: no cover - the extra is missing
-            raise RuntimeError("NATS needs nats-py: pip install 'ceylon-runtime[nats]'") from None
-
-        log = logger.bind(agent=own_id)
-        made: list[NatsBus] = []
-
-        async def quiet(exc: Exception) -> None:  # nats-py wants coroutine functions
-            log.debug("nats: {}", exc)
-
-        async def disconnected() -> None:
-            if made:
-                made[0].connected = False
-            if not (made and made[0].closing):
-                log.info("lost the NATS server; reconnecting")
-
-        async def reconnected() -> None:
-            if made:
-                made[0].connected = True
-                if made[0].on_reconnected is not None:
-                    made[0].on_reconnected()
-
-        try:
-            client = await nats.connect(
-                **options.connect_kwargs(),
-                error_cb=quiet,
-                disconnected_cb=disconnected,
-                reconnected_cb=reconnected,
-                allow_reconnect=True,
-            )
-        except nats.errors.NoServersError as exc:
-            raise OSError(f"no NATS server reachable at {', '.join(options.servers)}") from exc
-        bus = cls(client, workspace, own_id, **kwargs)
-        made.append(bus)
-        return bus
+        shared = await _Shared.get(options)
+        return cls(shared, workspace, own_id, **kwargs)
 
     # -- subjects -------------------------------------------------------------------
 
@@ -252,62 +231,18 @@ class NatsBus:
 
     async def start(self, callback: BusCallback) -> None:
         """Subscribe and hand each message received to `callback`, in order."""
-        if self._reader is not None:
+        if self._started:
             raise InvalidStateError("the bus is started already")
+        self._started = True
         self._callback = callback
-        subjects = (
-            f"{self.root}.b.*",
-            f"{self.root}.d.{self.own_id}.*",
-            f"{self.root}.p.*",
-        )
-        # No callbacks (so nats-py starts no task per subscription) and no pending
-        # limits (our reader keeps up, or the server cuts us as a slow consumer).
-        subs = [
-            await self.client.subscribe(s, pending_msgs_limit=0, pending_bytes_limit=0)
-            for s in subjects
-        ]
-        if not all(isinstance(getattr(sub, "_pending_queue", None), asyncio.Queue) for sub in subs):
-            raise RuntimeError("this version of nats-py is not supported (nats-py>=2.6,<3)")
-        shared: asyncio.Queue[Msg] = subs[0]._pending_queue
-        for sub in subs[1:]:
-            sub._pending_queue = shared  # one queue: the server's order across subjects
-        self._queue = shared
-        await self.client.flush()  # the server has the subscriptions before we go on
-        self._reader = asyncio.get_running_loop().create_task(self._read(shared))
+        await self.shared.attach(self)
 
-    async def _read(self, queue: asyncio.Queue[Msg]) -> None:
-        root = len(self.root) + 1
-        while True:
-            msg = await queue.get()
-            while True:
-                self._deliver(msg.subject[root:], msg.data)
-                if queue.empty():
-                    break
-                msg = queue.get_nowait()
-
-    def _deliver(self, route: str, data: bytes) -> None:
-        kind, _, rest = route.partition(".")
-        if kind == DIRECT:
-            target, _, sender = rest.partition(".")
-        else:
-            target, sender = "", rest
-        try:
-            prefix = parse_group_prefix(data)
-            if prefix is None:
-                raise DecodeError(None, "not a message group")
-            count, claimed, _, offset = prefix
-            if claimed != sender:
-                self.drops["forged sender"] += 1
-                return
-            pairs = MessageGroup(sender, target or None, count, data, offset).pairs(self.limits)
-        except DecodeError as exc:
-            self.drops["malformed"] += 1
-            self._log.warning("dropped a malformed NATS message from {}: {}", sender, exc.reason)
-            return
-        if self._callback is not None and pairs:
+    def deliver(self, kind: str, sender: str, pairs: list[tuple[str, bytes]]) -> None:
+        """What the shared connection heard for this agent."""
+        if self._callback is not None and not self.closing:
             try:
                 self._callback(kind, sender, pairs)
-            except Exception:  # the receiver's bug must not stop this reader
+            except Exception:  # the receiver's bug must not stop the reader
                 self._log.exception("handling a NATS message from {} failed", sender)
 
     # -- sending --------------------------------------------------------------------
@@ -399,22 +334,206 @@ class NatsBus:
             await self.client.flush()
 
     async def close(self) -> None:
-        """Send what is queued, then close the connection."""
+        """Send what is queued, then leave the connection (closed with its last bus)."""
         self.closing = True
         if self._flush_scheduled:
             self._flush()
         await self._idle.wait()
+        await self.shared.detach(self)
+
+
+class _Shared:
+    """One NATS connection and its one reader, for the buses of this process (and this
+    event loop) that reach the same servers the same way."""
+
+    _open: ClassVar[dict[tuple[Any, ...], asyncio.Future[_Shared]]] = {}
+
+    def __init__(self, client: Client, key: tuple[Any, ...]) -> None:
+        self.client = client
+        self.key = key
+        self.connected = True
+        self.buses: dict[str, NatsBus] = {}  # agent id -> its bus
+        self._workspaces: dict[str, dict[str, NatsBus]] = {}  # workspace -> its buses
+        self._subs: dict[str, Any] = {}  # subject -> subscription
+        self._queue: asyncio.Queue[Msg] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._log = logger.bind(agent="nats")
+
+    @classmethod
+    async def get(cls, options: NatsOptions) -> _Shared:
+        """The connection for `options` in this event loop, made if there is none.
+
+        Raises:
+            OSError, TimeoutError: no server could be reached.
+        """
+        loop = asyncio.get_running_loop()
+        key = (id(loop), *options.key())
+        future = cls._open.get(key)
+        if future is None or (future.done() and future.exception() is not None):
+            future = cls._open[key] = loop.create_future()
+            try:
+                future.set_result(await cls._connect(options, key))
+            except BaseException as exc:
+                del cls._open[key]
+                future.set_exception(exc)
+                future.exception()  # retrieved: the caller gets it raised
+                raise
+        return await asyncio.shield(future)
+
+    @classmethod
+    async def _connect(cls, options: NatsOptions, key: tuple[Any, ...]) -> _Shared:
+        try:
+            import nats
+        except ImportError:  # pragma: no cover - the extra is missing
+            raise RuntimeError("NATS needs nats-py: pip install 'ceylon-runtime[nats]'") from None
+        made: list[_Shared] = []
+
+        async def quiet(exc: Exception) -> None:  # nats-py wants coroutine functions
+            logger.bind(agent="nats").debug("nats: {}", exc)
+
+        async def disconnected() -> None:
+            if made:
+                made[0].lost()
+
+        async def reconnected() -> None:
+            if made:
+                made[0].back()
+
+        try:
+            client = await nats.connect(
+                **options.connect_kwargs(),
+                error_cb=quiet,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+                allow_reconnect=True,
+            )
+        except nats.errors.NoServersError as exc:
+            raise OSError(f"no NATS server reachable at {', '.join(options.servers)}") from exc
+        shared = cls(client, key)
+        made.append(shared)
+        return shared
+
+    def lost(self) -> None:
+        self.connected = False
+        if any(not bus.closing for bus in self.buses.values()):
+            self._log.info("lost the NATS server; reconnecting")
+
+    def back(self) -> None:
+        self.connected = True
+        for bus in list(self.buses.values()):
+            if bus.on_reconnected is not None:
+                bus.on_reconnected()
+
+    async def attach(self, bus: NatsBus) -> None:
+        if bus.own_id in self.buses:
+            raise InvalidStateError(f"agent id {bus.own_id!r} is on this connection already")
+        self.buses[bus.own_id] = bus
+        workspace = self._workspaces.setdefault(bus.workspace, {})
+        workspace[bus.own_id] = bus
+        subjects = [f"{bus.root}.d.{bus.own_id}.*"]
+        if len(workspace) == 1:
+            subjects += [f"{bus.root}.b.*", f"{bus.root}.p.*"]
+        for subject in subjects:
+            # No callback (so nats-py starts no task per subscription), no pending
+            # limits (the reader keeps up, or the server cuts us as a slow consumer).
+            sub = await self.client.subscribe(subject, pending_msgs_limit=0, pending_bytes_limit=0)
+            if not isinstance(getattr(sub, "_pending_queue", None), asyncio.Queue):
+                raise RuntimeError("this version of nats-py is not supported (nats-py>=2.6,<3)")
+            if self._queue is None:
+                self._queue = sub._pending_queue
+                self._reader = asyncio.get_running_loop().create_task(self._read(self._queue))
+            sub._pending_queue = self._queue  # one queue: the server's order across subjects
+            self._subs[subject] = sub
+        await self.client.flush()  # the server has the subscriptions before we go on
+
+    async def detach(self, bus: NatsBus) -> None:
+        if self.buses.pop(bus.own_id, None) is None:
+            return
+        workspace = self._workspaces.get(bus.workspace, {})
+        workspace.pop(bus.own_id, None)
+        subjects = [f"{bus.root}.d.{bus.own_id}.*"]
+        if not workspace:
+            self._workspaces.pop(bus.workspace, None)
+            subjects += [f"{bus.root}.b.*", f"{bus.root}.p.*"]
+        for subject in subjects:
+            sub = self._subs.pop(subject, None)
+            if sub is not None and not self.client.is_closed:
+                try:
+                    await sub.unsubscribe()
+                except Exception as exc:  # closed meanwhile
+                    self._log.debug("could not unsubscribe {}: {}", subject, exc)
+        if not self.buses:
+            await self._close()
+
+    async def _close(self) -> None:
+        if self._open.get(self.key) is not None:
+            self._open.pop(self.key, None)
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
-        if not self.client.is_closed:
-            if self.client.is_connected:
+        client = self.client
+        if not client.is_closed:
+            if client.is_connected:
                 try:
-                    await self.client.flush(timeout=2)
+                    await client.flush(timeout=2)
                 except Exception as exc:  # going away anyway
                     self._log.debug("could not flush before closing: {}", exc)
-            await self.client.close()
+            await client.close()
+
+    async def _read(self, queue: asyncio.Queue[Msg]) -> None:
+        while True:
+            msg = await queue.get()
+            while True:
+                try:
+                    self._deliver(msg.subject, msg.data)
+                except Exception:  # a bug must not stop the reader of every agent here
+                    self._log.exception("a NATS message on {} could not be handled", msg.subject)
+                if queue.empty():
+                    break
+                msg = queue.get_nowait()
+
+    def _deliver(self, subject: str, data: bytes) -> None:
+        # ceylon.<workspace>.<kind>.[<target>.]<sender>
+        parts = subject.split(".")
+        if len(parts) < 4:
+            return
+        buses = self._workspaces.get(parts[1])
+        if not buses:
+            return
+        kind = parts[2]
+        if kind == DIRECT:
+            if len(parts) != 5:
+                return
+            target, sender = parts[3], parts[4]
+            bus = buses.get(target)
+            receivers = [] if bus is None or sender == target else [bus]
+        else:
+            if len(parts) != 4:
+                return
+            target, sender = "", parts[3]
+            receivers = [bus for bus_id, bus in buses.items() if bus_id != sender]
+        if not receivers:
+            return  # our own, back from the server
+        try:
+            prefix = parse_group_prefix(data)
+            if prefix is None:
+                raise DecodeError(None, "not a message group")
+            count, claimed, _, offset = prefix
+            if claimed != sender:
+                for bus in receivers:
+                    bus.drops["forged sender"] += 1
+                return
+            limits = receivers[0].limits
+            pairs = MessageGroup(sender, target or None, count, data, offset).pairs(limits)
+        except DecodeError as exc:
+            for bus in receivers:
+                bus.drops["malformed"] += 1
+            self._log.warning("dropped a malformed NATS message from {}: {}", sender, exc.reason)
+            return
+        if pairs:
+            for bus in receivers:  # decoded once, the same pairs for each
+                bus.deliver(kind, sender, pairs)
 
 
 def _group(sender: str, target: str | None, pairs: list[bytes]) -> bytes:

@@ -43,7 +43,8 @@ def test_options_parse_a_list_of_urls() -> None:
     options = NatsOptions.parse(" nats://a:4222, nats://b:4222 ", token="t")
     assert options.servers == ["nats://a:4222", "nats://b:4222"]
     kwargs = options.connect_kwargs()
-    assert kwargs["no_echo"] is True and kwargs["token"] == "t" and "user" not in kwargs
+    assert kwargs["token"] == "t" and "user" not in kwargs
+    assert kwargs["no_echo"] is False  # the agents of a process share one connection
     with pytest.raises(ValueError):
         NatsOptions([])
 
@@ -70,7 +71,7 @@ def decoded(got: Received) -> list[tuple[str, int]]:
 async def test_broadcasts_and_direct_messages_arrive_in_the_order_sent(
     pair: tuple[NatsBus, NatsBus, Received],
 ) -> None:
-    sender, _, got = pair
+    sender, receiver, got = pair
     kinds = []
     for seq in range(600):  # runs of direct messages between broadcasts, in one loop turn
         target = None if seq % 5 == 0 else "receiver"
@@ -82,6 +83,7 @@ async def test_broadcasts_and_direct_messages_arrive_in_the_order_sent(
     assert decoded(got) == list(zip(kinds, range(600), strict=True))
     assert {who for _, who, _ in got} == {"sender"}
     assert len(got) < 600  # runs went as groups, not a NATS message each
+    assert sender.client is receiver.client  # one process: one connection
 
 
 async def test_a_run_over_the_size_limit_goes_in_several_messages(
