@@ -331,15 +331,20 @@ def spread(total: int, processes: int) -> list[tuple[int, int]]:
     return [(sum(sizes[:i]), size) for i, size in enumerate(sizes)]
 
 
-def fan_out(impl: str, receivers: int, messages: int) -> tuple[float, int, int]:
-    """Deliveries/s of `messages` broadcast to `receivers` agents, and received/expected."""
+def fan_out(impl: str, receivers: int, messages: int, servers: int = 0) -> tuple[float, int, int]:
+    """Deliveries/s of `messages` broadcast to `receivers` agents, and received/expected.
+
+    `impl` "ceylon" with `servers` > 0 runs Ceylon over NATS (that many servers)."""
     peers, receiver_role, source_role = {
         "ceylon": (AGENT_PEERS, "receivers", "source"),
         "raw": (AGENT_PEERS, "raw-sinks", "raw-source"),
         "nats": (NATS_PEERS, "subscribers", "publisher"),
     }[impl]
+    cluster: Cluster
     if impl == "nats":
-        cluster: Cluster = NatsCluster()
+        cluster = NatsCluster()
+    elif servers:
+        cluster = CeylonOnNats([AGENT_PEERS, "hub"], servers)
     else:
         cluster = Cluster([AGENT_PEERS, "hub"] if impl == "ceylon" else [
             AGENT_PEERS, "raw-fanout", "--agents", str(receivers)])  # fmt: skip
@@ -486,25 +491,6 @@ def on_nats_one_way(seconds: float) -> float:
         return result_of(sink, seconds * 4 + 30)["msgs_per_s"]
 
 
-def on_nats_fan_out(receivers: int, messages: int, servers: int) -> tuple[float, int, int]:
-    """Deliveries/s of `messages` broadcast over NATS to `receivers` agents."""
-    with CeylonOnNats([AGENT_PEERS, "hub"], servers) as cluster:
-        groups = [
-            cluster.peer([AGENT_PEERS, "receivers", "--agents", str(size), "--first", str(first),
-                          "--count", str(messages), "--seconds", "120"], ready="^ready")
-            for first, size in spread(receivers, 4)
-        ]  # fmt: skip
-        start_at = time.time() + 1.0
-        source = cluster.peer([AGENT_PEERS, "source", "--count", str(messages),
-                               "--start-at", str(start_at)])  # fmt: skip
-        results = [result_of(g, 150) for g in groups]
-        result_of(source, 30)
-    received = int(sum(r["received"] for r in results))
-    expected = int(sum(r["expected"] for r in results))
-    elapsed = max(r["last_at"] for r in results) - start_at
-    return received / elapsed, received, expected
-
-
 def nats_suite(args: argparse.Namespace) -> list[Row]:
     """Ceylon over NATS beside raw nats-py (the "raw" column) and the TCP hub (the third
     column), in the same run."""
@@ -539,8 +525,8 @@ def nats_suite(args: argparse.Namespace) -> list[Row]:
                     add(impl, f"{key}99", rtt["p99_us"])
                 add(impl, "oneway", on_nats_one_way(args.seconds))
                 for receivers, messages in ((10, 20_000), (100, 4_000)):
-                    fan(impl, f"fan{receivers}", *on_nats_fan_out(receivers, messages, 1))
-                fan(impl, "fan100c", *on_nats_fan_out(100, 4_000, 3))
+                    fan(impl, f"fan{receivers}", *fan_out("ceylon", receivers, messages, 1))
+                fan(impl, "fan100c", *fan_out("ceylon", 100, 4_000, 3))
             else:
                 rtt = agent_rtt("ceylon", args.rtt_count)
                 add(impl, "rtt50", rtt["p50_us"])
