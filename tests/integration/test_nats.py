@@ -235,3 +235,28 @@ async def test_a_task_playground_on_nats_runs_the_tutorials_api_and_journals_in_
         assert len(playground.get_completed_tasks()) == 20
     counts, _ = await journal(nats_cluster.urls[0], workspace)
     assert len(counts) == 20 and set(counts.values()) == {1}
+
+
+async def test_a_sender_whose_messages_the_handlers_are_far_behind_is_dropped_from(
+    nats_cluster: NatsCluster,
+) -> None:
+    workspace = f"h{secrets.token_hex(4)}"
+    playground = BasePlayGround(nats=nats_cluster.url, workspace=workspace)
+    await playground.start()
+    talker, listener = Listener("talker"), Listener("listener")
+    try:
+        for agent in (talker, listener):
+            await agent.connect(nats=nats_cluster.url, workspace=workspace)
+        link: Any = listener._link
+        link.hold(talker.id, True)  # what the dispatcher asks when 10,000 wait
+        await talker.send_message("listener", Greeting(1))
+        async with asyncio.timeout(seconds(5)):
+            await wait_until(lambda: listener.stats().dropped == {"dropped: handlers behind": 1})
+        link.hold(talker.id, False)
+        await talker.send_message("listener", Greeting(2))
+        async with asyncio.timeout(seconds(5)):
+            await wait_until(lambda: listener.got == [("talker", 2)])
+    finally:
+        await talker.stop()
+        await listener.stop()
+        await playground.finish()

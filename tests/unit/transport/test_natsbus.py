@@ -16,7 +16,7 @@ import nats
 import pytest
 
 from ceylon.natsserver import NatsServer
-from transport import Codec
+from transport import Codec, EncodeError
 from transport.natsbus import BROADCAST, DIRECT, NatsBus, NatsOptions, check_token
 from transport.wire import bin_header, messages_prefix
 
@@ -119,3 +119,11 @@ async def test_malformed_and_forged_payloads_are_dropped_and_counted(
         await wait_until(lambda: len(got) == 1)
     assert got[0][1] == "mallory" and decoded(got) == [(BROADCAST, 7)]
     assert receiver.drops == {"malformed": 1, "forged sender": 1}
+
+
+async def test_a_message_too_big_for_one_nats_message_is_refused_at_once(
+    pair: tuple[NatsBus, NatsBus, Received],
+) -> None:
+    sender, _, _ = pair
+    with pytest.raises(EncodeError, match="over what one NATS message may carry"):
+        sender.send_nowait(BusItem(0, "x" * sender.max_message), target="receiver")
