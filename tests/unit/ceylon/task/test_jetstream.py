@@ -144,3 +144,22 @@ async def test_one_holder_of_the_lease_and_a_standby_takes_it_when_it_lapses(
     await second.release()
     async with asyncio.timeout(ttl * 2):  # released: taken at once
         assert await first.acquire() > taken
+
+
+async def test_a_lease_that_lapsed_while_nobody_took_it_is_taken_again(client: Client) -> None:
+    workspace = f"l{secrets.token_hex(4)}"
+    ttl = seconds(1.0)
+    lease = Lease(client, workspace, "one", ttl)
+    await lease.open(replicas=1)
+    epoch = await lease.acquire()
+    kv = await client.jetstream().key_value(lease.bucket)
+    await kv.delete("playground")  # as if it expired while this holder was cut off
+    epochs: asyncio.Queue[int] = asyncio.Queue()
+    keeping = asyncio.ensure_future(lease.keep(epochs.put_nowait))
+    try:
+        async with asyncio.timeout(ttl * 3):
+            again = await epochs.get()
+        assert again > epoch and lease.fresh()
+    finally:
+        keeping.cancel()
+        await asyncio.gather(keeping, return_exceptions=True)
