@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -30,6 +29,7 @@ import msgpack
 from loguru import logger
 
 from ..lease import jetstream_enabled, nats_busy, replicas_for
+from .records import apply, group_ops, pack_records, state_ops, task_op, well_formed
 from .store import MemoryTaskStore, StoredGroup, StoredState, StoredTask, StoreError
 
 if TYPE_CHECKING:
@@ -46,14 +46,6 @@ COMMIT_PAUSE: Final = 0.02
 #: seconds a journal just made may take before it takes messages
 OPEN_PATIENCE: Final = 20.0
 _pack = msgpack.Packer(use_bin_type=True).pack
-
-# Record ops (msgpack arrays):
-#   ["g", group_id, part, parts, body_part, status, submitter, goal_status]  group added
-#   ["t", task_id, group_id, status, worker, attempts, result, error, start, end]
-#   ["e", group_id, status, goal_status]                                      group ended
-#   ["f", [group_id, ...]]                                                    forgotten
-#   ["s", snapshot_id, part, parts]   the ops that follow (in this message) are part of a
-#                                      snapshot: the state is replaced once all arrived
 
 
 class JetStreamTaskStore:
@@ -158,7 +150,7 @@ class JetStreamTaskStore:
                 continue  # purged or deleted
             try:
                 ops = msgpack.unpackb(msg.data, raw=False, strict_map_key=False)
-                if type(ops) is not list or not all(_well_formed(op) for op in ops):
+                if type(ops) is not list or not all(well_formed(op) for op in ops):
                     raise ValueError("not a list of journal operations")
             except Exception as exc:  # not ours (somebody could publish here): skipped
                 self._log.error("{}: record {} skipped, it is not a journal record ({})",
@@ -191,7 +183,7 @@ class JetStreamTaskStore:
             snapshot_parts: dict[str, list[Any]] = snapshot["parts"]
             store: MemoryTaskStore = snapshot["store"]
             for op in ops[1:]:
-                _apply(store, op, snapshot_parts)
+                apply(store, op, snapshot_parts)
             if part == count - 1:  # whole: it is the state now
                 self._state = store
                 parts.clear()
@@ -199,7 +191,7 @@ class JetStreamTaskStore:
                 return None
             return snapshot
         for op in ops:
-            _apply(target, op, parts)
+            apply(target, op, parts)
         return snapshot
 
     # -- the TaskStore interface -----------------------------------------------------------
@@ -209,7 +201,7 @@ class JetStreamTaskStore:
 
     def add_group(self, group: StoredGroup) -> None:
         self._state.add_group(group)
-        for op in _group_ops(group, self._limit):
+        for op in group_ops(group, self._limit):
             self._queue(op)
 
     def put_task(self, task: StoredTask) -> None:
@@ -217,11 +209,9 @@ class JetStreamTaskStore:
             self._log.error("the result of task {} ({} bytes) is over the journal's record "
                             "limit: journaled without it",
                             task.task_id, len(task.result))  # fmt: skip
-            task = dataclasses.replace(task, result=None, error=task.error or "result too large")
+            task = task._replace(result=None, error=task.error or "result too large")
         self._state.put_task(task)
-        t = task
-        self._queue(["t", t.task_id, t.group_id, t.status, t.worker, t.attempts, t.result,
-                     t.error, t.start_time, t.end_time])  # fmt: skip
+        self._queue(task_op(task))
 
     def group_ended(self, group_id: str, status: str, goal_status: str = "") -> None:
         self._state.group_ended(group_id, status, goal_status)
@@ -272,7 +262,7 @@ class JetStreamTaskStore:
             self._wake.clear()
             ops, self._ops = self._ops, []
             if ops:
-                self._pending.extend(self._numbered(_records(ops, self._limit)))
+                self._pending.extend(self._numbered(pack_records(ops, self._limit)))
             callbacks, self._callbacks = self._callbacks, []
             if self._pending and self.fenced is None:
                 self._idle.clear()
@@ -349,14 +339,9 @@ class JetStreamTaskStore:
     async def _compact(self) -> None:
         """Append the whole state as a snapshot, then purge what came before it."""
         state = self._state.load()
-        ops: list[list[Any]] = []
-        for g in state.groups:
-            ops += _group_ops(g, self._limit)
-        for t in state.tasks.values():
-            ops.append(["t", t.task_id, t.group_id, t.status, t.worker, t.attempts, t.result,
-                        t.error, t.start_time, t.end_time])  # fmt: skip
+        ops = state_ops(state, self._limit)
         snapshot_id = f"{self._writer_id}-{self._sent + 1}"
-        records = _records(ops, self._limit, snapshot=snapshot_id)
+        records = pack_records(ops, self._limit, snapshot=snapshot_id)
         first = self._last + 1
         self._pending.extend(self._numbered(records))
         await self._append()
@@ -394,88 +379,3 @@ class _Fenced(Exception):
 
 class _NotNow(Exception):
     pass
-
-
-def _group_ops(group: StoredGroup, limit: int) -> list[list[Any]]:
-    """The ops that add `group`, its body in parts that each fit a record."""
-    g = group
-    step = max(1, limit - 1024)
-    count = max(1, -(-len(g.body) // step))
-    return [
-        ["g", g.group_id, part, count, g.body[part * step : (part + 1) * step], g.status,
-         g.submitter, g.goal_status]
-        for part in range(count)
-    ]  # fmt: skip
-
-
-_SHAPES: Final = {"g": 8, "t": 10, "e": 4, "f": 2, "s": 4, "o": 2}
-
-
-def _well_formed(op: Any) -> bool:
-    """Whether `op` has the shape of a journal operation (the stream is replayed as
-    written: a record somebody else published there must not stop a playground)."""
-    if type(op) is not list or not op or _SHAPES.get(op[0]) != len(op):
-        return False
-    kind = op[0]
-    if kind == "t":
-        return all(type(v) is str for v in op[1:5]) and type(op[5]) is int
-    if kind == "g":
-        return (type(op[1]) is str and type(op[2]) is int and type(op[3]) is int
-                and type(op[4]) is bytes and 0 <= op[2] < op[3])  # fmt: skip
-    if kind == "e":
-        return all(type(v) is str for v in op[1:])
-    if kind == "f":
-        return type(op[1]) is list and all(type(v) is str for v in op[1])
-    if kind == "s":
-        return type(op[2]) is int and type(op[3]) is int and 0 <= op[2] < op[3]
-    return True
-
-
-def _records(ops: list[list[Any]], limit: int, snapshot: str | None = None) -> list[bytes]:
-    """`ops` packed into records of at most `limit` bytes (a group body over the limit
-    was split into parts by the caller). A snapshot's records each start with its
-    ``["s", id, part, parts]`` header."""
-    packed = [_pack(op) for op in ops]
-    batches: list[list[bytes]] = [[]]
-    size = 0
-    for item in packed:
-        if batches[-1] and size + len(item) > limit - 64:
-            batches.append([])
-            size = 0
-        batches[-1].append(item)
-        size += len(item)
-    records = []
-    for index, batch in enumerate(batches):
-        items = batch
-        if snapshot is not None:
-            items = [_pack(["s", snapshot, index, len(batches)]), *batch]
-        records.append(_array_header(len(items)) + b"".join(items))
-    return records
-
-
-def _array_header(count: int) -> bytes:
-    if count < 16:
-        return bytes((0x90 | count,))
-    if count < 0x10000:
-        return b"\xdc" + count.to_bytes(2, "big")
-    return b"\xdd" + count.to_bytes(4, "big")
-
-
-def _apply(store: MemoryTaskStore, op: list[Any], parts: dict[str, list[Any]]) -> None:
-    kind = op[0]
-    if kind == "t":
-        store.put_task(StoredTask(*op[1:]))
-    elif kind == "g":
-        _, group_id, part, count, chunk, status, submitter, goal = op
-        pieces = parts.setdefault(group_id, [])
-        if part == 0:
-            pieces.clear()
-        pieces.append(chunk)
-        if part == count - 1 and len(pieces) == count:
-            del parts[group_id]
-            store.add_group(StoredGroup(group_id, b"".join(pieces), status, submitter, goal))
-    elif kind == "e":
-        store.group_ended(op[1], op[2], op[3])
-    elif kind == "f":
-        store.forget_groups(list(op[1]))
-    # "o": a writer opened the journal here; nothing to apply

@@ -22,7 +22,8 @@ from transport import Codec, DecodeError, EncodeError, TypeSpec
 
 from .data import TaskGroup, TaskMessage, TaskStatus
 from .manager import TaskManager
-from .store import MemoryTaskStore, SqliteTaskStore, StoredGroup, StoredTask, TaskStore
+from .sqlitestore import SqliteTaskStore
+from .store import MemoryTaskStore, StoredGroup, StoredTask, TaskStore
 
 __all__ = ["DEFAULT_STATE", "Journal", "NoJournal", "Restored", "open_store"]
 

@@ -7,6 +7,7 @@ manage the groups of the running playground."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import random
 import signal
@@ -17,6 +18,8 @@ from typing import Any
 
 from ceylon import BaseAgent, on
 from ceylon.task import GroupAccepted, SubmitGroup, TaskMessage, TaskStatusUpdate
+from ceylon.task.sqlitestore import read_state
+from ceylon.task.store import StoreError
 from ceylon.testing import Process, free_port
 
 from ..conftest import BEAT_FLAGS, seconds, wait_until
@@ -37,9 +40,11 @@ class Submitter(BaseAgent):
 
 
 def counts(db: Path) -> dict[str, int]:
-    with sqlite3.connect(db) as conn:  # a reader beside the playground's writer (WAL)
-        rows = conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall()
-    return dict(rows)
+    try:  # a reader beside the playground's writer (WAL)
+        state = read_state(db)
+    except StoreError:  # not made yet
+        return {}
+    return dict(collections.Counter(task.status for task in state.tasks.values()))
 
 
 def last_json(output: str) -> Any:
@@ -100,8 +105,9 @@ async def test_a_killed_playground_resumes_from_its_journal(spawn: Any, tmp_path
     print(f"{TASKS} tasks, {KILLS} playground kills: {counts(db)}")
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        assert conn.execute("SELECT status FROM groups").fetchall() == [("completed",)]
-        workers = {w for (w,) in conn.execute("SELECT DISTINCT worker FROM tasks")}
+    state = read_state(db)
+    assert [group.status for group in state.groups] == ["completed"]
+    workers = {task.worker for task in state.tasks.values()}
     assert workers <= {"w0", "w1", "w2", "w3"}
 
     # a re-run with --resume submits nothing: the group is there, done
@@ -187,8 +193,7 @@ async def test_an_outcome_reached_while_the_playground_is_down_is_delivered_afte
     assert {t["name"]: t["result"] for t in report["tasks"]} == {
         f"h{i}": digest(f"h{i}") for i in range(3)
     }
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT status, worker, start_time, attempts FROM tasks").fetchall()
+    rows = [(t.status, t.worker, t.start_time, t.attempts) for t in read_state(db).tasks.values()]
     # recorded once each, from the run that started before the kill: nothing ran twice
     assert [(s, w, a) for s, w, _, a in rows] == [("completed", "w0", 1)] * 3, rows
     assert all(started < killed_at for _, _, started, _ in rows), rows

@@ -12,13 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ceylon.task import sqlitestore
+from ceylon.task.sqlitestore import SqliteTaskStore, read_state
 from ceylon.task.store import (
     MemoryTaskStore,
-    SqliteTaskStore,
     StoredGroup,
     StoredTask,
     StoreError,
@@ -79,13 +81,13 @@ def test_a_callback_runs_once_what_came_before_it_is_committed(tmp_path: Path) -
         store.put_task(StoredTask("t", "g", "completed", "w", 1, b"r"))
 
         def check() -> None:
-            with sqlite3.connect(db) as other:  # another connection sees the commit
-                seen.append(other.execute("SELECT status FROM tasks").fetchone())
+            # another connection sees the commit
+            seen.append([t.status for t in read_state(db).tasks.values()])
             done.set()
 
         store.when_durable(check)
         assert done.wait(seconds(10))
-        assert seen == [("completed",)]
+        assert seen == [["completed"]]
     finally:
         store.close()
 
@@ -126,6 +128,98 @@ def test_what_is_not_a_journal_is_refused_with_its_path(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version=99")
     with pytest.raises(StoreError, match="journal format 99 is newer"):
         SqliteTaskStore(newer)
+
+
+def test_read_state_names_a_missing_or_foreign_file(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="nothing.db: no such task journal"):
+        read_state(tmp_path / "nothing.db")
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    with pytest.raises(StoreError, match="other.db: not a task journal"):
+        read_state(other)
+
+
+_V1_SCHEMA = """
+CREATE TABLE groups (seq INTEGER PRIMARY KEY AUTOINCREMENT, group_id TEXT UNIQUE NOT NULL,
+    body BLOB NOT NULL, status TEXT NOT NULL, submitter TEXT NOT NULL, goal_status TEXT NOT NULL);
+CREATE TABLE tasks (task_id TEXT PRIMARY KEY, group_id TEXT NOT NULL, status TEXT NOT NULL,
+    worker TEXT NOT NULL DEFAULT '', attempts INTEGER NOT NULL DEFAULT 0, result BLOB,
+    error TEXT, start_time REAL, end_time REAL);
+PRAGMA user_version=1;
+"""
+
+
+def test_a_journal_of_the_first_format_is_converted_when_opened(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(_V1_SCHEMA)
+        conn.execute("INSERT INTO groups (group_id, body, status, submitter, goal_status) "
+                     "VALUES ('g2', x'02', 'pending', 's', ''), "
+                     "('g1', x'01', 'completed', '', 'achieved')")  # fmt: skip
+        conn.execute(
+            "INSERT INTO tasks VALUES ('a', 'g2', 'completed', 'w', 1, x'2a', NULL, "
+            "1.0, 2.0), ('b', 'g2', 'in_progress', 'w', 2, NULL, NULL, NULL, NULL)"
+        )
+    assert read_state(db).groups[0].group_id == "g2"  # readable as it is, too
+    store = SqliteTaskStore(db)
+    store.put_task(StoredTask("b", "g2", "completed", "w", 2, b"r"))
+    store.close()
+    state = read_state(db)
+    assert [(g.group_id, g.body, g.status, g.submitter) for g in state.groups] == [
+        ("g2", b"\x02", "pending", "s"),
+        ("g1", b"\x01", "completed", ""),
+    ]
+    assert state.tasks == {
+        "a": StoredTask("a", "g2", "completed", "w", 1, b"*", None, 1.0, 2.0),
+        "b": StoredTask("b", "g2", "completed", "w", 2, b"r"),
+    }
+    with sqlite3.connect(db) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+    assert tables - {"sqlite_sequence"} == {"log"}
+
+
+def test_a_long_log_is_compacted_into_the_state_it_makes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlitestore, "COMPACT_AFTER", 100)
+    db = tmp_path / "tasks.db"
+    store = SqliteTaskStore(db)
+    reference = MemoryTaskStore()
+    done = threading.Event()
+    for n in range(40):  # commits of 20 rewrites of 10 tasks; 3 groups are kept
+        for target in (store, reference):
+            target.add_group(StoredGroup(f"g{n}", b"body" * n, "pending"))
+            for i in range(20):
+                target.put_task(StoredTask(f"g{n}-t{i % 10}", f"g{n}", "in_progress", "w", i))
+            target.forget_groups([f"g{n - 3}"])
+        done.clear()
+        store.when_durable(done.set)
+        assert done.wait(seconds(10))
+    with sqlite3.connect(db) as conn:
+        logged = conn.execute("SELECT sum(count) FROM log").fetchone()[0]
+    store.close()
+    assert logged <= 100 + 22  # compacted: a fraction of the 880 written
+    assert read_state(db) == reference.load()
+
+
+def test_a_record_that_is_not_the_journals_is_skipped_and_the_rest_read(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "tasks.db"
+    store = SqliteTaskStore(db)
+    store.add_group(StoredGroup("g", b"", "pending"))
+    store.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO log (count, ops) VALUES (1, x'c1'), (1, ?)",
+                     (msgpack.packb([["t", "x"]]),))  # fmt: skip
+    store = SqliteTaskStore(db)
+    store.put_task(StoredTask("t", "g", "completed", "w", 1))
+    store.close()
+    state = read_state(db)
+    assert [g.group_id for g in state.groups] == ["g"]
+    assert state.tasks == {"t": StoredTask("t", "g", "completed", "w", 1)}
 
 
 def test_the_directory_is_made_and_wal_is_on(tmp_path: Path) -> None:

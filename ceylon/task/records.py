@@ -1,0 +1,195 @@
+"""Journal records: a task store's writes as msgpack-encoded operations.
+
+The log-structured stores (`SqliteTaskStore`, `JetStreamTaskStore`) append each commit
+as a *record*, a msgpack array of operations, and read their state back by applying
+the records in order; a snapshot is the state written out as operations again.
+
+Operations (msgpack arrays):
+    ["g", group_id, part, parts, body_part, status, submitter, goal_status]  group added
+    ["t", task_id, group_id, status, worker, attempts, result, error, start, end]
+    ["e", group_id, status, goal_status]                                      group ended
+    ["f", [group_id, ...]]                                                    forgotten
+    ["s", snapshot_id, part, parts]   (JetStream) the ops that follow in this record are
+                                       part of a snapshot
+    ["o", writer_id]                  (JetStream) a writer opened the journal here
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Final
+
+import msgpack
+
+from .store import MemoryTaskStore, StoredGroup, StoredState, StoredTask
+
+__all__ = [
+    "LogState",
+    "apply",
+    "group_ops",
+    "pack_records",
+    "state_ops",
+    "task_op",
+    "well_formed",
+]
+
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+
+def task_op(task: StoredTask) -> list[Any]:
+    return ["t", *task]
+
+
+def group_ops(group: StoredGroup, limit: int) -> list[list[Any]]:
+    """The ops that add `group`, its body in parts that each fit a record of `limit`."""
+    g = group
+    step = max(1, limit - 1024)
+    count = max(1, -(-len(g.body) // step))
+    return [
+        ["g", g.group_id, part, count, g.body[part * step : (part + 1) * step], g.status,
+         g.submitter, g.goal_status]
+        for part in range(count)
+    ]  # fmt: skip
+
+
+def state_ops(state: StoredState, limit: int) -> list[list[Any]]:
+    """The ops that make `state` from nothing (a snapshot)."""
+    ops: list[list[Any]] = []
+    for group in state.groups:
+        ops += group_ops(group, limit)
+    ops += [task_op(task) for task in state.tasks.values()]
+    return ops
+
+
+_SHAPES: Final = {"g": 8, "t": 10, "e": 4, "f": 2, "s": 4, "o": 2}
+
+
+def well_formed(op: Any) -> bool:
+    """Whether `op` has the shape of a journal operation (a journal is replayed as
+    written: a record that is not ours must not stop a playground)."""
+    if type(op) is not list or not op or _SHAPES.get(op[0]) != len(op):
+        return False
+    kind = op[0]
+    if kind == "t":
+        return all(type(v) is str for v in op[1:5]) and type(op[5]) is int
+    if kind == "g":
+        return (type(op[1]) is str and type(op[2]) is int and type(op[3]) is int
+                and type(op[4]) is bytes and 0 <= op[2] < op[3])  # fmt: skip
+    if kind == "e":
+        return all(type(v) is str for v in op[1:])
+    if kind == "f":
+        return type(op[1]) is list and all(type(v) is str for v in op[1])
+    if kind == "s":
+        return type(op[2]) is int and type(op[3]) is int and 0 <= op[2] < op[3]
+    return True
+
+
+def apply(store: MemoryTaskStore, op: list[Any], parts: dict[str, list[Any]]) -> None:
+    """Apply one (well-formed) op to `store`; `parts` gathers group bodies in parts."""
+    kind = op[0]
+    if kind == "t":
+        store.put_task(StoredTask(*op[1:]))
+    elif kind == "g":
+        _, group_id, part, count, chunk, status, submitter, goal = op
+        pieces = parts.setdefault(group_id, [])
+        if part == 0:
+            pieces.clear()
+        pieces.append(chunk)
+        if part == count - 1 and len(pieces) == count:
+            del parts[group_id]
+            store.add_group(StoredGroup(group_id, b"".join(pieces), status, submitter, goal))
+    elif kind == "e":
+        store.group_ended(op[1], op[2], op[3])
+    elif kind == "f":
+        store.forget_groups(list(op[1]))
+    # "o": a writer opened the journal here; nothing to apply
+
+
+class LogState:
+    """The state a log of operations makes, kept as operations: applying one costs a
+    dict write, and a snapshot is packed straight from them."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, StoredGroup] = {}  # in the order they were added
+        self.tasks: dict[str, dict[str, list[Any]]] = {}  # group id -> task id -> "t" op
+        self._parts: dict[str, list[bytes]] = {}  # group id -> the body's parts so far
+
+    def __len__(self) -> int:
+        return len(self.groups) + sum(len(tasks) for tasks in self.tasks.values())
+
+    def apply(self, op: list[Any]) -> None:
+        """Apply one well-formed op (see the module docstring)."""
+        kind = op[0]
+        if kind == "t":
+            tasks = self.tasks.get(op[2])
+            if tasks is None:
+                tasks = self.tasks[op[2]] = {}
+            tasks[op[1]] = op
+        elif kind == "g":
+            _, group_id, part, count, chunk, status, submitter, goal = op
+            pieces = self._parts.setdefault(group_id, [])
+            if part == 0:
+                pieces.clear()
+            pieces.append(chunk)
+            if part == count - 1 and len(pieces) == count:
+                del self._parts[group_id]
+                self.groups.pop(group_id, None)  # added again: it comes last
+                self.groups[group_id] = StoredGroup(
+                    group_id, b"".join(pieces), status, submitter, goal
+                )
+        elif kind == "e":
+            group = self.groups.get(op[1])
+            if group is not None:
+                self.groups[op[1]] = dataclasses.replace(group, status=op[2], goal_status=op[3])
+        elif kind == "f":
+            for group_id in op[1]:
+                self.groups.pop(group_id, None)
+                self.tasks.pop(group_id, None)
+        # "o": a writer opened the journal here; nothing to apply
+
+    def ops(self, limit: int) -> list[list[Any]]:
+        """The ops that make this state from nothing (a snapshot)."""
+        ops: list[list[Any]] = []
+        for group in self.groups.values():
+            ops += group_ops(group, limit)
+        for tasks in self.tasks.values():
+            ops += tasks.values()
+        return ops
+
+    def state(self) -> StoredState:
+        tasks = {
+            task_id: StoredTask(*op[1:])
+            for group in self.tasks.values()
+            for task_id, op in group.items()
+        }
+        return StoredState(list(self.groups.values()), tasks)
+
+
+def pack_records(ops: list[list[Any]], limit: int, snapshot: str | None = None) -> list[bytes]:
+    """`ops` packed into records of at most `limit` bytes (a group body over the limit
+    was split into parts by `group_ops`). A snapshot's records each start with its
+    ``["s", id, part, parts]`` header."""
+    packed = [_pack(op) for op in ops]
+    batches: list[list[bytes]] = [[]]
+    size = 0
+    for item in packed:
+        if batches[-1] and size + len(item) > limit - 64:
+            batches.append([])
+            size = 0
+        batches[-1].append(item)
+        size += len(item)
+    records = []
+    for index, batch in enumerate(batches):
+        items = batch
+        if snapshot is not None:
+            items = [_pack(["s", snapshot, index, len(batches)]), *batch]
+        records.append(_array_header(len(items)) + b"".join(items))
+    return records
+
+
+def _array_header(count: int) -> bytes:
+    if count < 16:
+        return bytes((0x90 | count,))
+    if count < 0x10000:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
