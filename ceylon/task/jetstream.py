@@ -29,8 +29,8 @@ import msgpack
 from loguru import logger
 
 from ..lease import jetstream_enabled, nats_busy, replicas_for
-from .records import apply, group_ops, pack_records, state_ops, task_op, well_formed
-from .store import MemoryTaskStore, StoredGroup, StoredState, StoredTask, StoreError
+from .records import LogState, group_ops, pack_records, task_op, well_formed
+from .store import StoredGroup, StoredState, StoredTask, StoreError
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -61,7 +61,7 @@ class JetStreamTaskStore:
         #: whether appending is allowed now (a playground: while its lease is fresh)
         self.may_write: Callable[[], bool] = lambda: True
         self.on_fenced: Callable[[str], None] | None = None
-        self._state = MemoryTaskStore()
+        self._state = LogState()
         self._last = 0  # the stream sequence our next append follows
         self._records = 0  # since the last snapshot
         self._ops: list[list[Any]] = []
@@ -142,7 +142,6 @@ class JetStreamTaskStore:
         import nats.js.errors
 
         snapshot: dict[str, Any] | None = None
-        parts: dict[str, list[Any]] = {}  # group id -> the parts of its body so far
         for seq in range(max(first, 1), last + 1):
             try:
                 msg = await self._get(js, seq)
@@ -156,7 +155,7 @@ class JetStreamTaskStore:
                 self._log.error("{}: record {} skipped, it is not a journal record ({})",
                                 self.path, seq, exc)  # fmt: skip
                 continue
-            snapshot = self._apply_record(ops, snapshot, parts)
+            snapshot = self._apply_record(ops, snapshot)
             self._records += 1
 
     async def _get(self, js: Any, seq: int) -> Any:
@@ -172,36 +171,33 @@ class JetStreamTaskStore:
                 await asyncio.sleep(0.2)  # a backoff while the stream's servers agree
 
     def _apply_record(
-        self, ops: list[Any], snapshot: dict[str, Any] | None, parts: dict[str, list[Any]]
+        self, ops: list[Any], snapshot: dict[str, Any] | None
     ) -> dict[str, Any] | None:
         """Apply one record to the state; returns the snapshot being gathered, if any."""
-        target = self._state
         if ops and ops[0][0] == "s":
             _, snapshot_id, part, count = ops[0]
             if snapshot is None or snapshot["id"] != snapshot_id or part == 0:
-                snapshot = {"id": snapshot_id, "store": MemoryTaskStore(), "parts": {}}
-            snapshot_parts: dict[str, list[Any]] = snapshot["parts"]
-            store: MemoryTaskStore = snapshot["store"]
+                snapshot = {"id": snapshot_id, "state": LogState()}
+            state: LogState = snapshot["state"]
             for op in ops[1:]:
-                apply(store, op, snapshot_parts)
+                state.apply(op)
             if part == count - 1:  # whole: it is the state now
-                self._state = store
-                parts.clear()
+                self._state = state
                 self._records = 0
                 return None
             return snapshot
         for op in ops:
-            apply(target, op, parts)
+            self._state.apply(op)
         return snapshot
 
     # -- the TaskStore interface -----------------------------------------------------------
 
     def load(self) -> StoredState:
-        return self._state.load()
+        return self._state.state()
 
     def add_group(self, group: StoredGroup) -> None:
-        self._state.add_group(group)
         for op in group_ops(group, self._limit):
+            self._state.apply(op)
             self._queue(op)
 
     def put_task(self, task: StoredTask) -> None:
@@ -210,16 +206,19 @@ class JetStreamTaskStore:
                             "limit: journaled without it",
                             task.task_id, len(task.result))  # fmt: skip
             task = task._replace(result=None, error=task.error or "result too large")
-        self._state.put_task(task)
-        self._queue(task_op(task))
+        op = task_op(task)
+        self._state.apply(op)
+        self._queue(op)
 
     def group_ended(self, group_id: str, status: str, goal_status: str = "") -> None:
-        self._state.group_ended(group_id, status, goal_status)
-        self._queue(["e", group_id, status, goal_status])
+        op = ["e", group_id, status, goal_status]
+        self._state.apply(op)
+        self._queue(op)
 
     def forget_groups(self, group_ids: list[str]) -> None:
-        self._state.forget_groups(group_ids)
-        self._queue(["f", list(group_ids)])
+        op = ["f", list(group_ids)]
+        self._state.apply(op)
+        self._queue(op)
 
     def when_durable(self, callback: Callable[[], None]) -> None:
         if self.fenced is not None:
@@ -338,8 +337,7 @@ class JetStreamTaskStore:
 
     async def _compact(self) -> None:
         """Append the whole state as a snapshot, then purge what came before it."""
-        state = self._state.load()
-        ops = state_ops(state, self._limit)
+        ops = self._state.ops(self._limit)
         snapshot_id = f"{self._writer_id}-{self._sent + 1}"
         records = pack_records(ops, self._limit, snapshot=snapshot_id)
         first = self._last + 1

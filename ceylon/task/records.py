@@ -1,6 +1,6 @@
 """Journal records: a task store's writes as msgpack-encoded operations.
 
-The log-structured stores (`SqliteTaskStore`, `JetStreamTaskStore`) append each commit
+The task stores on disk and on NATS (`SqliteTaskStore`, `JetStreamTaskStore`) append each commit
 as a *record*, a msgpack array of operations, and read their state back by applying
 the records in order; a snapshot is the state written out as operations again.
 
@@ -21,11 +21,10 @@ from typing import Any, Final
 
 import msgpack
 
-from .store import MemoryTaskStore, StoredGroup, StoredState, StoredTask
+from .store import StoredGroup, StoredState, StoredTask
 
 __all__ = [
     "LogState",
-    "apply",
     "group_ops",
     "pack_records",
     "state_ops",
@@ -84,27 +83,6 @@ def well_formed(op: Any) -> bool:
     return True
 
 
-def apply(store: MemoryTaskStore, op: list[Any], parts: dict[str, list[Any]]) -> None:
-    """Apply one (well-formed) op to `store`; `parts` gathers group bodies in parts."""
-    kind = op[0]
-    if kind == "t":
-        store.put_task(StoredTask(*op[1:]))
-    elif kind == "g":
-        _, group_id, part, count, chunk, status, submitter, goal = op
-        pieces = parts.setdefault(group_id, [])
-        if part == 0:
-            pieces.clear()
-        pieces.append(chunk)
-        if part == count - 1 and len(pieces) == count:
-            del parts[group_id]
-            store.add_group(StoredGroup(group_id, b"".join(pieces), status, submitter, goal))
-    elif kind == "e":
-        store.group_ended(op[1], op[2], op[3])
-    elif kind == "f":
-        store.forget_groups(list(op[1]))
-    # "o": a writer opened the journal here; nothing to apply
-
-
 class LogState:
     """The state a log of operations makes, kept as operations: applying one costs a
     dict write, and a snapshot is packed straight from them."""
@@ -113,9 +91,6 @@ class LogState:
         self.groups: dict[str, StoredGroup] = {}  # in the order they were added
         self.tasks: dict[str, dict[str, list[Any]]] = {}  # group id -> task id -> "t" op
         self._parts: dict[str, list[bytes]] = {}  # group id -> the body's parts so far
-
-    def __len__(self) -> int:
-        return len(self.groups) + sum(len(tasks) for tasks in self.tasks.values())
 
     def apply(self, op: list[Any]) -> None:
         """Apply one well-formed op (see the module docstring)."""
