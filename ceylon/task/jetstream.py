@@ -29,7 +29,7 @@ import msgpack
 from loguru import logger
 
 from ..lease import jetstream_enabled, nats_busy, replicas_for
-from .records import LogState, group_ops, pack_records, task_op, well_formed
+from .records import LogState, Op, group_ops, pack_records, task_op, well_formed
 from .store import StoredGroup, StoredState, StoredTask, StoreError
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class JetStreamTaskStore:
         self._state = LogState()
         self._last = 0  # the stream sequence our next append follows
         self._records = 0  # since the last snapshot
-        self._ops: list[list[Any]] = []
+        self._ops: list[Op] = []
         self._pending: collections.deque[tuple[str, bytes]] = collections.deque()
         self._writer_id = secrets.token_hex(6)
         self._sent = 0
@@ -206,9 +206,8 @@ class JetStreamTaskStore:
                             "limit: journaled without it",
                             task.task_id, len(task.result))  # fmt: skip
             task = task._replace(result=None, error=task.error or "result too large")
-        op = task_op(task)
-        self._state.apply(op)
-        self._queue(op)
+        self._state.put(task)
+        self._queue(task_op(task))
 
     def group_ended(self, group_id: str, status: str, goal_status: str = "") -> None:
         op = ["e", group_id, status, goal_status]
@@ -226,7 +225,7 @@ class JetStreamTaskStore:
         self._callbacks.append(callback)
         self._wake.set()
 
-    def _queue(self, op: list[Any]) -> None:
+    def _queue(self, op: Op) -> None:
         if self._closed:
             raise StoreError("the task store is closed")
         self._ops.append(op)

@@ -17,6 +17,7 @@ Operations (msgpack arrays):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any, Final
 
 import msgpack
@@ -25,6 +26,7 @@ from .store import StoredGroup, StoredState, StoredTask
 
 __all__ = [
     "LogState",
+    "Op",
     "group_ops",
     "pack_records",
     "state_ops",
@@ -34,12 +36,15 @@ __all__ = [
 
 _pack = msgpack.Packer(use_bin_type=True).pack
 
+#: an operation, as a list (read back) or a tuple (written: see `LogState`)
+Op = Sequence[Any]
+
 
 def task_op(task: StoredTask) -> list[Any]:
     return ["t", *task]
 
 
-def group_ops(group: StoredGroup, limit: int) -> list[list[Any]]:
+def group_ops(group: StoredGroup, limit: int) -> list[Op]:
     """The ops that add `group`, its body in parts that each fit a record of `limit`."""
     g = group
     step = max(1, limit - 1024)
@@ -51,9 +56,9 @@ def group_ops(group: StoredGroup, limit: int) -> list[list[Any]]:
     ]  # fmt: skip
 
 
-def state_ops(state: StoredState, limit: int) -> list[list[Any]]:
+def state_ops(state: StoredState, limit: int) -> list[Op]:
     """The ops that make `state` from nothing (a snapshot)."""
-    ops: list[list[Any]] = []
+    ops: list[Op] = []
     for group in state.groups:
         ops += group_ops(group, limit)
     ops += [task_op(task) for task in state.tasks.values()]
@@ -84,22 +89,26 @@ def well_formed(op: Any) -> bool:
 
 
 class LogState:
-    """The state a log of operations makes, kept as operations: applying one costs a
-    dict write, and a snapshot is packed straight from them."""
+    """The state a log of operations makes. Tasks are kept as `StoredTask` tuples, which
+    the garbage collector stops tracking (they hold no containers): a playground keeps
+    one for each task, and full collections would otherwise walk them all."""
 
     def __init__(self) -> None:
         self.groups: dict[str, StoredGroup] = {}  # in the order they were added
-        self.tasks: dict[str, dict[str, list[Any]]] = {}  # group id -> task id -> "t" op
+        self.tasks: dict[str, dict[str, StoredTask]] = {}  # group id -> task id -> row
         self._parts: dict[str, list[bytes]] = {}  # group id -> the body's parts so far
 
-    def apply(self, op: list[Any]) -> None:
+    def put(self, task: StoredTask) -> None:
+        tasks = self.tasks.get(task.group_id)
+        if tasks is None:
+            tasks = self.tasks[task.group_id] = {}
+        tasks[task.task_id] = task
+
+    def apply(self, op: Op) -> None:
         """Apply one well-formed op (see the module docstring)."""
         kind = op[0]
         if kind == "t":
-            tasks = self.tasks.get(op[2])
-            if tasks is None:
-                tasks = self.tasks[op[2]] = {}
-            tasks[op[1]] = op
+            self.put(StoredTask._make(op[1:]))
         elif kind == "g":
             _, group_id, part, count, chunk, status, submitter, goal = op
             pieces = self._parts.setdefault(group_id, [])
@@ -122,25 +131,21 @@ class LogState:
                 self.tasks.pop(group_id, None)
         # "o": a writer opened the journal here; nothing to apply
 
-    def ops(self, limit: int) -> list[list[Any]]:
+    def ops(self, limit: int) -> list[Op]:
         """The ops that make this state from nothing (a snapshot)."""
-        ops: list[list[Any]] = []
+        ops: list[Op] = []
         for group in self.groups.values():
             ops += group_ops(group, limit)
         for tasks in self.tasks.values():
-            ops += tasks.values()
+            ops += [("t", *task) for task in tasks.values()]
         return ops
 
     def state(self) -> StoredState:
-        tasks = {
-            task_id: StoredTask(*op[1:])
-            for group in self.tasks.values()
-            for task_id, op in group.items()
-        }
+        tasks = {task.task_id: task for group in self.tasks.values() for task in group.values()}
         return StoredState(list(self.groups.values()), tasks)
 
 
-def pack_records(ops: list[list[Any]], limit: int, snapshot: str | None = None) -> list[bytes]:
+def pack_records(ops: list[Op], limit: int, snapshot: str | None = None) -> list[bytes]:
     """`ops` packed into records of at most `limit` bytes (a group body over the limit
     was split into parts by `group_ops`). A snapshot's records each start with its
     ``["s", id, part, parts]`` header."""

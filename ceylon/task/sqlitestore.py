@@ -39,7 +39,7 @@ from typing import Any, Final
 import msgpack
 from loguru import logger
 
-from .records import LogState, group_ops, state_ops, well_formed
+from .records import LogState, Op, group_ops, state_ops, well_formed
 from .store import StoredGroup, StoredState, StoredTask, StoreError
 
 __all__ = ["COMPACT_AFTER", "SqliteTaskStore", "read_state"]
@@ -236,15 +236,20 @@ class SqliteTaskStore:
     def _commit(self, queued: list[_Queued]) -> None:
         # A commit is atomic: of a task's rows in it, the last is all that counts.
         last = {item[0]: i for i, item in enumerate(queued) if type(item) is StoredTask}
-        ops: list[list[Any]] = []
+        ops: list[Op] = []
+        changes: list[StoredTask | Op] = []  # what the state takes, in order
         for i, item in enumerate(queued):
             if type(item) is StoredTask:
                 if last[item.task_id] == i:
-                    ops.append(["t", *item])
+                    ops.append(("t", *item))  # a tuple: untracked by the collector
+                    changes.append(item)
             elif type(item) is StoredGroup:
-                ops += group_ops(item, _RECORD_LIMIT)
+                parts = group_ops(item, _RECORD_LIMIT)
+                ops += parts
+                changes += parts
             elif type(item) is list:
                 ops.append(item)
+                changes.append(item)
         try:
             self._db.execute("BEGIN")
             self._insert(ops)
@@ -255,13 +260,17 @@ class SqliteTaskStore:
                 self._db.execute("ROLLBACK")
             return
         self._logged += len(ops)
-        for op in ops:
-            self._state.apply(op)
+        state = self._state
+        for change in changes:
+            if type(change) is StoredTask:
+                state.put(change)
+            else:
+                state.apply(change)
 
-    def _insert(self, ops: list[list[Any]]) -> None:
+    def _insert(self, ops: list[Op]) -> None:
         """Append `ops` as one row, or as a few when their group bodies are over
         `_RECORD_LIMIT` together."""
-        chunks: list[list[list[Any]]] = [[]]
+        chunks: list[list[Op]] = [[]]
         size = 0
         for op in ops:
             if op[0] == "g":

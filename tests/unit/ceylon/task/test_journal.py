@@ -89,6 +89,21 @@ def test_a_journal_from_before_the_compact_form_is_read() -> None:
     assert [t.name for t in manager.task_groups[group.task_id].subtasks] == ["p0", "p1", "p2"]
 
 
+def test_a_journal_with_a_pair_per_task_is_read() -> None:
+    store = MemoryTaskStore()
+    group = groups()[0]
+    header = dataclasses.replace(group, goal=None, subtasks=[])
+    codec = Codec()
+    codec.registry.register(TaskMessage)
+    tag = codec.registry.spec_of_type(TaskMessage).tag  # type: ignore[union-attr]
+    pairs = [[tag, {"task_id": t.task_id, "name": t.name}] for t in group.subtasks]
+    store.add_group(StoredGroup(group.task_id, codec.pack({"group": header, "tasks": pairs}), ""))
+    manager = TaskManager()
+    assert Journal(store).restore(manager).groups == 1
+    subtasks = manager.task_groups[group.task_id].subtasks
+    assert [(t.task_id, t.name) for t in subtasks] == [(t.task_id, t.name) for t in group.subtasks]
+
+
 def test_a_task_type_this_process_does_not_know_leaves_its_group_out() -> None:
     store = MemoryTaskStore()
     good, paint = groups()
