@@ -7,6 +7,7 @@ the records in order; a snapshot is the state written out as operations again.
 Operations (msgpack arrays):
     ["g", group_id, part, parts, body_part, status, submitter, goal_status]  group added
     ["t", task_id, group_id, status, worker, attempts, result, error, start, end]
+    ["T", [[task_id, group_id, status, ...], ...]]    task rows, as "t" without the tag
     ["e", group_id, status, goal_status]                                      group ended
     ["f", [group_id, ...]]                                                    forgotten
     ["s", snapshot_id, part, parts]   (JetStream) the ops that follow in this record are
@@ -36,8 +37,10 @@ __all__ = [
 
 _pack = msgpack.Packer(use_bin_type=True).pack
 
-#: an operation, as a list (read back) or a tuple (written: see `LogState`)
+#: an operation, as a list (read back) or a tuple (written)
 Op = Sequence[Any]
+#: task rows in one "T" operation of a snapshot
+_ROWS_PER_OP: Final = 10_000
 
 
 def task_op(task: StoredTask) -> list[Any]:
@@ -65,7 +68,12 @@ def state_ops(state: StoredState, limit: int) -> list[Op]:
     return ops
 
 
-_SHAPES: Final = {"g": 8, "t": 10, "e": 4, "f": 2, "s": 4, "o": 2}
+_SHAPES: Final = {"g": 8, "t": 10, "T": 2, "e": 4, "f": 2, "s": 4, "o": 2}
+
+
+def _row_ok(row: list[Any]) -> bool:
+    return (len(row) == 9 and type(row[0]) is str and type(row[1]) is str
+            and type(row[2]) is str and type(row[3]) is str and type(row[4]) is int)  # fmt: skip
 
 
 def well_formed(op: Any) -> bool:
@@ -75,7 +83,9 @@ def well_formed(op: Any) -> bool:
         return False
     kind = op[0]
     if kind == "t":
-        return all(type(v) is str for v in op[1:5]) and type(op[5]) is int
+        return _row_ok(op[1:])
+    if kind == "T":
+        return type(op[1]) is list and all(type(row) is list and _row_ok(row) for row in op[1])
     if kind == "g":
         return (type(op[1]) is str and type(op[2]) is int and type(op[3]) is int
                 and type(op[4]) is bytes and 0 <= op[2] < op[3])  # fmt: skip
@@ -107,7 +117,10 @@ class LogState:
     def apply(self, op: Op) -> None:
         """Apply one well-formed op (see the module docstring)."""
         kind = op[0]
-        if kind == "t":
+        if kind == "T":
+            for row in op[1]:
+                self.put(StoredTask._make(row))
+        elif kind == "t":
             self.put(StoredTask._make(op[1:]))
         elif kind == "g":
             _, group_id, part, count, chunk, status, submitter, goal = op
@@ -137,7 +150,8 @@ class LogState:
         for group in self.groups.values():
             ops += group_ops(group, limit)
         for tasks in self.tasks.values():
-            ops += [("t", *task) for task in tasks.values()]
+            rows = list(tasks.values())
+            ops += [("T", rows[n : n + _ROWS_PER_OP]) for n in range(0, len(rows), _ROWS_PER_OP)]
         return ops
 
     def state(self) -> StoredState:

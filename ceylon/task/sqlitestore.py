@@ -238,18 +238,25 @@ class SqliteTaskStore:
         last = {item[0]: i for i, item in enumerate(queued) if type(item) is StoredTask}
         ops: list[Op] = []
         changes: list[StoredTask | Op] = []  # what the state takes, in order
+        rows: list[StoredTask] = []  # consecutive task rows: one "T" op
         for i, item in enumerate(queued):
             if type(item) is StoredTask:
                 if last[item.task_id] == i:
-                    ops.append(("t", *item))  # a tuple: untracked by the collector
+                    rows.append(item)
                     changes.append(item)
-            elif type(item) is StoredGroup:
+                continue
+            if rows:
+                ops.append(("T", rows))
+                rows = []
+            if type(item) is StoredGroup:
                 parts = group_ops(item, _RECORD_LIMIT)
                 ops += parts
                 changes += parts
             elif type(item) is list:
                 ops.append(item)
                 changes.append(item)
+        if rows:
+            ops.append(("T", rows))
         try:
             self._db.execute("BEGIN")
             self._insert(ops)
@@ -259,7 +266,7 @@ class SqliteTaskStore:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             return
-        self._logged += len(ops)
+        self._logged += len(changes)
         state = self._state
         for change in changes:
             if type(change) is StoredTask:
@@ -267,23 +274,27 @@ class SqliteTaskStore:
             else:
                 state.apply(change)
 
-    def _insert(self, ops: list[Op]) -> None:
-        """Append `ops` as one row, or as a few when their group bodies are over
-        `_RECORD_LIMIT` together."""
+    def _insert(self, ops: list[Op]) -> int:
+        """Append `ops` as one row, or as rows of about `_RECORD_LIMIT` bytes when they
+        are bigger; returns how many changes (groups, task rows, ends) they hold."""
         chunks: list[list[Op]] = [[]]
-        size = 0
+        size = changes = 0
         for op in ops:
-            if op[0] == "g":
-                if size + len(op[4]) > _RECORD_LIMIT and chunks[-1]:
-                    chunks.append([])
-                    size = 0
-                size += len(op[4])
+            kind = op[0]
+            count = len(op[1]) if kind == "T" else 1
+            weight = len(op[4]) if kind == "g" else 128 * count  # a task row: ~100 bytes
+            if size + weight > _RECORD_LIMIT and chunks[-1]:
+                chunks.append([])
+                size = 0
             chunks[-1].append(op)
+            size += weight
+            changes += count
         records = [_pack(chunk) for chunk in chunks]
-        counts = [0] * (len(records) - 1) + [len(ops)]  # the operations, on the last row
+        counts = [0] * (len(records) - 1) + [changes]  # the changes, on the last row
         self._db.executemany(
             "INSERT INTO log (count, ops) VALUES (?, ?)", zip(counts, records, strict=True)
         )
+        return changes
 
     def _compact(self) -> None:
         """Replace the log with a snapshot of the state it makes, in one transaction."""
@@ -291,7 +302,7 @@ class SqliteTaskStore:
             ops = self._state.ops(_RECORD_LIMIT)
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM log")
-            self._insert(ops)
+            live = self._insert(ops)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._log.error("could not compact the task journal {}: {}", self.path, exc)
@@ -299,7 +310,7 @@ class SqliteTaskStore:
                 self._db.execute("ROLLBACK")
             self._live = self._logged  # try again once it doubled
             return
-        self._logged = self._live = len(ops)
+        self._logged = self._live = live
 
     def _done(self, callbacks: list[Callable[[], None]]) -> None:
         if self._call_soon is None:
