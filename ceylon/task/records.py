@@ -99,29 +99,32 @@ def well_formed(op: Any) -> bool:
 
 
 class LogState:
-    """The state a log of operations makes. Tasks are kept as `StoredTask` tuples, which
-    the garbage collector stops tracking (they hold no containers): a playground keeps
-    one for each task, and full collections would otherwise walk them all."""
+    """The state a log of operations makes. Task rows are kept as plain tuples, which the
+    garbage collector stops tracking (they hold no containers; it never stops tracking
+    a subclass's, such as `StoredTask`): a playground keeps one for each task, and its
+    full collections would otherwise walk them all."""
 
     def __init__(self) -> None:
         self.groups: dict[str, StoredGroup] = {}  # in the order they were added
-        self.tasks: dict[str, dict[str, StoredTask]] = {}  # group id -> task id -> row
+        #: group id -> task id -> its row (a `StoredTask`'s fields)
+        self.tasks: dict[str, dict[str, tuple[Any, ...]]] = {}
         self._parts: dict[str, list[bytes]] = {}  # group id -> the body's parts so far
 
-    def put(self, task: StoredTask) -> None:
-        tasks = self.tasks.get(task.group_id)
+    def put(self, row: Sequence[Any]) -> None:
+        """Keep a task's row: a `StoredTask`, or its fields as a tuple or a list."""
+        tasks = self.tasks.get(row[1])
         if tasks is None:
-            tasks = self.tasks[task.group_id] = {}
-        tasks[task.task_id] = task
+            tasks = self.tasks[row[1]] = {}
+        tasks[row[0]] = row if type(row) is tuple else tuple(row)
 
     def apply(self, op: Op) -> None:
         """Apply one well-formed op (see the module docstring)."""
         kind = op[0]
         if kind == "T":
             for row in op[1]:
-                self.put(StoredTask._make(row))
+                self.put(row)
         elif kind == "t":
-            self.put(StoredTask._make(op[1:]))
+            self.put(op[1:])
         elif kind == "g":
             _, group_id, part, count, chunk, status, submitter, goal = op
             pieces = self._parts.setdefault(group_id, [])
@@ -155,7 +158,10 @@ class LogState:
         return ops
 
     def state(self) -> StoredState:
-        tasks = {task.task_id: task for group in self.tasks.values() for task in group.values()}
+        make = StoredTask._make
+        tasks = {
+            task_id: make(row) for group in self.tasks.values() for task_id, row in group.items()
+        }
         return StoredState(list(self.groups.values()), tasks)
 
 

@@ -170,7 +170,9 @@ class SqliteTaskStore:
         self._put(group)
 
     def put_task(self, task: StoredTask) -> None:
-        self._put(task)
+        # Queued as a plain tuple, which the garbage collector stops tracking at its
+        # first look (a subclass's never): rows wait here for up to a commit's pause.
+        self._put(tuple(task))
 
     def group_ended(self, group_id: str, status: str, goal_status: str = "") -> None:
         self._put(["e", group_id, status, goal_status])
@@ -235,13 +237,13 @@ class SqliteTaskStore:
 
     def _commit(self, queued: list[_Queued]) -> None:
         # A commit is atomic: of a task's rows in it, the last is all that counts.
-        last = {item[0]: i for i, item in enumerate(queued) if type(item) is StoredTask}
+        last = {item[0]: i for i, item in enumerate(queued) if type(item) is tuple}
         ops: list[Op] = []
-        changes: list[StoredTask | Op] = []  # what the state takes, in order
-        rows: list[StoredTask] = []  # consecutive task rows: one "T" op
+        changes: list[Op] = []  # what the state takes, in order: task rows and ops
+        rows: list[tuple[Any, ...]] = []  # consecutive task rows: one "T" op
         for i, item in enumerate(queued):
-            if type(item) is StoredTask:
-                if last[item.task_id] == i:
+            if type(item) is tuple:
+                if last[item[0]] == i:
                     rows.append(item)
                     changes.append(item)
                 continue
@@ -269,7 +271,7 @@ class SqliteTaskStore:
         self._logged += len(changes)
         state = self._state
         for change in changes:
-            if type(change) is StoredTask:
+            if type(change) is tuple:
                 state.put(change)
             else:
                 state.apply(change)
@@ -322,7 +324,8 @@ class SqliteTaskStore:
             pass
 
 
-_Queued = StoredTask | StoredGroup | list[Any] | Callable[[], None]
+#: a task row (a `StoredTask`'s fields), a group, an op or a `when_durable` callback
+_Queued = tuple[Any, ...] | StoredGroup | list[Any] | Callable[[], None]
 
 
 def _replay(conn: sqlite3.Connection, path: str) -> LogState:
