@@ -169,13 +169,15 @@ async def test_an_outcome_reached_while_the_playground_is_down_is_delivered_afte
     first = await asyncio.to_thread(playground)
     worker = spawn(
         "-m", "ceylon", "worker", "--connect", where, "--agent",
-        "tests.fixtures.task_workers:Digester", "--role", "processor", "--name", "w0",
+        "tests.fixtures.task_workers:AnnouncingDigester", "--role", "processor", "--name", "w0",
         "--option", "max_concurrent_tasks=3", *BEAT_FLAGS,
     )  # fmt: skip
     await asyncio.to_thread(worker.wait_for_line, r"^agent w0 connected", seconds(20))
     submitter = spawn("-m", "ceylon", "tasks", "run", "tests.fixtures.task_groups:held",
                       "--connect", where, "--json", "--timeout", str(seconds(60)))  # fmt: skip
-    async with asyncio.timeout(seconds(20)):  # all three handed out (and journaled so)
+    # all three reached the worker, and are journaled as handed out
+    await asyncio.to_thread(worker.wait_for_lines, [r"^started h\d"] * 3, seconds(20))
+    async with asyncio.timeout(seconds(20)):
         await wait_until(lambda: db.exists() and counts(db).get("in_progress", 0) == 3)
     first.signal(signal.SIGKILL)
     assert await asyncio.to_thread(first.wait, seconds(10)) == -signal.SIGKILL
