@@ -192,6 +192,10 @@ class MessageGroup:
             DecodeError: the frame is not msgpack or is over a decode limit.
         """
         items = self.items(limits)
+        if len(items) == 5:  # one message: a request or an answer, where latency counts
+            tag, body = items[3], items[4]
+            if type(tag) is str and type(body) is bytes:
+                return [(tag, body)]
         tags = items[3::2]
         bodies = items[4::2]
         if set(map(type, tags)) <= _STR_ONLY and set(map(type, bodies)) <= _BYTES_ONLY:
