@@ -173,8 +173,11 @@ class Connection(asyncio.Protocol):
         self._reading_paused = False
         self._inbox_full = False  # the recv() queue is over its bound
         self._holds = 0  # pause_reading() calls not yet resumed
-        self._writing_paused = False
+        self._writing_paused = False  # the transport's own state
         self._backlog: collections.deque[tuple[bytes, int]] = collections.deque()
+        #: True while frames wait: the socket's buffer is over its high-water mark, or
+        #: frames are in the backlog (a plain attribute: senders read it per message)
+        self.writing_paused = False
         self._backlog_bytes = 0
         self._backlog_messages = 0
         #: whether the outgoing queue is over its limit (see `CongestionCallback`)
@@ -230,11 +233,6 @@ class Connection(asyncio.Protocol):
     def reading_paused(self) -> bool:
         """True while this side holds back reading because `recv()` is behind."""
         return self._reading_paused
-
-    @property
-    def writing_paused(self) -> bool:
-        """True while frames wait: the socket's buffer is over its high-water mark."""
-        return self._writing_paused or bool(self._backlog)
 
     @property
     def pending_bytes(self) -> int:
@@ -307,13 +305,14 @@ class Connection(asyncio.Protocol):
             self._flush_handle.cancel()
             self._flush_handle = None
         self._backlog.clear()
+        self.writing_paused = self._writing_paused
         self._backlog_bytes = self._backlog_messages = 0
         self._wake_all()
         if not self._lost.done():
             self._lost.set_result(None)
 
     def pause_writing(self) -> None:
-        self._writing_paused = True
+        self._writing_paused = self.writing_paused = True
 
     def resume_writing(self) -> None:
         self._writing_paused = False
@@ -324,6 +323,7 @@ class Connection(asyncio.Protocol):
             self._backlog_bytes -= len(data)
             self._backlog_messages -= count
             transport.write(data)  # may pause writing again, synchronously
+        self.writing_paused = self._writing_paused or bool(backlog)
         if self.congested and self._under_half():
             self._set_congested(False)
         if not self.writing_paused:
@@ -701,6 +701,7 @@ class Connection(asyncio.Protocol):
         if final:  # closing: what waits goes first, in order
             while self._backlog:
                 transport.write(self._backlog.popleft()[0])
+            self.writing_paused = self._writing_paused
             self._backlog_bytes = self._backlog_messages = 0
             transport.write(data)
         elif self._writing_paused or self._backlog:

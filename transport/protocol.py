@@ -227,8 +227,11 @@ class Protocol:
         self._events: list[Event] = []
         self._messages: list[MessageGroup] = []
         self._out: list[bytes] = []
-        self._pending = 0
-        self._pending_messages = 0
+        # Plain attributes, not properties: the connection reads them on every message.
+        #: bytes queued and not yet taken by `data_to_send()`
+        self.bytes_pending = 0
+        #: application messages queued and not yet taken by `data_to_send()`
+        self.messages_pending = 0
         # The group of outgoing messages being built: same sender and target, in order.
         self._group: list[bytes] = []  # packed tags, bin headers, bodies, forwarded runs
         self._group_count = 0
@@ -261,16 +264,6 @@ class Protocol:
 
     # -- output -------------------------------------------------------------------
 
-    @property
-    def bytes_pending(self) -> int:
-        """Bytes queued and not yet taken by `data_to_send()`."""
-        return self._pending
-
-    @property
-    def messages_pending(self) -> int:
-        """Application messages queued and not yet taken by `data_to_send()`."""
-        return self._pending_messages
-
     def data_to_send(self) -> bytes:
         """Take every byte queued for the peer."""
         if self._group:
@@ -279,8 +272,8 @@ class Protocol:
             return b""
         data = b"".join(self._out)
         self._out.clear()
-        self._pending = 0
-        self._pending_messages = 0
+        self.bytes_pending = 0
+        self.messages_pending = 0
         return data
 
     def events_received(self) -> list[Event]:
@@ -304,7 +297,7 @@ class Protocol:
             self._seal_group()  # control records keep their place among the messages
         frame = encode_frame(payload, self.max_frame_size)
         self._out.append(frame)
-        self._pending += len(frame)
+        self.bytes_pending += len(frame)
 
     def _seal_group(self) -> None:
         route = self._route(self._group_sender, self._group_target)
@@ -314,8 +307,8 @@ class Protocol:
         size = len(prefix) + self._group_bytes
         self._out.append(size.to_bytes(HEADER_SIZE, "big") + prefix)
         self._out.append(b"".join(self._group))
-        self._pending += HEADER_SIZE + len(prefix)
-        self._pending_messages += count
+        self.bytes_pending += HEADER_SIZE + len(prefix)
+        self.messages_pending += count
         self._group = []
         self._group_bytes = 0
         self._group_count = 0
@@ -372,7 +365,7 @@ class Protocol:
         self._group.append(packed)
         self._group_count += count
         self._group_bytes += size
-        self._pending += size
+        self.bytes_pending += size
 
     def send_object(self, obj: object, sender: str = "", target: str | None = None) -> int:
         """Encode `obj` with the codec and queue it (see `send_message`).
@@ -407,15 +400,15 @@ class Protocol:
                         group += (spec.packed_tag, _BIN8[length], body)
                         self._group_count += 1
                         self._group_bytes += size
-                        self._pending += size
+                        self.bytes_pending += size
                     else:
                         self._append(sender, target, spec.packed_tag, body)
-                    return self._pending
+                    return self.bytes_pending
         if self.state is not OPEN:
             raise self._not_open()
         packed_tag, body = self.codec.encode_packed(obj)
         self._append(sender, target, packed_tag, body)
-        return self._pending
+        return self.bytes_pending
 
     def _append(self, sender: str, target: str | None, packed_tag: bytes, body: bytes) -> None:
         length = len(body)
@@ -436,7 +429,7 @@ class Protocol:
         self._group += (packed_tag, header, body)
         self._group_count += 1
         self._group_bytes += size
-        self._pending += size
+        self.bytes_pending += size
 
     def send_ping(self, seq: int) -> None:
         """Queue a heartbeat; the peer answers with a Pong carrying `seq`."""
