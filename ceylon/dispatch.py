@@ -161,8 +161,9 @@ class Dispatcher:
         self._pending: dict[str, int] = {}
         self._paused: set[str] = set()
         self._closed = False
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # Waiters of wait_idle(): idle is `not self._pending`, checked where it changes
+        # (an Event would cost two calls per message received).
+        self._idle_waiters: list[asyncio.Future[None]] = []
         self._log = logger.bind(agent=getattr(owner, "name", "?"))
 
     @property
@@ -228,7 +229,6 @@ class Dispatcher:
             queue = self._queues[sender.id] = _Queue()
         queue.batches.append(batch)
         count = self._pending[origin] = self._pending.get(origin, 0) + len(batch.items)
-        self._idle.clear()
         if count > self.max_pending and origin not in self._paused:
             self._paused.add(origin)
             if self._on_pressure is not None:
@@ -327,7 +327,7 @@ class Dispatcher:
         else:
             del self._pending[origin]
             if not self._pending:
-                self._idle.set()
+                self._wake_idle()
         if origin in self._paused and left <= self.max_pending // 2:
             self._paused.discard(origin)
             if self._on_pressure is not None:
@@ -339,7 +339,16 @@ class Dispatcher:
 
     async def wait_idle(self) -> None:
         """Wait until every queued message has been handled."""
-        await self._idle.wait()
+        if self._pending:
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle_waiters.append(waiter)
+            await waiter
+
+    def _wake_idle(self) -> None:
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def close(self) -> None:
         """Cancel every running handler and drop what is queued; wait for the tasks."""
@@ -352,4 +361,4 @@ class Dispatcher:
             await asyncio.wait(tasks)
         self._queues.clear()
         self._pending.clear()
-        self._idle.set()
+        self._wake_idle()

@@ -276,13 +276,12 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         protocol = self.protocol
         protocol.receive_data(data)
-        if protocol.has_received():
-            groups = protocol.messages_received()
-            if groups:
-                self._deliver(groups)
-            events = protocol.events_received()
-            if events:
-                self._process(events)
+        groups = protocol.messages_received()
+        if groups:
+            self._deliver(groups)
+        events = protocol.events_received()
+        if events:
+            self._process(events)
         if protocol.bytes_pending and self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._end_of_tick)
 
@@ -381,7 +380,8 @@ class Connection(asyncio.Protocol):
             except Exception as exc:
                 self._callback_failed(exc)
             return
-        if self._on_messages is not None:
+        on_messages = self._on_messages
+        if on_messages is not None:
             limits = self.options.limits
             for group in groups:
                 try:
@@ -391,7 +391,10 @@ class Connection(asyncio.Protocol):
                     continue
                 if group.malformed:
                     self._malformed(group.malformed)
-                self._dispatch_pairs(group.sender, group.target, pairs)
+                try:
+                    on_messages(group.sender, group.target, pairs)
+                except Exception as exc:
+                    self._callback_failed(exc)
             return
         inbox = self._inbox
         inbox.put(groups)
@@ -403,13 +406,6 @@ class Connection(asyncio.Protocol):
         ):
             self._inbox_full = True
             self._update_reading()
-
-    def _dispatch_pairs(self, sender: str, target: str | None, pairs: list[Any]) -> None:
-        assert self._on_messages is not None
-        try:
-            self._on_messages(sender, target, pairs)
-        except Exception as exc:
-            self._callback_failed(exc)
 
     def _callback_failed(self, exc: Exception) -> None:
         self._log.opt(exception=exc).error("message callback failed: {}", type(exc).__name__)
