@@ -300,7 +300,12 @@ class Protocol:
         self.bytes_pending += len(frame)
 
     def _seal_group(self) -> None:
-        route = self._route(self._group_sender, self._group_target)
+        key = (self._group_sender, self._group_target)
+        route = self._routes.get(key)
+        if route is None:
+            if len(self._routes) >= 4096:  # peers come and go; keep the cache bounded
+                self._routes.clear()
+            route = self._routes[key] = messages_route(*key)
         count = self._group_count
         header = _HEADERS[count] if count <= MAX_GROUP else messages_header(count)
         prefix = header + route
@@ -312,15 +317,6 @@ class Protocol:
         self._group = []
         self._group_bytes = 0
         self._group_count = 0
-
-    def _route(self, sender: str, target: str | None) -> bytes:
-        key = (sender, target)
-        route = self._routes.get(key)
-        if route is None:
-            if len(self._routes) >= 4096:  # peers come and go; keep the cache bounded
-                self._routes.clear()
-            route = self._routes[key] = messages_route(sender, target)
-        return route
 
     # -- sending ------------------------------------------------------------------
 
@@ -385,13 +381,20 @@ class Protocol:
                 except Exception:
                     pass  # the general path below reports it as an EncodeError
                 else:
-                    # Fast path, inlined: joining the open group (twin: `_append`).
+                    # Fast path, inlined: opening a group or joining the open one
+                    # (twin: `_append`).
                     group = self._group
                     length = len(body)
                     size = spec.tag_size + length + 2
-                    if (
+                    if length < 256 and not group and size <= self.max_group_bytes:
+                        self._group_sender = sender
+                        self._group_target = target
+                        group += (spec.packed_tag, _BIN8[length], body)
+                        self._group_count = 1
+                        self._group_bytes = size
+                        self.bytes_pending += size
+                    elif (
                         length < 256
-                        and group
                         and sender == self._group_sender
                         and target == self._group_target
                         and self._group_count < MAX_GROUP
