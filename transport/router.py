@@ -203,8 +203,8 @@ class Router:
         Raises:
             EncodeError: the message cannot be encoded.
         """
-        conn = self.connection(key)
-        if conn is None:
+        conn = self._conns.get(key)  # `connection(key)`, one call less: every answer
+        if conn is None or conn.closed:
             return False
         try:
             conn.send_nowait(message, target=key, sender=self.local)

@@ -17,6 +17,7 @@ import dataclasses
 import ssl as _ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from itertools import repeat
 from operator import itemgetter
 from typing import Any, TypeVar
 
@@ -633,9 +634,10 @@ class BasePlayGround(BaseAgent):
         detail = self.directory.find(origin)
         if detail is None:  # left while its messages were on the way
             return
-        # The distinct tags, gathered in C: one per frame, most of the time.
+        # The distinct tags, gathered and looked at in C (no generator to step): one
+        # per frame, most of the time.
         if target is not None and any(
-            tag.startswith(system.SYSTEM_PREFIX) for tag in set(map(_first, pairs))
+            map(str.startswith, set(map(_first, pairs)), repeat(system.SYSTEM_PREFIX))
         ):
             requests = [p for p in pairs if p[0].startswith(system.SYSTEM_PREFIX)]
             self.router.messages_routed -= len(requests)  # runtime, not application ones
