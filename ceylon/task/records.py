@@ -147,6 +147,10 @@ class LogState:
                 self.tasks.pop(group_id, None)
         # "o": a writer opened the journal here; nothing to apply
 
+    def size(self) -> int:
+        """How many groups and task rows make this state."""
+        return len(self.groups) + sum(len(tasks) for tasks in self.tasks.values())
+
     def ops(self, limit: int) -> list[Op]:
         """The ops that make this state from nothing (a snapshot)."""
         ops: list[Op] = []

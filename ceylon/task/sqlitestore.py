@@ -3,13 +3,13 @@
 Each commit appends one row to the table ``log``: the writes queued since the previous
 commit, as one record of operations (see `records`; of a task's writes in one commit only
 the last is kept). Reading the journal replays the rows in order; the last write of a task
-wins. Once the log holds twice the operations of the last snapshot, and `COMPACT_AFTER`
-more than it, the writer replaces it, in one transaction, with a snapshot of the state (kept
-in memory as operations, so a snapshot costs no replay). Appending one row a commit keeps
-the writer's share of the event loop's core small: the first format of this journal (a row
-per task, still read and converted when opened) updated B-trees at random places on every
-write and cost the writer thread two to three times as much CPU (0.54 s against 0.2-0.3 s
-for 100,000 tasks handed out and ended).
+wins. Once the log holds twice as many changes as the state they make, and `COMPACT_AFTER`
+more than the last snapshot, the writer replaces it, in one transaction, with a snapshot of
+that state (kept in memory, so a snapshot costs no replay). Appending one row a commit
+keeps the writer's share of the event loop's core small: the first format of this journal
+(a row per task, still read and converted when opened) updated B-trees at random places on
+every write and cost the writer thread two to three times as much CPU (0.54 s against
+0.2-0.3 s for 100,000 tasks handed out and ended).
 
 Durability: WAL mode with ``synchronous=NORMAL``. A committed transaction survives a
 crash of the process (SIGKILL included: the WAL is replayed when the file is opened
@@ -48,7 +48,7 @@ __all__ = ["COMPACT_AFTER", "SqliteTaskStore", "read_state"]
 SCHEMA_VERSION: Final = 2
 #: seconds the writer waits after a commit before it takes what was queued meanwhile
 COMMIT_PAUSE: Final = 0.05
-#: operations appended since the last snapshot before the log may be compacted again
+#: changes appended since the last snapshot before the log may be compacted again
 COMPACT_AFTER: Final = 100_000
 #: the largest row a snapshot writes (a group body over it is split into parts)
 _RECORD_LIMIT: Final = 8 * 1024 * 1024
@@ -144,7 +144,7 @@ class SqliteTaskStore:
             raise
         #: the state committed, kept by the writer thread once it runs
         self._state = _replay(db, self.path)
-        #: operations in the log, and in the state they made at the last snapshot
+        #: changes (groups, task rows, ends) in the log, and in it at the last snapshot
         self._logged: int = db.execute("SELECT coalesce(sum(count), 0) FROM log").fetchone()[0]
         self._live = 0
 
@@ -226,7 +226,7 @@ class SqliteTaskStore:
                 self._done(callbacks)
             if closing:
                 return
-            if self._logged - self._live >= max(COMPACT_AFTER, self._live):
+            if self._compact_due():
                 self._compact()
             # A pause after each commit makes the next one bigger: fewer, larger
             # transactions cost the event loop's CPU less (measured: +5-10 % tasks/s
@@ -234,6 +234,13 @@ class SqliteTaskStore:
             with self._lock:
                 if not self._closed:
                     self._lock.wait_for(lambda: self._closed, COMMIT_PAUSE)
+
+    def _compact_due(self) -> bool:
+        """Whether the log holds `COMPACT_AFTER` changes more than the last snapshot, and
+        twice as many as the state they make: a snapshot then at least halves it."""
+        if self._logged - self._live < COMPACT_AFTER:
+            return False
+        return self._logged >= 2 * self._state.size()
 
     def _commit(self, queued: list[_Queued]) -> None:
         # A commit is atomic: of a task's rows in it, the last is all that counts.
@@ -310,7 +317,7 @@ class SqliteTaskStore:
             self._log.error("could not compact the task journal {}: {}", self.path, exc)
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-            self._live = self._logged  # try again once it doubled
+            self._live = self._logged  # try again after as many changes again
             return
         self._logged = self._live = live
 
