@@ -122,6 +122,12 @@ class Journal:
 
     def restore(self, manager: TaskManager) -> Restored:
         """Put the journaled state into `manager` (a fresh one, journaling nothing yet)."""
+        # What is made here is the manager's state from now on: a collection meanwhile
+        # would free nothing (as when a group is packed).
+        with _collector_paused():
+            return self._restore(manager)
+
+    def _restore(self, manager: TaskManager) -> Restored:
         state = self.store.load()
         restored = Restored()
         groups: list[TaskGroup] = []
