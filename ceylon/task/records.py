@@ -39,7 +39,7 @@ _pack = msgpack.Packer(use_bin_type=True).pack
 
 #: an operation, as a list (read back) or a tuple (written)
 Op = Sequence[Any]
-#: task rows in one "T" operation of a snapshot
+#: the most task rows in one "T" operation of a snapshot
 _ROWS_PER_OP: Final = 10_000
 
 
@@ -96,6 +96,12 @@ def well_formed(op: Any) -> bool:
     if kind == "s":
         return type(op[2]) is int and type(op[3]) is int and 0 <= op[2] < op[3]
     return True
+
+
+def _row_size(row: tuple[Any, ...]) -> int:
+    """About the bytes of a task row packed (its strings and result; 64 for the rest)."""
+    task_id, group_id, _, worker, _, result, error = row[:7]
+    return 64 + len(task_id) + len(group_id) + len(worker) + len(result or b"") + len(error or "")
 
 
 class LogState:
@@ -157,8 +163,18 @@ class LogState:
         for group in self.groups.values():
             ops += group_ops(group, limit)
         for tasks in self.tasks.values():
-            rows = list(tasks.values())
-            ops += [("T", rows[n : n + _ROWS_PER_OP]) for n in range(0, len(rows), _ROWS_PER_OP)]
+            # "T" ops of at most half a record each: a record holds whole ops
+            rows: list[tuple[Any, ...]] = []
+            size = 0
+            for row in tasks.values():
+                weight = _row_size(row)
+                if rows and (size + weight > limit // 2 or len(rows) >= _ROWS_PER_OP):
+                    ops.append(("T", rows))
+                    rows, size = [], 0
+                rows.append(row)
+                size += weight
+            if rows:
+                ops.append(("T", rows))
         return ops
 
     def state(self) -> StoredState:
