@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "MemoryTaskStore",
@@ -114,3 +114,13 @@ class MemoryTaskStore:
 
     async def aclose(self) -> None:
         return None
+
+
+def __getattr__(name: str) -> Any:
+    # `SqliteTaskStore` lived here before it had a module of its own (`sqlitestore`,
+    # which imports this one): still importable from here.
+    if name == "SqliteTaskStore":
+        from .sqlitestore import SqliteTaskStore
+
+        return SqliteTaskStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

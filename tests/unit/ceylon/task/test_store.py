@@ -334,3 +334,9 @@ def test_the_file_holds_what_the_calls_made_however_they_were_batched(
     expected.tasks = {t: row for t, row in expected.tasks.items() if row.group_id in live}
     got.tasks = {t: row for t, row in got.tasks.items() if row.group_id in live}
     assert got == expected
+
+
+def test_the_sqlite_store_is_still_importable_from_where_it_was() -> None:
+    from ceylon.task import store
+
+    assert store.SqliteTaskStore is SqliteTaskStore
