@@ -29,7 +29,7 @@ import msgpack
 from loguru import logger
 
 from ..lease import jetstream_enabled, nats_busy, replicas_for
-from .records import LogState, Op, group_ops, pack_records, task_op, well_formed
+from .records import LogState, Op, group_ops, pack_records, read_record, task_op
 from .store import StoredGroup, StoredState, StoredTask, StoreError
 
 if TYPE_CHECKING:
@@ -147,13 +147,8 @@ class JetStreamTaskStore:
                 msg = await self._get(js, seq)
             except nats.js.errors.NotFoundError:
                 continue  # purged or deleted
-            try:
-                ops = msgpack.unpackb(msg.data, raw=False, strict_map_key=False)
-                if type(ops) is not list or not all(well_formed(op) for op in ops):
-                    raise ValueError("not a list of journal operations")
-            except Exception as exc:  # not ours (somebody could publish here): skipped
-                self._log.error("{}: record {} skipped, it is not a journal record ({})",
-                                self.path, seq, exc)  # fmt: skip
+            ops = read_record(msg.data, self.path, seq)  # somebody could publish here
+            if ops is None:
                 continue
             snapshot = self._apply_record(ops, snapshot)
             self._records += 1

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import msgpack
+from loguru import logger
 
 from .store import StoredGroup, StoredState, StoredTask
 
@@ -30,7 +31,7 @@ __all__ = [
     "Op",
     "group_ops",
     "pack_records",
-    "state_ops",
+    "read_record",
     "task_op",
     "well_formed",
 ]
@@ -57,15 +58,6 @@ def group_ops(group: StoredGroup, limit: int) -> list[Op]:
          g.submitter, g.goal_status]
         for part in range(count)
     ]  # fmt: skip
-
-
-def state_ops(state: StoredState, limit: int) -> list[Op]:
-    """The ops that make `state` from nothing (a snapshot)."""
-    ops: list[Op] = []
-    for group in state.groups:
-        ops += group_ops(group, limit)
-    ops += [task_op(task) for task in state.tasks.values()]
-    return ops
 
 
 _SHAPES: Final = {"g": 8, "t": 10, "T": 2, "e": 4, "f": 2, "s": 4, "o": 2}
@@ -96,6 +88,22 @@ def well_formed(op: Any) -> bool:
     if kind == "s":
         return type(op[2]) is int and type(op[3]) is int and 0 <= op[2] < op[3]
     return True
+
+
+def read_record(data: bytes, where: str, seq: int) -> list[Any] | None:
+    """The ops of record `seq` of `where`; None, said in the log, for one that is not a
+    journal record (a journal is replayed as written: something else written there must
+    not stop a playground)."""
+    try:
+        ops = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        if type(ops) is not list or not all(well_formed(op) for op in ops):
+            raise ValueError("not a list of journal operations")
+    except Exception as exc:
+        logger.bind(agent="tasks").error(
+            "{}: record {} skipped, it is not a journal record ({})", where, seq, exc
+        )
+        return None
+    return ops
 
 
 def _row_size(row: tuple[Any, ...]) -> int:

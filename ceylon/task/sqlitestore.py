@@ -39,7 +39,7 @@ from typing import Any, Final
 import msgpack
 from loguru import logger
 
-from .records import LogState, Op, group_ops, state_ops, well_formed
+from .records import LogState, Op, group_ops, read_record
 from .store import StoredGroup, StoredState, StoredTask, StoreError
 
 __all__ = ["COMPACT_AFTER", "SqliteTaskStore", "read_state"]
@@ -76,9 +76,8 @@ def read_state(path: str | os.PathLike[str]) -> StoredState:
         with conn:  # one read transaction: a consistent state while the writer commits
             conn.execute("BEGIN")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 1:
-                return _read_v1(conn)
-            return _replay(conn, str(path)).state()
+            state = _read_v1(conn) if version == 1 else _replay(conn, str(path))
+            return state.state()
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: not a task journal ({exc})") from None
     finally:
@@ -150,7 +149,7 @@ class SqliteTaskStore:
 
     def _convert_v1(self) -> None:
         """Rewrite a journal of the first format (a row per task) as a snapshot."""
-        self._insert(state_ops(_read_v1(self._db), _RECORD_LIMIT))
+        self._insert(_read_v1(self._db).ops(_RECORD_LIMIT))
         self._db.execute("DROP TABLE tasks")
         self._db.execute("DROP TABLE groups")
         self._log.info("task journal {} converted to format {}", self.path, SCHEMA_VERSION)
@@ -339,35 +338,25 @@ def _replay(conn: sqlite3.Connection, path: str) -> LogState:
     """The state the log of `conn` makes."""
     state = LogState()
     for seq, blob in conn.execute("SELECT seq, ops FROM log ORDER BY seq"):
-        try:
-            ops = msgpack.unpackb(blob, raw=False, strict_map_key=False)
-            if type(ops) is not list or not all(well_formed(op) for op in ops):
-                raise ValueError("not a list of journal operations")
-        except Exception as exc:  # written by something else: the rest still counts
-            logger.bind(agent="tasks").error(
-                "{}: record {} skipped, it is not a journal record ({})", path, seq, exc
-            )
-            continue
-        for op in ops:
+        for op in read_record(blob, path, seq) or ():
             state.apply(op)
     return state
 
 
-def _read_v1(conn: sqlite3.Connection) -> StoredState:
-    groups = [
-        StoredGroup(*row)
-        for row in conn.execute(
-            "SELECT group_id, body, status, submitter, goal_status FROM groups ORDER BY seq"
-        )
-    ]
-    tasks = {
-        row[0]: StoredTask(*row)
-        for row in conn.execute(
-            "SELECT task_id, group_id, status, worker, attempts, result, error, "
-            "start_time, end_time FROM tasks"
-        )
-    }
-    return StoredState(groups, tasks)
+def _read_v1(conn: sqlite3.Connection) -> LogState:
+    """The state a journal of the first format (a row per task) holds."""
+    state = LogState()
+    for row in conn.execute(
+        "SELECT group_id, body, status, submitter, goal_status FROM groups ORDER BY seq"
+    ):
+        for op in group_ops(StoredGroup(*row), _RECORD_LIMIT):
+            state.apply(op)
+    for row in conn.execute(
+        "SELECT task_id, group_id, status, worker, attempts, result, error, "
+        "start_time, end_time FROM tasks"
+    ):
+        state.put(row)
+    return state
 
 
 def _run_all(callbacks: list[Callable[[], None]]) -> None:
