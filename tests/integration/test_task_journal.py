@@ -47,6 +47,16 @@ def counts(db: Path) -> dict[str, int]:
     return dict(collections.Counter(task.status for task in state.tasks.values()))
 
 
+def journaling_playground(spawn: Any, port: int, db: Path, *, lease: float) -> Process:
+    """A task playground process on `port` journaling to `db`, once it listens."""
+    child: Process = spawn(
+        "-m", "ceylon", "playground", "--port", str(port), "--plugin", "tasks",
+        "--state", str(db), "--lease", str(lease), *BEAT_FLAGS,
+    )  # fmt: skip
+    child.wait_for_line(r"^listening on ", timeout=seconds(20))
+    return child
+
+
 def last_json(output: str) -> Any:
     """The JSON a command printed last (its log lines come before)."""
     return json.loads(output.strip().splitlines()[-1])
@@ -58,12 +68,7 @@ async def test_a_killed_playground_resumes_from_its_journal(spawn: Any, tmp_path
     where = f"127.0.0.1:{port}"
 
     def playground() -> Process:
-        child: Process = spawn(
-            "-m", "ceylon", "playground", "--port", str(port), "--plugin", "tasks",
-            "--state", str(db), "--lease", str(seconds(3)), *BEAT_FLAGS,
-        )  # fmt: skip
-        child.wait_for_line(r"^listening on ", timeout=seconds(20))
-        return child
+        return journaling_playground(spawn, port, db, lease=seconds(3))
 
     def ceylon(*args: str) -> tuple[int, str]:
         run: Process = spawn("-m", "ceylon", *args)
@@ -159,12 +164,7 @@ async def test_an_outcome_reached_while_the_playground_is_down_is_delivered_afte
     where = f"127.0.0.1:{port}"
 
     def playground() -> Process:
-        child: Process = spawn(
-            "-m", "ceylon", "playground", "--port", str(port), "--plugin", "tasks",
-            "--state", str(db), "--lease", str(seconds(10)), *BEAT_FLAGS,
-        )  # fmt: skip
-        child.wait_for_line(r"^listening on ", timeout=seconds(20))
-        return child
+        return journaling_playground(spawn, port, db, lease=seconds(10))
 
     first = await asyncio.to_thread(playground)
     worker = spawn(
