@@ -198,4 +198,4 @@ async def test_an_outcome_reached_while_the_playground_is_down_is_delivered_afte
     rows = [(t.status, t.worker, t.start_time, t.attempts) for t in read_state(db).tasks.values()]
     # recorded once each, from the run that started before the kill: nothing ran twice
     assert [(s, w, a) for s, w, _, a in rows] == [("completed", "w0", 1)] * 3, rows
-    assert all(started < killed_at for _, _, started, _ in rows), rows
+    assert all(started is not None and started < killed_at for _, _, started, _ in rows), rows
