@@ -23,7 +23,7 @@ from typing import Any, Final
 import msgpack
 
 from .errors import DecodeError, EncodeError, TagConflictError, UnknownTypeError
-from .limits import DEFAULT_LIMITS, DecodeLimits, fields_decoder, unpacker
+from .limits import DEFAULT_LIMITS, DecodeLimits, fields_decoder, instance_decoder, unpacker
 
 __all__ = [
     "MAX_NESTING",
@@ -492,7 +492,7 @@ class Codec:
                 return obj
             return build(value)
 
-        return build_direct
+        return instance_decoder(cls, spec.names, build_direct) or build_direct
 
     def build(self, tag: str, value: Any) -> Any:
         """Turn an unpacked body into the message it encodes.

@@ -36,6 +36,8 @@ a tuple key with msgspec.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -48,7 +50,14 @@ try:
 except ImportError:  # not built for this platform: msgpack decodes everything
     msgspec = None  # type: ignore[assignment]
 
-__all__ = ["DEFAULT_LIMITS", "DecodeLimits", "fields_decoder", "unpack", "unpacker"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "DecodeLimits",
+    "fields_decoder",
+    "instance_decoder",
+    "unpack",
+    "unpacker",
+]
 
 # Bytes that may start an array or a map: fixmap, fixarray, array16/32, map16/32.
 _CONTAINER_BYTES: Final = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
@@ -246,6 +255,67 @@ def fields_decoder(
             raise _refusal(exc) from None
 
     return fields_of
+
+
+#: field annotations msgspec decodes to exactly what msgpack gives (a float field also
+#: takes an int, as a float), refusing every other value (extension values included)
+_PLAIN_FIELD_TYPES: Final = frozenset({int, float, str, bool, bytes})
+
+
+def instance_decoder(
+    cls: type,
+    names: tuple[str, ...],
+    fallback: Callable[[bytes], Any],
+) -> Callable[[bytes], Any] | None:
+    """For a dataclass of plain fields (each annotated int, float, str, bool or bytes,
+    or one of those or None), all of them required, at most 15: a decoder of a body
+    straight into an instance (msgspec, in C: about half of what decoding the map and
+    building the instance costs in Python). A body msgspec would judge otherwise than
+    `unpack` and the class goes to `fallback`: not a map of exactly these `names`
+    (msgspec ignores unknown names, so the map's header must count them all), a value
+    not of its field's type. None without msgspec, or for another kind of class.
+
+    The caller promises the class's ``__init__`` only stores its fields (see
+    `codec.TypeSpec.direct`): msgspec does not call it.
+    """
+    if msgspec is None or not 0 < len(names) <= 15 or not dataclasses.is_dataclass(cls):
+        return None
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    if tuple(f.name for f in fields) != names or any(
+        f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        for f in fields
+    ):
+        return None
+    try:
+        hints = typing.get_type_hints(cls)
+        decode = msgspec.msgpack.Decoder(cls).decode
+    except Exception:  # unresolvable forward references; a class msgspec refuses
+        return None
+    if not all(_plain_field(hints.get(name)) for name in names):
+        return None
+    header = bytes([0x80 | len(names)])  # fixmap of exactly that many entries
+
+    def instance_of(data: bytes) -> Any:
+        # A map of scalars costs its size to decode, whatever its size: no limit
+        # applies. A value of a container or an extension type fails validation at
+        # its header, as does a timestamp (which `unpacker` keeps from msgspec).
+        if data[:1] == header:
+            try:
+                return decode(data)
+            except msgspec.DecodeError:  # ValidationError is one
+                pass  # the general way says what is wrong
+        return fallback(data)
+
+    return instance_of
+
+
+def _plain_field(hint: Any) -> bool:
+    if hint in _PLAIN_FIELD_TYPES:
+        return True
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return len(options) == 1 and options[0] in _PLAIN_FIELD_TYPES
+    return False
 
 
 def _quick_decoder(hook: Callable[[int, bytes], Any]) -> Callable[[bytes], Any] | None:

@@ -247,6 +247,29 @@ def test_wrong_field_names_are_rejected_with_the_tag_and_fields(codec: Codec) ->
     assert "missing fields 'y'" in info.value.reason
 
 
+@dataclasses.dataclass
+class Reading:
+    seq: int
+    value: float
+    unit: str | None
+
+
+def test_a_body_of_plain_fields_is_built_by_msgspec_as_the_general_way_would(
+    codec: Codec,
+) -> None:
+    codec.registry.register(Reading)
+    tag, body = codec.encode(Reading(1, 2.5, None))
+    assert codec.decode(tag, body) == Reading(1, 2.5, None)
+    value = codec.decode(tag, msgpack.packb({"seq": 1, "value": 3, "unit": "m"}))
+    assert value == Reading(1, 3.0, "m") and type(value.value) is float  # as annotated
+    # What msgspec refuses is built the general way: values as they were sent...
+    odd = codec.decode(tag, codec.pack({"seq": (1, 2), "value": "x", "unit": b"m"}))
+    assert odd == Reading((1, 2), "x", b"m")  # type: ignore[arg-type]
+    # ...or refused in its words: msgspec would have ignored the unknown name.
+    with pytest.raises(DecodeError, match="unexpected fields 'other'"):
+        codec.decode(tag, msgpack.packb({"seq": 1, "value": 3, "other": 0}))
+
+
 def test_constructor_refusal_is_a_decode_error(codec: Codec) -> None:
     codec.registry.register(Validated)
     with pytest.raises(DecodeError, match="constructor failed"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -148,3 +149,72 @@ def test_fields_decoder_takes_the_common_body_and_leaves_the_rest() -> None:
     with pytest.raises(DecodeError, match="not a date"):
         FIELDS(msgpack.packb({**body, "extra": msgpack.ExtType(8, b"")}))
     assert limits.fields_decoder(("__dict__",)) is None  # a name no struct can have
+
+
+@dataclasses.dataclass
+class Plain:
+    seq: int
+    at: float
+    text: str
+    flag: bool
+    blob: bytes | None
+
+
+FALLBACK = object()
+INSTANCE = limits.instance_decoder(Plain, ("seq", "at", "text", "flag", "blob"), lambda data: FALLBACK)
+plain_maps = st.dictionaries(
+    st.sampled_from(["seq", "at", "text", "flag", "blob", "other"]) | keys, values, max_size=6
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(plain_maps | st.fixed_dictionaries(
+    {"seq": st.integers(-(2**63), 2**64 - 1), "at": st.floats() | st.integers(-5, 5),
+     "text": st.text(max_size=8), "flag": st.booleans(), "blob": st.binary(max_size=4) | st.none()}
+))  # fmt: skip
+def test_instance_decoder_builds_what_the_general_way_builds_or_hands_over(value: Any) -> None:
+    assert INSTANCE is not None
+    data = msgpack.packb(value, use_bin_type=True)
+    got = INSTANCE(data)
+    if got is FALLBACK:
+        return
+    fields = PLAIN(data)  # what the general way decodes and builds the instance from
+    assert type(fields) is dict and fields.keys() == {f.name for f in dataclasses.fields(Plain)}
+    assert type(got) is Plain and type(fields["flag"]) is bool and type(fields["seq"]) is int
+    if type(fields["at"]) is int:  # a float field takes an int, as a float
+        assert type(got.at) is float and got.at == fields["at"]
+        fields["at"] = got.at
+    assert repr(got) == repr(Plain(**fields))
+
+
+def test_instance_decoder_hands_over_what_it_does_not_take() -> None:
+    assert INSTANCE is not None
+    body = {"seq": 1, "at": 2.5, "text": "x", "flag": True, "blob": None}
+    assert INSTANCE(msgpack.packb(body)) == Plain(**body)
+    for other in (
+        {**body, "other": 1},  # msgspec would ignore an unknown name
+        {k: v for k, v in body.items() if k != "blob"},
+        {**body, "seq": True},  # a bool is not an int here
+        {**body, "text": msgpack.ExtType(1, b"")},
+        {**body, "at": msgpack.Timestamp(1, 0)},
+        [1, 2.5, "x", True, None],
+    ):
+        assert INSTANCE(msgpack.packb(other)) is FALLBACK, other
+
+
+@dataclasses.dataclass
+class WithDefault:
+    seq: int
+    text: str = ""
+
+
+@dataclasses.dataclass
+class Nested:
+    seq: int
+    inner: Plain
+
+
+def test_instance_decoder_is_only_for_required_plain_fields() -> None:
+    assert limits.instance_decoder(WithDefault, ("seq", "text"), lambda data: None) is None
+    assert limits.instance_decoder(Nested, ("seq", "inner"), lambda data: None) is None
+    assert limits.instance_decoder(dict, (), lambda data: None) is None
