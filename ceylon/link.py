@@ -15,8 +15,8 @@ __all__ = ["Link", "LinkOwner"]
 class Link(Protocol):
     """How an agent reaches the others: a session for a client, the router for an admin.
 
-    The ``*_nowait`` methods queue without waiting (the common case); `congested` says
-    whether the caller should then `drain`.
+    The ``*_nowait`` methods queue without waiting (the common case); `congested` (or
+    what `send_nowait` returns) says whether the caller should then `drain`.
     """
 
     @property
@@ -35,8 +35,10 @@ class Link(Protocol):
     def broadcast_nowait(self, message: Any) -> None:
         """Queue a message to every other agent."""
 
-    def send_nowait(self, key: str, message: Any) -> bool:
-        """Queue a direct message; False if `key` is not known here (then use `send`)."""
+    def send_nowait(self, key: str, message: Any) -> bool | None:
+        """Queue a direct message and say whether the caller should `drain` now (what
+        `congested` would say); None, queueing nothing, if `key` is not known here
+        (then use `send`)."""
         ...
 
     async def send(self, key: str, message: Any) -> None:

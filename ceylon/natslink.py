@@ -468,13 +468,13 @@ class NatsLink:
         self._check()
         self.bus.send_nowait(message)
 
-    def send_nowait(self, key: str, message: Any) -> bool:
+    def send_nowait(self, key: str, message: Any) -> bool | None:
         self._check()
         target = self.presence.find(key)
         if target is None:
-            return False
+            return None
         self.bus.send_nowait(message, target=target.id)
-        return True
+        return self.bus.congested
 
     async def send(self, key: str, message: Any) -> None:
         target = await self.resolve(key)

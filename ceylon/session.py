@@ -340,7 +340,7 @@ class Session:
                 target = self.known.get(agent_id)
         return target
 
-    def send_nowait(self, key: str, message: Any) -> bool:
+    def send_nowait(self, key: str, message: Any) -> bool | None:
         conn = self._conn  # `_connection()` and `_lookup()` inlined: this is every message
         if conn is None:
             conn = self._connection()  # raises
@@ -349,12 +349,12 @@ class Session:
             target = self.known.get(self._names.get(key, key))
             if target is None:
                 self._connection()  # a closed connection says so first
-                return False
+                return None
         try:
             conn.send_nowait(message, target=target.id, sender=self.agent.id)
         except ConnectionClosed:  # `_connection()`'s check, paid only when it fails
             raise self._not_connected() from None
-        return True
+        return conn.writing_paused
 
     async def send(self, key: str, message: Any) -> None:
         conn = self._connection()

@@ -329,7 +329,7 @@ class BaseAgent:
         if link is None:
             return
         try:
-            if link.send_nowait(asker.id, reply):
+            if link.send_nowait(asker.id, reply) is not None:
                 return
         except Exception as exc:  # gone, or the reply is over the frame size
             self._log.warning("could not reply to {}: {}", asker.name or asker.id, exc)
@@ -569,10 +569,11 @@ class BaseAgent:
         if link is None:
             raise self._not_connected()
         try:
-            if not link.send_nowait(target, message):
-                await link.send(target, message)
-            elif link.congested:
+            congested = link.send_nowait(target, message)
+            if congested:
                 await link.drain()
+            elif congested is None:  # not known here: asks the playground who it is
+                await link.send(target, message)
         except transport.EncodeError as exc:
             raise _encode_error(exc) from None
         self._sent += 1

@@ -61,7 +61,7 @@ class _RouterLink:
         tag, body = self.owner._codec.encode(message)  # encoded once for everyone
         self.owner.router.broadcast(tag, body)
 
-    def send_nowait(self, key: str, message: Any) -> bool:
+    def send_nowait(self, key: str, message: Any) -> bool | None:
         owner = self.owner
         detail = owner.directory.find(key)
         if detail is None:
@@ -70,7 +70,7 @@ class _RouterLink:
             owner._deliver_to_self(message)
         elif not owner.router.send(detail.id, message):
             raise AgentNotFoundError(key)
-        return True
+        return False
 
     async def send(self, key: str, message: Any) -> None:
         self.send_nowait(key, message)
@@ -355,7 +355,7 @@ class BasePlayGround(BaseAgent):
             self._router_link.send_nowait(target, message)
         elif target in (self.id, self.name):
             self._deliver_to_self(message)
-        elif not self._nats.send_nowait(target, message):
+        elif self._nats.send_nowait(target, message) is None:
             raise AgentNotFoundError(target)
 
     def broadcast_message_nowait(self, message: Any) -> None:
