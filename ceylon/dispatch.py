@@ -158,6 +158,8 @@ class Dispatcher:
         self._build = build
         self._on_build_failed = on_build_failed
         self._queues: dict[str, _Queue] = {}
+        #: the loop the handlers run in (a dispatcher lives within one run of its agent)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[str, int] = {}
         self._paused: set[str] = set()
         self._closed = False
@@ -234,7 +236,10 @@ class Dispatcher:
             if self._on_pressure is not None:
                 self._on_pressure(origin, True)
         if queue.task is None:
-            queue.task = asyncio.get_running_loop().create_task(self._drain(sender.id, queue))
+            loop = self._loop
+            if loop is None:  # asked once: CPython asks the OS for its pid on every call
+                loop = self._loop = asyncio.get_running_loop()
+            queue.task = loop.create_task(self._drain(sender.id, queue))
 
     async def _drain(self, key: str, queue: _Queue) -> None:
         batches = queue.batches
