@@ -468,7 +468,8 @@ class Codec:
         """Builds a `TypeSpec.direct` type: the decoded map becomes the instance's own
         ``__dict__`` when its keys are the fields (`TypeSpec.build`'s fast path, inlined:
         it is the receive path of every message). A body msgspec decodes with its names
-        checked (`fields_decoder`) skips the comparison of keys."""
+        checked (`fields_decoder`) skips the comparison of keys; a type of plain fields is
+        built by msgspec itself (`instance_decoder`), this builder its fallback."""
         cls, allowed, unpack, build = spec.cls, spec.allowed, self._unpack, spec.build
         fields_of = fields_decoder(spec.names, self.limits, self._ext_hook)
 
