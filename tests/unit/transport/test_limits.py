@@ -161,7 +161,8 @@ class Plain:
 
 
 FALLBACK = object()
-INSTANCE = limits.instance_decoder(Plain, ("seq", "at", "text", "flag", "blob"), lambda data: FALLBACK)
+PLAIN_NAMES = ("seq", "at", "text", "flag", "blob")
+INSTANCE = limits.instance_decoder(Plain, PLAIN_NAMES, lambda data: FALLBACK)
 plain_maps = st.dictionaries(
     st.sampled_from(["seq", "at", "text", "flag", "blob", "other"]) | keys, values, max_size=6
 )
