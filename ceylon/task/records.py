@@ -36,7 +36,8 @@ __all__ = [
     "well_formed",
 ]
 
-_pack = msgpack.Packer(use_bin_type=True).pack
+_packer = msgpack.Packer(use_bin_type=True)
+_pack = _packer.pack
 
 #: an operation, as a list (read back) or a tuple (written)
 Op = Sequence[Any]
@@ -211,13 +212,5 @@ def pack_records(ops: list[Op], limit: int, snapshot: str | None = None) -> list
         items = batch
         if snapshot is not None:
             items = [_pack(["s", snapshot, index, len(batches)]), *batch]
-        records.append(_array_header(len(items)) + b"".join(items))
+        records.append(_packer.pack_array_header(len(items)) + b"".join(items))
     return records
-
-
-def _array_header(count: int) -> bytes:
-    if count < 16:
-        return bytes((0x90 | count,))
-    if count < 0x10000:
-        return b"\xdc" + count.to_bytes(2, "big")
-    return b"\xdd" + count.to_bytes(4, "big")
