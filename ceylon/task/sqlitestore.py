@@ -245,42 +245,33 @@ class SqliteTaskStore:
         # A commit is atomic: of a task's rows in it, the last is all that counts.
         last = {item[0]: i for i, item in enumerate(queued) if type(item) is tuple}
         ops: list[Op] = []
-        changes: list[Op] = []  # what the state takes, in order: task rows and ops
         rows: list[tuple[Any, ...]] = []  # consecutive task rows: one "T" op
         for i, item in enumerate(queued):
             if type(item) is tuple:
                 if last[item[0]] == i:
                     rows.append(item)
-                    changes.append(item)
                 continue
             if rows:
                 ops.append(("T", rows))
                 rows = []
             if type(item) is StoredGroup:
-                parts = group_ops(item, _RECORD_LIMIT)
-                ops += parts
-                changes += parts
+                ops += group_ops(item, _RECORD_LIMIT)
             elif type(item) is list:
                 ops.append(item)
-                changes.append(item)
         if rows:
             ops.append(("T", rows))
         try:
             self._db.execute("BEGIN")
-            self._insert(ops)
+            changes = self._insert(ops)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._log.error("could not journal {} change(s) to {}: {}", len(ops), self.path, exc)
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             return
-        self._logged += len(changes)
-        state = self._state
-        for change in changes:
-            if type(change) is tuple:
-                state.put(change)
-            else:
-                state.apply(change)
+        self._logged += changes
+        for op in ops:
+            self._state.apply(op)
 
     def _insert(self, ops: list[Op]) -> int:
         """Append `ops` as one row, or as rows of about `_RECORD_LIMIT` bytes when they
