@@ -380,12 +380,7 @@ class BaseAgent:
                     raise ValueError("an agent cannot ask itself")
                 number, future = self._asks.open(detail.id, target, type(message).__name__)
                 try:
-                    request = AskRequest(number, tag, body)
-                    congested = link.send_nowait(detail.id, request)  # resolved: known here
-                    if congested:
-                        await link.drain()
-                    elif congested is None:  # it left meanwhile: the playground says so
-                        await link.send(detail.id, request)
+                    await link.send(detail.id, AskRequest(number, tag, body))
                     self._sent += 1
                     reply_tag, reply_body = await future
                 finally:
