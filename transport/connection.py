@@ -656,13 +656,13 @@ class Connection(asyncio.Protocol):
             The same as `send_nowait()`.
         """
         self.send_nowait(obj, target=target, sender=sender)
-        if self._writing_paused or self._backlog:
+        if self.writing_paused:
             await self.drain()
 
     async def send_envelope(self, envelope: Envelope) -> None:
         """`send_envelope_nowait()`, then wait under backpressure."""
         self.send_envelope_nowait(envelope)
-        if self._writing_paused or self._backlog:
+        if self.writing_paused:
             await self.drain()
 
     def _queued(self, pending: int) -> None:
@@ -700,7 +700,7 @@ class Connection(asyncio.Protocol):
             self.writing_paused = self._writing_paused
             self._backlog_bytes = self._backlog_messages = 0
             transport.write(data)
-        elif self._writing_paused or self._backlog:
+        elif self.writing_paused:
             self._backlog.append((data, count))
             self._backlog_bytes += len(data)
             self._backlog_messages += count
@@ -754,7 +754,7 @@ class Connection(asyncio.Protocol):
             ConnectionClosed: the connection closed while waiting.
         """
         self._flush()
-        while (self._writing_paused or self._backlog) and self.protocol.closed is None:
+        while self.writing_paused and self.protocol.closed is None:
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._drain_waiters.append(waiter)
             await waiter
