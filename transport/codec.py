@@ -493,7 +493,7 @@ class Codec:
                 return obj
             return build(value)
 
-        return instance_decoder(cls, spec.names, build_direct) or build_direct
+        return instance_decoder(cls, build_direct) or build_direct
 
     def build(self, tag: str, value: Any) -> Any:
         """Turn an unpacked body into the message it encodes.

@@ -262,27 +262,26 @@ def fields_decoder(
 _PLAIN_FIELD_TYPES: Final = frozenset({int, float, str, bool, bytes})
 
 
-def instance_decoder(
-    cls: type,
-    names: tuple[str, ...],
-    fallback: Callable[[bytes], Any],
-) -> Callable[[bytes], Any] | None:
+def instance_decoder(cls: type, fallback: Callable[[bytes], Any]) -> Callable[[bytes], Any] | None:
     """For a dataclass of plain fields (each annotated int, float, str, bool or bytes,
-    or one of those or None), all of them required, at most 15: a decoder of a body
-    straight into an instance (msgspec, in C: about half of what decoding the map and
-    building the instance costs in Python). A body msgspec would judge otherwise than
-    `unpack` and the class goes to `fallback`: not a map of exactly these `names`
-    (msgspec ignores unknown names, so the map's header must count them all), a value
-    not of its field's type. None without msgspec, or for another kind of class.
+    or one of those or None), all of them init fields without a default, at most 15: a
+    decoder of a body straight into an instance (msgspec, in C: about half of what
+    decoding the map and building the instance costs in Python). A body msgspec would
+    judge otherwise than `unpack` and the class goes to `fallback`: not a map of
+    exactly these fields (msgspec ignores unknown names, so the map's header must count
+    them all), a value not of its field's type. None without msgspec, or for another
+    kind of class.
 
     The caller promises the class's ``__init__`` only stores its fields (see
     `codec.TypeSpec.direct`): msgspec does not call it.
     """
-    if msgspec is None or not 0 < len(names) <= 15 or not dataclasses.is_dataclass(cls):
+    if msgspec is None or not dataclasses.is_dataclass(cls):
         return None
-    fields = [f for f in dataclasses.fields(cls) if f.init]
-    if tuple(f.name for f in fields) != names or any(
-        f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+    fields = dataclasses.fields(cls)
+    if not 0 < len(fields) <= 15 or any(
+        not f.init
+        or f.default is not dataclasses.MISSING
+        or f.default_factory is not dataclasses.MISSING
         for f in fields
     ):
         return None
@@ -291,9 +290,9 @@ def instance_decoder(
         decode = msgspec.msgpack.Decoder(cls).decode
     except Exception:  # unresolvable forward references; a class msgspec refuses
         return None
-    if not all(_plain_field(hints.get(name)) for name in names):
+    if not all(_plain_field(hints.get(f.name)) for f in fields):
         return None
-    header = bytes([0x80 | len(names)])  # fixmap of exactly that many entries
+    header = bytes([0x80 | len(fields)])  # fixmap of exactly that many entries
 
     def instance_of(data: bytes) -> Any:
         # A map of scalars costs its size to decode, whatever its size: no limit

@@ -161,8 +161,7 @@ class Plain:
 
 
 FALLBACK = object()
-PLAIN_NAMES = ("seq", "at", "text", "flag", "blob")
-INSTANCE = limits.instance_decoder(Plain, PLAIN_NAMES, lambda data: FALLBACK)
+INSTANCE = limits.instance_decoder(Plain, lambda data: FALLBACK)
 plain_maps = st.dictionaries(
     st.sampled_from(["seq", "at", "text", "flag", "blob", "other"]) | keys, values, max_size=6
 )
@@ -216,6 +215,6 @@ class Nested:
 
 
 def test_instance_decoder_is_only_for_required_plain_fields() -> None:
-    assert limits.instance_decoder(WithDefault, ("seq", "text"), lambda data: None) is None
-    assert limits.instance_decoder(Nested, ("seq", "inner"), lambda data: None) is None
-    assert limits.instance_decoder(dict, (), lambda data: None) is None
+    assert limits.instance_decoder(WithDefault, lambda data: None) is None
+    assert limits.instance_decoder(Nested, lambda data: None) is None
+    assert limits.instance_decoder(dict, lambda data: None) is None
