@@ -430,10 +430,7 @@ class _Shared:
         self.buses[bus.own_id] = bus
         workspace = self._workspaces.setdefault(bus.workspace, {})
         workspace[bus.own_id] = bus
-        subjects = [f"{bus.root}.d.{bus.own_id}.*"]
-        if len(workspace) == 1:
-            subjects += [f"{bus.root}.b.*", f"{bus.root}.p.*"]
-        for subject in subjects:
+        for subject in _subjects(bus, workspace_too=len(workspace) == 1):
             # No callback (so nats-py starts no task per subscription), no pending
             # limits (the reader keeps up, or the server cuts us as a slow consumer).
             sub = await self.client.subscribe(subject, pending_msgs_limit=0, pending_bytes_limit=0)
@@ -451,11 +448,9 @@ class _Shared:
             return
         workspace = self._workspaces.get(bus.workspace, {})
         workspace.pop(bus.own_id, None)
-        subjects = [f"{bus.root}.d.{bus.own_id}.*"]
         if not workspace:
             self._workspaces.pop(bus.workspace, None)
-            subjects += [f"{bus.root}.b.*", f"{bus.root}.p.*"]
-        for subject in subjects:
+        for subject in _subjects(bus, workspace_too=not workspace):
             sub = self._subs.pop(subject, None)
             if sub is not None and not self.client.is_closed:
                 try:
@@ -466,8 +461,7 @@ class _Shared:
             await self._close()
 
     async def _close(self) -> None:
-        if self._open.get(self.key) is not None:
-            self._open.pop(self.key, None)
+        self._open.pop(self.key, None)
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
@@ -534,6 +528,15 @@ class _Shared:
         if pairs:
             for bus in receivers:  # decoded once, the same pairs for each
                 bus.deliver(kind, sender, pairs)
+
+
+def _subjects(bus: NatsBus, *, workspace_too: bool) -> list[str]:
+    """What `bus` hears: its direct messages, and with `workspace_too` the broadcasts
+    and presence of its workspace (one subscription for all its agents here)."""
+    subjects = [f"{bus.root}.d.{bus.own_id}.*"]
+    if workspace_too:
+        subjects += [f"{bus.root}.b.*", f"{bus.root}.p.*"]
+    return subjects
 
 
 def _group(sender: str, target: str | None, pairs: list[bytes]) -> bytes:
