@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .peer import AgentDetail
 
 if TYPE_CHECKING:
     from .system import PlaygroundStatus
 
-__all__ = ["Link", "LinkOwner"]
+__all__ = ["NO_SENDERS", "Link", "LinkOwner", "Sender"]
+
+#: Queues one message for one target without waiting; True when the caller should
+#: then `drain` (see `Link.senders`).
+Sender = Callable[[Any], bool]
+#: The `senders` of a link that has none.
+NO_SENDERS: Final[Mapping[str, Sender]] = MappingProxyType({})
 
 
 class Link(Protocol):
@@ -27,6 +35,14 @@ class Link(Protocol):
     @property
     def congested(self) -> bool:
         """Whether what was queued waits for the peer: the caller should `drain`."""
+        ...
+
+    @property
+    def senders(self) -> Mapping[str, Sender]:
+        """The straight way to targets sent to before, by the key they were sent to
+        (id or name): what `send_nowait` does, for one target, without finding it again.
+        A link may keep none; one it keeps is valid until the mapping no longer has it.
+        A sender raises `transport.ConnectionClosed` once the connection is gone."""
         ...
 
     async def drain(self) -> None:

@@ -25,7 +25,7 @@ from transport.natsbus import DIRECT, PRESENCE, NatsBus
 from . import system
 from .config import Settings
 from .errors import AgentNotFoundError, NotConnectedError
-from .link import LinkOwner
+from .link import NO_SENDERS, LinkOwner
 from .peer import AgentDetail
 from .presence import Change, Presence
 from .requests import Requests
@@ -452,6 +452,8 @@ class NatsLink:
     @property
     def playground(self) -> AgentDetail | None:
         return None if self.is_playground or self._stopping else self._playground
+
+    senders = NO_SENDERS
 
     @property
     def congested(self) -> bool:

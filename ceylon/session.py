@@ -26,7 +26,7 @@ from transport import (
 from . import system
 from .config import Settings
 from .errors import AgentNotFoundError, NotConnectedError, PermissionDenied
-from .link import LinkOwner
+from .link import LinkOwner, Sender
 from .peer import AgentDetail
 from .requests import Requests
 
@@ -35,6 +35,8 @@ __all__ = ["PLAYGROUND_ORIGIN", "Session", "hello_extra"]
 #: The dispatcher origin of everything a client agent receives (its one connection).
 PLAYGROUND_ORIGIN = "playground"
 REQUEST_TIMEOUT = 10.0
+#: target keys whose senders are kept (keys are ids and names of agents known)
+MAX_SENDERS = 4096
 
 
 def hello_extra(agent: LinkOwner, resume: str | None = None) -> dict[str, Any]:
@@ -61,6 +63,9 @@ class Session:
         self._drops_before: dict[str, int] = {}  # of connections already closed
         self.known: dict[str, AgentDetail] = {}
         self._names: dict[str, str] = {}
+        #: `Link.senders`: the route of each target key sent to (a connection's
+        #: `Route.send`), emptied whenever who is who may have changed
+        self.senders: dict[str, Sender] = {}
         self._conn: Connection | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
@@ -113,6 +118,7 @@ class Session:
         )
         self.known = {}
         self._names = {}
+        self.senders = {}
         self._remember(self._playground)
         self._conn = conn
         self._snapshot.clear()
@@ -171,6 +177,7 @@ class Session:
         known = list(self.known.values())
         self.known = {}
         self._names = {}
+        self.senders = {}
         for detail in known:
             if detail.id != unannounced:
                 self.agent.receive_membership(detail, self.settings.workspace, joined=False)
@@ -217,6 +224,8 @@ class Session:
     # -- receiving -------------------------------------------------------------------
 
     def _remember(self, detail: AgentDetail) -> None:
+        if self.senders:  # a name may now be someone else's
+            self.senders = {}
         old = self.known.get(detail.id)
         if old is not None:
             self._names.pop(old.name, None)
@@ -227,6 +236,7 @@ class Session:
         detail = self.known.pop(agent_id, None)
         if detail is not None:
             self._names.pop(detail.name, None)
+            self.senders = {}
         return detail
 
     def _on_messages(self, sender: str, target: str | None, pairs: list[tuple[str, bytes]]) -> None:
@@ -350,11 +360,13 @@ class Session:
             if target is None:
                 self._connection()  # a closed connection says so first
                 return None
+        send = conn.route(self.agent.id, target.id).send
+        if len(self.senders) < MAX_SENDERS:
+            self.senders[key] = send
         try:
-            conn.send_nowait(message, target=target.id, sender=self.agent.id)
+            return send(message)
         except ConnectionClosed:  # `_connection()`'s check, paid only when it fails
             raise self._not_connected() from None
-        return conn.writing_paused
 
     async def send(self, key: str, message: Any) -> None:
         conn = self._connection()

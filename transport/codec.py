@@ -202,6 +202,9 @@ class TypeRegistry:
         # them only through `register`.
         self.by_tag: dict[str, TypeSpec] = {}
         self.by_type: dict[type, TypeSpec] = {}
+        #: the types whose instances are sent by packing their ``__dict__`` as it is
+        #: (`TypeSpec.dict_ok`): what a sender looks up first
+        self.plain: dict[type, TypeSpec] = {}
         #: bumped on every registration, so caches keyed by tag know to start over
         self.version = 0
 
@@ -247,6 +250,10 @@ class TypeRegistry:
         self.version += 1
         self.by_tag[tag] = spec
         self.by_type[cls] = spec
+        if spec.dict_ok:
+            self.plain[cls] = spec
+        else:
+            self.plain.pop(cls, None)
         return spec
 
     def spec_of_type(self, cls: type) -> TypeSpec | None:

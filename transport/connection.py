@@ -44,6 +44,7 @@ from .protocol import (
     PeerAuthenticated,
     PongReceived,
     Protocol,
+    Route,
 )
 from .wire import Envelope, MessageGroup, PeerInfo
 
@@ -175,9 +176,10 @@ class Connection(asyncio.Protocol):
         self._holds = 0  # pause_reading() calls not yet resumed
         self._writing_paused = False  # the transport's own state
         self._backlog: collections.deque[tuple[bytes, int]] = collections.deque()
-        #: True while frames wait: the socket's buffer is over its high-water mark, or
-        #: frames are in the backlog (a plain attribute: senders read it per message)
-        self.writing_paused = False
+        # The protocol tells when something is queued, and keeps `writing_paused`
+        # where `Route.send` returns it.
+        protocol.on_queued = self._queued
+        protocol.flush_bytes = FLUSH_BYTES
         self._backlog_bytes = 0
         self._backlog_messages = 0
         #: whether the outgoing queue is over its limit (see `CongestionCallback`)
@@ -228,6 +230,12 @@ class Connection(asyncio.Protocol):
         """Why the connection closed, or None while it is open."""
         closed = self.protocol.closed
         return closed.reason if closed is not None else None
+
+    @property
+    def writing_paused(self) -> bool:
+        """True while frames wait: the socket's buffer is over its high-water mark, or
+        frames are in the backlog. Senders should `drain()`."""
+        return self.protocol.writing_paused
 
     @property
     def reading_paused(self) -> bool:
@@ -304,14 +312,14 @@ class Connection(asyncio.Protocol):
             self._flush_handle.cancel()
             self._flush_handle = None
         self._backlog.clear()
-        self.writing_paused = self._writing_paused
+        self.protocol.writing_paused = self._writing_paused
         self._backlog_bytes = self._backlog_messages = 0
         self._wake_all()
         if not self._lost.done():
             self._lost.set_result(None)
 
     def pause_writing(self) -> None:
-        self._writing_paused = self.writing_paused = True
+        self._writing_paused = self.protocol.writing_paused = True
 
     def resume_writing(self) -> None:
         self._writing_paused = False
@@ -322,10 +330,10 @@ class Connection(asyncio.Protocol):
             self._backlog_bytes -= len(data)
             self._backlog_messages -= count
             transport.write(data)  # may pause writing again, synchronously
-        self.writing_paused = self._writing_paused or bool(backlog)
+        paused = self.protocol.writing_paused = self._writing_paused or bool(backlog)
         if self.congested and self._under_half():
             self._set_congested(False)
-        if not self.writing_paused:
+        if not paused:
             waiters, self._drain_waiters = self._drain_waiters, []
             for waiter in waiters:
                 if not waiter.done():
@@ -622,6 +630,12 @@ class Connection(asyncio.Protocol):
 
     # -- sending ---------------------------------------------------------------------
 
+    def route(self, sender: str, target: str | None) -> Route:
+        """The way to send many messages from `sender` to `target` (None: to everyone):
+        `Route.send` queues one and says whether to `drain()`, the cheapest way there is
+        (see `Protocol.route`)."""
+        return self.protocol.route(sender, target)
+
     def send_nowait(self, obj: Any, *, target: str | None = None, sender: str = "") -> None:
         """Encode and queue a message without waiting.
 
@@ -630,24 +644,19 @@ class Connection(asyncio.Protocol):
             ConnectionClosed: the connection is closed.
             FrameSizeError: the encoded message is over the frame size limit.
         """
-        pending = self.protocol.send_object(obj, sender, target)
-        if self._flush_handle is None or pending >= FLUSH_BYTES:  # else: nothing to do
-            self._queued(pending)
+        self.protocol.route(sender, target).send(obj)
 
     def send_packed_nowait(self, sender: str, target: str | None, tag: str, body: bytes) -> None:
         """Queue a message whose body is already encoded (encode once, send to many)."""
         self.protocol.send_message(sender, target, tag, body)
-        self._queued(self.protocol.bytes_pending)
 
     def forward_nowait(self, sender: str, target: str | None, count: int, packed: bytes) -> None:
         """Queue `count` messages received elsewhere, as received (`MessageGroup.tail`)."""
         self.protocol.forward(sender, target, count, packed)
-        self._queued(self.protocol.bytes_pending)
 
     def send_envelope_nowait(self, envelope: Envelope) -> None:
         """Queue a received envelope again, e.g. an echo or a relay passing it on."""
         self.protocol.send_message(envelope.sender, envelope.target, envelope.tag, envelope.body)
-        self._queued(self.protocol.bytes_pending)
 
     async def send(self, obj: Any, *, target: str | None = None, sender: str = "") -> None:
         """Encode and send a message, waiting while the peer applies backpressure.
@@ -655,20 +664,19 @@ class Connection(asyncio.Protocol):
         Raises:
             The same as `send_nowait()`.
         """
-        self.send_nowait(obj, target=target, sender=sender)
-        if self.writing_paused:
+        if self.protocol.route(sender, target).send(obj):
             await self.drain()
 
     async def send_envelope(self, envelope: Envelope) -> None:
         """`send_envelope_nowait()`, then wait under backpressure."""
         self.send_envelope_nowait(envelope)
-        if self.writing_paused:
+        if self.protocol.writing_paused:
             await self.drain()
 
-    def _queued(self, pending: int) -> None:
-        """Something was queued: `pending` bytes wait. Write them now, or at the end of
-        this loop iteration (see `_end_of_tick`)."""
-        if pending >= FLUSH_BYTES:
+    def _queued(self) -> None:
+        """Something was queued (the protocol's `on_queued`). Write it now, or at the
+        end of this loop iteration (see `_end_of_tick`)."""
+        if self.protocol.bytes_pending >= FLUSH_BYTES:
             self._flush()
         elif self._flush_handle is None:
             if self._eager:
@@ -697,10 +705,10 @@ class Connection(asyncio.Protocol):
         if final:  # closing: what waits goes first, in order
             while self._backlog:
                 transport.write(self._backlog.popleft()[0])
-            self.writing_paused = self._writing_paused
+            self.protocol.writing_paused = self._writing_paused
             self._backlog_bytes = self._backlog_messages = 0
             transport.write(data)
-        elif self.writing_paused:
+        elif self.protocol.writing_paused:
             self._backlog.append((data, count))
             self._backlog_bytes += len(data)
             self._backlog_messages += count
@@ -745,7 +753,7 @@ class Connection(asyncio.Protocol):
         """Tell the peer that `count` messages meant for it were dropped (a relay)."""
         if self.protocol.closed is None:
             self.protocol.send_dropped(count)
-            self._queued(self.protocol.bytes_pending)
+            self._queued()
 
     async def drain(self) -> None:
         """Flush queued frames and wait until the backlog has gone to the socket.
@@ -754,7 +762,7 @@ class Connection(asyncio.Protocol):
             ConnectionClosed: the connection closed while waiting.
         """
         self._flush()
-        while self.writing_paused and self.protocol.closed is None:
+        while self.protocol.writing_paused and self.protocol.closed is None:
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._drain_waiters.append(waiter)
             await waiter

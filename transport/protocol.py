@@ -74,6 +74,7 @@ __all__ = [
     "PeerAuthenticated",
     "PongReceived",
     "Protocol",
+    "Route",
     "Side",
     "State",
 ]
@@ -163,6 +164,70 @@ _SERVER_AWAIT_PROOF: Final = "await-proof"
 _SERVER_AWAIT_DECISION: Final = "await-decision"
 
 
+class Route:
+    """Messages from one sender to one target (None: to everyone) over one `Protocol`
+    (`Protocol.route`). Sending along a route skips finding the pair, and its frames'
+    route prefix is packed once. A route of a closed protocol refuses to send.
+    """
+
+    __slots__ = ("_protocol", "packed", "sender", "target")
+
+    def __init__(self, protocol: Protocol, sender: str, target: str | None) -> None:
+        self._protocol = protocol
+        self.sender = sender
+        self.target = target
+        #: what follows a group's array header: kind, sender and target, packed
+        self.packed = messages_route(sender, target)
+
+    def send(self, obj: object) -> bool:
+        """Encode `obj` with the protocol's codec and queue it, without waiting.
+
+        Returns:
+            The protocol's `writing_paused`: True when the caller should wait before
+            sending more.
+
+        Raises:
+            EncodeError: `obj` cannot be encoded.
+            ConnectionClosed: the connection is closed.
+            InvalidStateError: the handshake is not complete.
+            FrameSizeError: the message alone is over what one frame can carry.
+        """
+        # The hot path of every sender: a dataclass whose __dict__ is its fields, under
+        # 256 bytes encoded, joining the open group of this route while it has room
+        # (`_group_cap`, below zero unless open). `Protocol._append` is the general way
+        # (twin).
+        p = self._protocol
+        spec = p._plain.get(type(obj))
+        if spec is not None:
+            fields = obj.__dict__
+            if len(fields) == spec.size:
+                try:
+                    body = p._pack_body(fields)
+                except Exception:
+                    pass  # the general path below reports it as an EncodeError
+                else:
+                    length = len(body)
+                    size = p._group_bytes + spec.tag_size + length + 2
+                    if (
+                        size <= p._group_cap
+                        and p._group_route is self
+                        and length < 256
+                        and p._group_count < MAX_GROUP
+                    ):
+                        p._group += (spec.packed_tag, _BIN8[length], body)
+                        p._group_count += 1
+                        p._group_bytes = size
+                        return p.writing_paused
+                    if p.state is OPEN:
+                        p._append(self, spec.packed_tag, body)
+                        return p.writing_paused
+        if p.state is not OPEN:
+            raise p._not_open()
+        packed_tag, body = p.codec.encode_packed(obj)
+        p._append(self, packed_tag, body)
+        return p.writing_paused
+
+
 class Protocol:
     """One end of a Ceylon connection, without I/O.
 
@@ -219,7 +284,7 @@ class Protocol:
             (self.key, self._secret), *_ = self._secrets.items()
         self._nonce_factory = nonce_factory
         self.codec = codec if codec is not None else Codec()
-        self._specs = self.codec.registry.by_type
+        self._plain = self.codec.registry.plain
         self._pack_body = self.codec.pack_body
         # Until the peer is known, frames are small: a stranger cannot make us buffer 8 MiB.
         self._decoder = FrameDecoder(min(max_frame_size, HANDSHAKE_MAX_FRAME_SIZE))
@@ -227,23 +292,34 @@ class Protocol:
         self._events: list[Event] = []
         self._messages: list[MessageGroup] = []
         self._out: list[bytes] = []
-        # Plain attributes, not properties: the connection reads them on every message.
-        #: bytes queued and not yet taken by `data_to_send()`
-        self.bytes_pending = 0
+        self._sealed_bytes = 0  # in `_out`
         #: application messages queued and not yet taken by `data_to_send()`
         self.messages_pending = 0
-        # The group of outgoing messages being built: same sender and target, in order.
+        # The group of outgoing messages being built: one route, in order. The route
+        # stays when the group is sealed: the next group is most often for it again.
         self._group: list[bytes] = []  # packed tags, bin headers, bodies, forwarded runs
         self._group_count = 0
-        self._group_sender = ""
-        self._group_target: str | None = None
+        self._group_route: Route | None = None
         self._group_bytes = 0
+        #: called when application messages were queued and the queue was empty before,
+        #: or holds `flush_bytes` or more: the I/O adapter's cue to write, or to plan to
+        self.on_queued: Callable[[], None] | None = None
+        #: see `on_queued`
+        self.flush_bytes = max_frame_size
+        self._cue_at = 1  # `bytes_pending` at which `on_queued` is called next
+        # The size the open group may grow to before a message must take the general
+        # way (`_append`): the group is full, or `on_queued` is due. Below zero unless
+        # the connection is open, so that a closed one refuses. See `_recap`.
+        self._group_cap = -1
+        #: set by the I/O adapter while it holds written bytes back (its socket's buffer
+        #: is full): senders should wait (what `Route.send` returns)
+        self.writing_paused = False
         # Room for the packed pairs of one group: a relay must be able to put a route
         # of its own in front of them (see `wire.ROUTE_ROOM`).
         self.max_group_bytes = max_frame_size - ROUTE_ROOM
         if self.max_group_bytes < 1024:
             raise ValueError(f"max_frame_size must be at least {ROUTE_ROOM + 1024} bytes")
-        self._routes: dict[tuple[str, str | None], bytes] = {}  # packed sender + target
+        self._routes: dict[tuple[str, str | None], Route] = {}
         self._hello: Hello | None = None
         self._server_nonce = b""
         if side is CLIENT:
@@ -272,9 +348,23 @@ class Protocol:
             return b""
         data = b"".join(self._out)
         self._out.clear()
-        self.bytes_pending = 0
+        self._sealed_bytes = 0
         self.messages_pending = 0
+        self._cue_at = 1
+        self._recap()
         return data
+
+    @property
+    def bytes_pending(self) -> int:
+        """Bytes queued and not yet taken by `data_to_send()`."""
+        return self._sealed_bytes + self._group_bytes
+
+    def _recap(self) -> None:
+        if self.state is not OPEN:
+            self._group_cap = -1
+        else:  # `bytes_pending` stays under `_cue_at`
+            room = self._cue_at - 1 - self._sealed_bytes
+            self._group_cap = min(self.max_group_bytes, room)
 
     def events_received(self) -> list[Event]:
         """Take every event other than messages produced since the last call."""
@@ -297,28 +387,36 @@ class Protocol:
             self._seal_group()  # control records keep their place among the messages
         frame = encode_frame(payload, self.max_frame_size)
         self._out.append(frame)
-        self.bytes_pending += len(frame)
+        self._sealed_bytes += len(frame)
+        self._recap()
 
     def _seal_group(self) -> None:
-        key = (self._group_sender, self._group_target)
-        route = self._routes.get(key)
-        if route is None:
-            if len(self._routes) >= 4096:  # peers come and go; keep the cache bounded
-                self._routes.clear()
-            route = self._routes[key] = messages_route(*key)
+        route = self._group_route
+        assert route is not None
         count = self._group_count
         header = _HEADERS[count] if count <= MAX_GROUP else messages_header(count)
-        prefix = header + route
+        prefix = header + route.packed
         size = len(prefix) + self._group_bytes
         self._out.append(size.to_bytes(HEADER_SIZE, "big") + prefix)
         self._out.append(b"".join(self._group))
-        self.bytes_pending += HEADER_SIZE + len(prefix)
+        self._sealed_bytes += HEADER_SIZE + len(prefix) + self._group_bytes
         self.messages_pending += count
         self._group = []
         self._group_bytes = 0
         self._group_count = 0
+        self._recap()
 
     # -- sending ------------------------------------------------------------------
+
+    def route(self, sender: str, target: str | None) -> Route:
+        """The `Route` of messages from `sender` to `target` (None: to everyone)."""
+        key = (sender, target)
+        route = self._routes.get(key)
+        if route is None:
+            if len(self._routes) >= 4096:  # peers come and go; keep the cache bounded
+                self._routes.clear()
+            route = self._routes[key] = Route(self, sender, target)
+        return route
 
     def send_message(self, sender: str, target: str | None, tag: str, body: bytes) -> None:
         """Queue an application message whose body is already encoded.
@@ -332,7 +430,7 @@ class Protocol:
         """
         if self.state is not OPEN:
             raise self._not_open()
-        self._append(sender, target, self.codec.tag_bytes(tag), body)
+        self._append(self.route(sender, target), self.codec.tag_bytes(tag), body)
 
     def forward(self, sender: str, target: str | None, count: int, packed: bytes) -> None:
         """Queue `count` messages exactly as another connection received them.
@@ -345,10 +443,35 @@ class Protocol:
         """
         if self.state is not OPEN:
             raise self._not_open()
-        size = len(packed)
+        self._join(self.route(sender, target), len(packed), count)
+        self._group.append(packed)
+        self._queued(len(packed), count)
+
+    def send_object(self, obj: object, sender: str = "", target: str | None = None) -> bool:
+        """Encode `obj` with the codec and queue it (see `send_message`); what
+        `Route.send` does, for a route looked up here.
+
+        Returns:
+            `writing_paused`.
+
+        Raises:
+            EncodeError: `obj` cannot be encoded; plus those of `send_message`.
+        """
+        return self.route(sender, target).send(obj)
+
+    def _append(self, route: Route, packed_tag: bytes, body: bytes) -> None:
+        length = len(body)
+        header = _BIN8[length] if length < 256 else bin_header(length)
+        size = len(packed_tag) + len(header) + length
+        self._join(route, size, 1)
+        self._group += (packed_tag, header, body)
+        self._queued(size, 1)
+
+    def _join(self, route: Route, size: int, count: int) -> None:
+        """Make the open group one that `count` messages of `size` bytes along `route`
+        can join: this one, or a new one."""
         if self._group and (
-            sender != self._group_sender
-            or target != self._group_target
+            route is not self._group_route
             or self._group_bytes + size > self.max_group_bytes
             or self._group_count + count > MAX_GROUP
         ):
@@ -356,83 +479,17 @@ class Protocol:
         if not self._group:
             if size > self.max_group_bytes:
                 raise FrameSizeError(size + ROUTE_ROOM, self.max_frame_size)
-            self._group_sender = sender
-            self._group_target = target
-        self._group.append(packed)
+            self._group_route = route
+
+    def _queued(self, size: int, count: int) -> None:
         self._group_count += count
         self._group_bytes += size
-        self.bytes_pending += size
-
-    def send_object(self, obj: object, sender: str = "", target: str | None = None) -> int:
-        """Encode `obj` with the codec and queue it (see `send_message`).
-
-        Returns:
-            `bytes_pending` after queueing, so the caller can decide to flush.
-
-        Raises:
-            EncodeError: `obj` cannot be encoded; plus those of `send_message`.
-        """
-        spec = self._specs.get(type(obj))
-        if spec is not None and spec.dict_ok and self.state is OPEN:
-            fields = obj.__dict__
-            if len(fields) == spec.size:
-                try:
-                    body = self._pack_body(fields)
-                except Exception:
-                    pass  # the general path below reports it as an EncodeError
-                else:
-                    # Fast path, inlined: opening a group or joining the open one
-                    # (twin: `_append`).
-                    group = self._group
-                    length = len(body)
-                    size = spec.tag_size + length + 2
-                    if length < 256 and not group and size <= self.max_group_bytes:
-                        self._group_sender = sender
-                        self._group_target = target
-                        group += (spec.packed_tag, _BIN8[length], body)
-                        self._group_count = 1
-                        self._group_bytes = size
-                        self.bytes_pending += size
-                    elif (
-                        length < 256
-                        and sender == self._group_sender
-                        and target == self._group_target
-                        and self._group_count < MAX_GROUP
-                        and self._group_bytes + size <= self.max_group_bytes
-                    ):
-                        group += (spec.packed_tag, _BIN8[length], body)
-                        self._group_count += 1
-                        self._group_bytes += size
-                        self.bytes_pending += size
-                    else:
-                        self._append(sender, target, spec.packed_tag, body)
-                    return self.bytes_pending
-        if self.state is not OPEN:
-            raise self._not_open()
-        packed_tag, body = self.codec.encode_packed(obj)
-        self._append(sender, target, packed_tag, body)
-        return self.bytes_pending
-
-    def _append(self, sender: str, target: str | None, packed_tag: bytes, body: bytes) -> None:
-        length = len(body)
-        header = _BIN8[length] if length < 256 else bin_header(length)
-        size = len(packed_tag) + len(header) + length
-        if self._group and (
-            sender != self._group_sender
-            or target != self._group_target
-            or self._group_bytes + size > self.max_group_bytes
-            or self._group_count >= MAX_GROUP
-        ):
-            self._seal_group()
-        if not self._group:
-            if size > self.max_group_bytes:
-                raise FrameSizeError(size + ROUTE_ROOM, self.max_frame_size)
-            self._group_sender = sender
-            self._group_target = target
-        self._group += (packed_tag, header, body)
-        self._group_count += 1
-        self._group_bytes += size
-        self.bytes_pending += size
+        if self._sealed_bytes + self._group_bytes >= self._cue_at:
+            # Before the call: `on_queued` may take the bytes, which lowers the mark.
+            self._cue_at = self.flush_bytes
+            self._recap()
+            if self.on_queued is not None:
+                self.on_queued()
 
     def send_ping(self, seq: int) -> None:
         """Queue a heartbeat; the peer answers with a Pong carrying `seq`."""
@@ -470,6 +527,7 @@ class Protocol:
     def _open(self) -> None:
         self.state = OPEN
         self._decoder.max_frame_size = self.max_frame_size
+        self._recap()
 
     def reject(self, reason: str) -> None:
         """Server side: refuse the client with a reason it will be shown."""
@@ -495,6 +553,7 @@ class Protocol:
 
     def _close(self, reason: str, *, by_peer: bool, error: Exception | None) -> None:
         self.state = CLOSED
+        self._group_cap = -1
         self.closed = Closed(reason, by_peer, error)
         self._events.append(self.closed)
 

@@ -568,14 +568,21 @@ class BaseAgent:
         link = self._link  # `_require_link()`, one call less: this is every message
         if link is None:
             raise self._not_connected()
+        send = link.senders.get(target)
         try:
-            congested = link.send_nowait(target, message)
-            if congested:
-                await link.drain()
-            elif congested is None:  # not known here: asks the playground who it is
-                await link.send(target, message)
+            if send is not None:  # sent to before: straight onto its route
+                if send(message):
+                    await link.drain()
+            else:
+                congested = link.send_nowait(target, message)
+                if congested:
+                    await link.drain()
+                elif congested is None:  # not known here: asks the playground who it is
+                    await link.send(target, message)
         except transport.EncodeError as exc:
             raise _encode_error(exc) from None
+        except transport.ConnectionClosed:  # a sender's connection went first
+            raise self._not_connected() from None
         self._sent += 1
 
     async def get_connected_agents(self) -> list[AgentDetail]:

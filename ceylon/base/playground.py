@@ -29,6 +29,7 @@ from .. import system
 from ..config import Settings, default_port
 from ..errors import AgentNotFoundError, PluginError, WorkersMissingError
 from ..lease import DEFAULT_TTL, Lease, LeaseLost
+from ..link import NO_SENDERS
 from ..natslink import NatsLink
 from ..peer import AgentDetail, PeerMode
 from ..permissions import Grant, Permissions
@@ -50,6 +51,7 @@ class _RouterLink:
 
     playground: AgentDetail | None = None  # it is the playground
     congested = False  # the router never makes the playground's own sends wait
+    senders = NO_SENDERS
 
     def __init__(self, owner: BasePlayGround) -> None:
         self.owner = owner

@@ -159,6 +159,30 @@ async def test_membership_events_and_directory(hub: Hub) -> None:
             await a.send_message("b", Chat(1))
 
 
+async def test_a_name_sent_to_before_follows_who_holds_it_now(hub: Hub) -> None:
+    a, b = Listener("a"), Listener("b")
+    async with hub.play(workers=[a, b]):
+        await a.send_message("b", Chat(1))  # a now sends to "b" along b's route
+        async with asyncio.timeout(seconds(5)):
+            await wait_until(lambda: len(b.got) == 1)
+        await b.stop()
+        async with asyncio.timeout(seconds(5)):
+            await wait_until(lambda: "b" in a.left)
+        with pytest.raises(AgentNotFoundError):
+            await a.send_message("b", Chat(2))
+        again = Listener("b")
+        await again.connect(f"127.0.0.1:{hub.port}")
+        try:
+            async with asyncio.timeout(seconds(5)):
+                await wait_until(lambda: a.joined.count("b") == 2)
+            await a.send_message("b", Chat(3))
+            async with asyncio.timeout(seconds(5)):
+                await wait_until(lambda: len(again.got) == 1)
+            assert again.got == [("a", 3, "")] and b.got == [("a", 1, "")]
+        finally:
+            await again.stop()
+
+
 async def test_per_sender_order_over_a_thousand_messages(hub: Hub) -> None:
     a, b, c = Listener("a"), Listener("b"), Quiet("c")
     async with hub.play(workers=[a, b, c]):

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from ceylon import BaseAgent
+import transport
+from ceylon import BaseAgent, NotConnectedError
+from ceylon.link import Sender
 from ceylon.peer import AgentDetail
 
 
@@ -24,6 +26,7 @@ class RecordingLink:
     def __init__(self, answer: bool | None) -> None:
         self.answer = answer
         self.calls: list[tuple[str, Any]] = []
+        self.senders: dict[str, Sender] = {}
 
     @property
     def congested(self) -> bool:
@@ -60,3 +63,37 @@ async def test_send_message_drains_or_resolves_as_send_nowait_says(
     await agent.send_message("bob", Note("hi"))
     assert link.calls == [("send_nowait", "bob"), *then]
     assert agent.stats().sent == 1
+
+
+@pytest.mark.parametrize(("answer", "then"), [(False, []), (True, [("drain", None)])])
+async def test_send_message_goes_straight_to_a_known_sender(
+    answer: bool, then: list[tuple[str, Any]]
+) -> None:
+    agent = BaseAgent("alice")
+    link = RecordingLink(None)
+    sent: list[Any] = []
+
+    def send(message: Any) -> bool:
+        sent.append(message)
+        return answer
+
+    link.senders["bob"] = send
+    agent._link = link  # type: ignore[assignment]
+    await agent.send_message("bob", Note("hi"))
+    assert sent == [Note("hi")]
+    assert link.calls == then  # send_nowait is not asked
+    assert agent.stats().sent == 1
+
+
+async def test_a_sender_whose_connection_is_gone_says_not_connected() -> None:
+    agent = BaseAgent("alice")
+    link = RecordingLink(None)
+
+    def send(message: Any) -> bool:
+        raise transport.ConnectionClosedError("connection lost", by_peer=True)
+
+    link.senders["bob"] = send
+    agent._link = link  # type: ignore[assignment]
+    with pytest.raises(NotConnectedError, match="not connected"):
+        await agent.send_message("bob", Note("hi"))
+    assert agent.stats().sent == 0

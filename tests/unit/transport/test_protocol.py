@@ -366,6 +366,74 @@ def test_consecutive_messages_share_a_frame_and_keep_their_order() -> None:
     assert [msgpack.unpackb(body) for g in groups for _, body in g.pairs()] == [1, 2, 3, 4]
 
 
+def test_routes_keep_one_order_across_targets_and_group_by_route() -> None:
+    pair = open_pair()
+    client = pair.client
+    to_b, to_c = client.route("a", "b"), client.route("a", "c")
+    assert client.route("a", "b") is to_b  # one route per pair
+    for i in range(3):
+        to_b.send(Point(i, 0))
+    to_c.send(Point(3, 0))
+    client.send_message("a", "b", "T", msgpack.packb(4))  # the general way joins in turn
+    to_b.send(Point(5, 0))
+    data = client.data_to_send()
+    pair.server.receive_data(data)
+    groups = pair.server.messages_received()
+    assert [(g.sender, g.target, g.count) for g in groups] == [
+        ("a", "b", 3),
+        ("a", "c", 1),
+        ("a", "b", 2),
+    ]
+    tags = [tag for g in groups for tag, _ in g.pairs()]
+    assert tags[4] == "T" and tags.count(client.codec.registry.tag_of(Point)) == 5
+    sent = [msgpack.unpackb(b) for g in groups for t, b in g.pairs() if t != "T"]
+    assert [m["x"] for m in sent] == [0, 1, 2, 3, 5]
+
+
+def test_a_route_cues_its_adapter_when_the_queue_starts_and_when_it_is_full() -> None:
+    pair = open_pair()
+    client = pair.client
+    cues: list[int] = []
+    client.on_queued = lambda: cues.append(client.bytes_pending)
+    client.flush_bytes = 1000
+    route = client.route("a", "b")
+    pending = []
+    for i in range(200):
+        route.send(Point(i, i))
+        pending.append(client.bytes_pending)
+    # the first message, then every one that leaves flush_bytes or more waiting (this
+    # adapter takes nothing)
+    assert cues == [pending[0]] + [n for n in pending[1:] if n >= 1000]
+    assert len(cues) > 1
+    client.data_to_send()
+    assert client.bytes_pending == 0
+    route.send(Point(0, 0))  # the queue starts again
+    assert cues[-1] == client.bytes_pending < 1000
+
+
+def test_a_route_says_what_the_adapter_set_for_writing_paused() -> None:
+    pair = open_pair()
+    route = pair.client.route("a", "b")
+    assert route.send(Point(1, 2)) is False
+    pair.client.writing_paused = True
+    assert route.send(Point(1, 2)) is True
+
+
+def test_a_route_refuses_before_the_handshake_and_after_close() -> None:
+    client = Protocol(CLIENT, CLIENT_ID)
+    route = client.route("a", "b")
+    with pytest.raises(InvalidStateError):
+        route.send(Point(1, 2))
+    pair = open_pair()
+    route = pair.client.route("a", "b")
+    route.send(Point(1, 2))
+    pair.client.close("bye")
+    with pytest.raises(ConnectionClosedOK):
+        route.send(Point(1, 2))
+    with pytest.raises(ConnectionClosedOK):
+        route.send(Point(1, 2))  # the fast way refuses too, once the type is known
+
+
 def open_small(max_frame_size: int) -> tuple[Protocol, Protocol]:
     """A client and a server with a small frame limit, through the handshake."""
     client = Protocol(CLIENT, CLIENT_ID, max_frame_size=max_frame_size)
