@@ -37,6 +37,7 @@ __all__ = [
     "Batch",
     "BuildCallback",
     "BuildFailedCallback",
+    "Builder",
     "Dispatcher",
     "invoke",
 ]
@@ -44,6 +45,7 @@ __all__ = [
 DEFAULT_MAX_PENDING: Final = 10_000
 
 _NOTHING: Final[tuple[str, ...]] = ()
+_FAILED: Final = object()  # what `_build_again` gives for a body nobody could build
 _AGENT: Final = ("agent",)
 _TIME: Final = ("time",)
 _TIME_AGENT: Final = ("time", "agent")
@@ -52,9 +54,12 @@ _TIME_AGENT: Final = ("time", "agent")
 PressureCallback = Callable[[str, bool], None]
 #: The handlers of one message, and the message (or, for on_connect/on_disconnect, the topic).
 Item = tuple[tuple[HandlerSpec, ...], Any]
-#: Gives what builds messages of a tag from their encoded bodies (raising if one cannot
-#: be built); asked once per run of one tag.
-BuildCallback = Callable[[str], Callable[[bytes], Any]]
+#: A builder of one message from its encoded body; raises if it cannot be built.
+Builder = Callable[[bytes], Any]
+#: Gives what builds a run of encoded bodies of one tag: a builder, and the general one
+#: to ask when the first raises (None: the first is the general one); asked once per run
+#: (`transport.Codec.builders`).
+BuildCallback = Callable[[str, list[bytes]], tuple[Builder, "Builder | None"]]
 #: Hears of a message that could not be built: (tag, body, the error, sender, direct).
 BuildFailedCallback = Callable[[str, bytes, Exception, AgentDetail, bool], None]
 
@@ -250,7 +255,10 @@ class Dispatcher:
                 batch = batches[0]
                 sender, now, answer = batch.sender, batch.now, batch.answer
                 specs, tag = batch.specs, batch.tag
-                build_one: Any = build(tag) if tag is not None else None
+                build_one: Any = None
+                general: Builder | None = None
+                if tag is not None:
+                    build_one, general = build(tag, batch.items)
                 for entry in batch.items:
                     if tag is None:
                         specs, message = entry
@@ -258,8 +266,9 @@ class Dispatcher:
                         try:
                             message = build_one(entry)
                         except Exception as exc:
-                            self._build_failed(tag, entry, exc, batch)
-                            continue
+                            message = self._build_again(general, tag, entry, exc, batch)
+                            if message is _FAILED:
+                                continue
                     for spec in specs:
                         try:
                             if spec.message_only:  # `invoke`'s commonest case, inlined
@@ -292,6 +301,18 @@ class Dispatcher:
             queue.task = None
             if not batches and self._queues.get(key) is queue:
                 del self._queues[key]
+
+    def _build_again(
+        self, general: Builder | None, tag: str, body: bytes, exc: Exception, batch: Batch
+    ) -> Any:
+        """What the general builder makes of a body the first one refused, or `_FAILED`."""
+        if general is not None:
+            try:
+                return general(body)
+            except Exception as again:
+                exc = again
+        self._build_failed(tag, body, exc, batch)
+        return _FAILED
 
     def _build_failed(self, tag: str, body: bytes, exc: Exception, batch: Batch) -> None:
         callback = self._on_build_failed

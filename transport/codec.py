@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import enum
+import operator
 import typing
 from collections.abc import Callable, Iterator
 from typing import Any, Final
@@ -23,7 +24,15 @@ from typing import Any, Final
 import msgpack
 
 from .errors import DecodeError, EncodeError, TagConflictError, UnknownTypeError
-from .limits import DEFAULT_LIMITS, DecodeLimits, fields_decoder, instance_decoder, unpacker
+from .limits import (
+    DEFAULT_LIMITS,
+    DecodeLimits,
+    QuickDecoder,
+    fields_decoder,
+    instance_decoder,
+    quick_decoder,
+    unpacker,
+)
 
 __all__ = [
     "MAX_NESTING",
@@ -287,6 +296,10 @@ class TypeRegistry:
 default_registry: Final = TypeRegistry()
 
 
+#: the first byte of a body, as bytes (empty for an empty body)
+_FIRST_BYTE: Final = operator.itemgetter(slice(0, 1))
+
+
 def _unbuilt(code: int, data: bytes) -> None:
     return None
 
@@ -315,6 +328,8 @@ class Codec:
         self._by_tag = self.registry.by_tag
         #: `builder` of each registered tag seen (a tag never changes its type)
         self._builders: dict[str, Callable[[bytes], Any]] = {}
+        #: msgspec's decoder of each tag seen whose type it can build (`quick_decoder`)
+        self._quick: dict[str, QuickDecoder] = {}
         #: the top-level packer's ``pack``: what a message body is packed with
         self.pack_body: Callable[[Any], bytes] = self._packers[0].pack
         self._ext_decoders: dict[int, Callable[[bytes], Any]] = {
@@ -471,6 +486,24 @@ class Codec:
         build = self._builders[tag] = self._direct_builder(tag, spec)
         return build
 
+    def builders(
+        self, tag: str, bodies: list[bytes]
+    ) -> tuple[Callable[[bytes], Any], Callable[[bytes], Any] | None]:
+        """What builds `bodies`, a run of messages of one tag: ``(build, general)``.
+
+        `build` may be quicker than `builder(tag)` but refuse a body the general way
+        takes; when it raises, `general` (None: `build` is the general way) decides.
+        """
+        build = self._builders.get(tag) or self.builder(tag)
+        quick = self._quick.get(tag)
+        if quick is not None:
+            # Looked at in C for the whole run: every body is a map of as many entries as
+            # the type has fields, which msgspec alone would not check.
+            firsts = set(map(_FIRST_BYTE, bodies))
+            if len(firsts) == 1 and quick.header in firsts:
+                return quick.decode, build
+        return build, None
+
     def _direct_builder(self, tag: str, spec: TypeSpec) -> Callable[[bytes], Any]:
         """Builds a `TypeSpec.direct` type: the decoded map becomes the instance's own
         ``__dict__`` when its keys are the fields (`TypeSpec.build`'s fast path, inlined:
@@ -500,7 +533,11 @@ class Codec:
                 return obj
             return build(value)
 
-        return instance_decoder(cls, build_direct) or build_direct
+        quick = quick_decoder(cls)
+        if quick is None:
+            return build_direct
+        self._quick[tag] = quick
+        return instance_decoder(quick, build_direct)
 
     def build(self, tag: str, value: Any) -> Any:
         """Turn an unpacked body into the message it encodes.

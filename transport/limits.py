@@ -39,7 +39,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgpack
 
@@ -53,8 +53,10 @@ except ImportError:  # not built for this platform: msgpack decodes everything
 __all__ = [
     "DEFAULT_LIMITS",
     "DecodeLimits",
+    "QuickDecoder",
     "fields_decoder",
     "instance_decoder",
+    "quick_decoder",
     "unpack",
     "unpacker",
 ]
@@ -262,18 +264,29 @@ def fields_decoder(
 _PLAIN_FIELD_TYPES: Final = frozenset({int, float, str, bool, bytes})
 
 
-def instance_decoder(cls: type, fallback: Callable[[bytes], Any]) -> Callable[[bytes], Any] | None:
+class QuickDecoder(NamedTuple):
+    """Decodes a body straight into an instance (see `quick_decoder`)."""
+
+    #: msgspec's decoder; it raises `msgspec.DecodeError` on a body it judges otherwise
+    #: than the general way could
+    decode: Callable[[bytes], Any]
+    #: the first byte of every body `decode` may be given: a fixmap of exactly the fields
+    #: (msgspec ignores unknown names, so the map's header must count them all)
+    header: bytes
+
+
+def quick_decoder(cls: type) -> QuickDecoder | None:
     """For a dataclass of plain fields (each annotated int, float, str, bool or bytes,
     or one of those or None), all of them init fields without a default, at most 15: a
     decoder of a body straight into an instance (msgspec, in C: about half of what
-    decoding the map and building the instance costs in Python). A body msgspec would
-    judge otherwise than `unpack` and the class goes to `fallback`: not a map of
-    exactly these fields (msgspec ignores unknown names, so the map's header must count
-    them all), a value not of its field's type. None without msgspec, or for another
-    kind of class.
+    decoding the map and building the instance costs in Python). None without msgspec,
+    or for another kind of class.
 
-    The caller promises the class's ``__init__`` only stores its fields (see
-    `codec.TypeSpec.direct`): msgspec does not call it.
+    A body that starts with `QuickDecoder.header` and that `decode` accepts is built as
+    the general way builds it; a body it refuses may still be one the general way takes
+    (a value not of its field's type). The one difference: an int sent in a float field
+    arrives as a float. The caller promises the class's ``__init__`` only stores its
+    fields (see `codec.TypeSpec.direct`): msgspec does not call it.
     """
     if msgspec is None or not dataclasses.is_dataclass(cls):
         return None
@@ -292,7 +305,15 @@ def instance_decoder(cls: type, fallback: Callable[[bytes], Any]) -> Callable[[b
         return None
     if not all(_plain_field(hints.get(f.name)) for f in fields):
         return None
-    header = bytes([0x80 | len(fields)])  # fixmap of exactly that many entries
+    return QuickDecoder(decode, bytes([0x80 | len(fields)]))
+
+
+def instance_decoder(
+    quick: QuickDecoder, fallback: Callable[[bytes], Any]
+) -> Callable[[bytes], Any]:
+    """`quick` for one body at a time: a body it does not take goes to `fallback` (the
+    general way)."""
+    decode, header = quick
 
     def instance_of(data: bytes) -> Any:
         # A map of scalars costs its size to decode, whatever its size: no limit

@@ -609,7 +609,7 @@ class BaseAgent:
                 self,
                 on_pressure=self._on_pressure,
                 max_pending=self.max_pending,
-                build=self._codec.builder,
+                build=self._codec.builders,
                 on_build_failed=self._build_failed,
             )
 

@@ -109,7 +109,7 @@ async def test_encoded_messages_are_built_in_turn_and_failures_take_their_place(
     def failed(tag: str, body: bytes, exc: Exception, sender: AgentDetail, direct: bool) -> None:
         events.append(("failed", body, type(exc).__name__, sender.id, direct))
 
-    dispatcher = Dispatcher(owner, build=lambda tag: build, on_build_failed=failed)
+    dispatcher = Dispatcher(owner, build=lambda tag, bodies: (build, None), on_build_failed=failed)
     owner.gates[1] = asyncio.Event()
     dispatcher.submit_encoded(specs(), "int", [b"1", b"x", b"2"], A, 0, "o", True)
     dispatcher.submit(specs(), 3, A, 0, "o")  # built already: behind the encoded ones
@@ -132,11 +132,54 @@ async def test_encoded_messages_are_built_in_turn_and_failures_take_their_place(
     await dispatcher.close()
 
 
+async def test_a_body_the_quick_builder_refuses_goes_to_the_general_one() -> None:
+    owner = Owner()
+    events: list[Any] = []
+
+    def quick(body: bytes) -> int:
+        events.append(("quick", body))
+        if not body.isdigit():
+            raise ValueError("not for me")
+        return int(body)
+
+    def general(body: bytes) -> int:
+        events.append(("general", body))
+        return int(body.strip())  # ValueError for b"x"
+
+    def failed(tag: str, body: bytes, exc: Exception, sender: AgentDetail, direct: bool) -> None:
+        events.append(("failed", body, str(exc)))
+
+    asked: list[tuple[str, list[bytes]]] = []
+
+    def builders(tag: str, bodies: list[bytes]) -> tuple[Any, Any]:
+        asked.append((tag, list(bodies)))
+        return quick, general
+
+    dispatcher = Dispatcher(owner, build=builders, on_build_failed=failed)
+    dispatcher.submit_encoded(specs(), "int", [b"1", b" 2", b"x"], A, 0, "o", True)
+    async with asyncio.timeout(seconds(5)):
+        await dispatcher.wait_idle()
+    assert asked == [("int", [b"1", b" 2", b"x"])]  # once for the run
+    assert events == [
+        ("quick", b"1"),
+        ("quick", b" 2"),
+        ("general", b" 2"),
+        ("quick", b"x"),
+        ("general", b"x"),
+        ("failed", b"x", "invalid literal for int() with base 10: b'x'"),  # the general's
+    ]
+    assert owner.log == [("a", 1), ("a", 2)]
+    await dispatcher.close()
+
+
 async def test_encoded_work_counts_towards_pressure() -> None:
     owner = Owner()
     calls: list[tuple[str, bool]] = []
     dispatcher = Dispatcher(
-        owner, on_pressure=lambda o, p: calls.append((o, p)), max_pending=4, build=lambda t: int
+        owner,
+        on_pressure=lambda o, p: calls.append((o, p)),
+        max_pending=4,
+        build=lambda t, b: (int, None),
     )
     owner.gates[0] = asyncio.Event()
     dispatcher.submit_encoded(specs(), "int", [b"0"] * 8, A, 0, "conn-1", False)

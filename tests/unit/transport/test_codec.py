@@ -270,6 +270,44 @@ def test_a_body_of_plain_fields_is_built_by_msgspec_as_the_general_way_would(
         codec.decode(tag, msgpack.packb({"seq": 1, "value": 3, "other": 0}))
 
 
+def test_a_run_of_plain_bodies_is_built_as_decode_builds_each(codec: Codec) -> None:
+    codec.registry.register(Reading)
+    good = [codec.encode(Reading(i, i / 2, "m"))[1] for i in range(3)]
+    odd = codec.pack({"seq": (1, 2), "value": "x", "unit": b"m"})  # msgspec refuses it
+    extra = msgpack.packb({"seq": 1, "value": 3, "unit": None, "other": 0})
+
+    def built(bodies: list[bytes]) -> list[Any]:
+        build, general = codec.builders("Reading", bodies)
+        out: list[Any] = []
+        for body in bodies:
+            try:
+                out.append(build(body))
+            except Exception as exc:
+                if general is None:
+                    out.append(type(exc))
+                    continue
+                try:
+                    out.append(general(body))
+                except Exception as again:
+                    out.append(type(again))
+        return out
+
+    def one_by_one(bodies: list[bytes]) -> list[Any]:
+        out: list[Any] = []
+        for body in bodies:
+            try:
+                out.append(codec.decode("Reading", body))
+            except Exception as exc:
+                out.append(type(exc))
+        return out
+
+    for run in (good, [*good, odd], [*good, extra], [extra], [b""], [*good, b"\x83"]):
+        assert built(run) == one_by_one(run), run
+    # a run whose every body is a map of exactly the fields is msgspec's, in C
+    assert codec.builders("Reading", good)[1] is not None
+    assert codec.builders("Reading", [*good, extra])[1] is None  # the general way
+
+
 def test_constructor_refusal_is_a_decode_error(codec: Codec) -> None:
     codec.registry.register(Validated)
     with pytest.raises(DecodeError, match="constructor failed"):

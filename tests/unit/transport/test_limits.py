@@ -161,7 +161,9 @@ class Plain:
 
 
 FALLBACK = object()
-INSTANCE = limits.instance_decoder(Plain, lambda data: FALLBACK)
+PLAIN_QUICK = limits.quick_decoder(Plain)
+assert PLAIN_QUICK is not None
+INSTANCE = limits.instance_decoder(PLAIN_QUICK, lambda data: FALLBACK)
 plain_maps = st.dictionaries(
     st.sampled_from(["seq", "at", "text", "flag", "blob", "other"]) | keys, values, max_size=6
 )
@@ -173,7 +175,6 @@ plain_maps = st.dictionaries(
      "text": st.text(max_size=8), "flag": st.booleans(), "blob": st.binary(max_size=4) | st.none()}
 ))  # fmt: skip
 def test_instance_decoder_builds_what_the_general_way_builds_or_hands_over(value: Any) -> None:
-    assert INSTANCE is not None
     data = msgpack.packb(value, use_bin_type=True)
     got = INSTANCE(data)
     if got is FALLBACK:
@@ -188,7 +189,6 @@ def test_instance_decoder_builds_what_the_general_way_builds_or_hands_over(value
 
 
 def test_instance_decoder_hands_over_what_it_does_not_take() -> None:
-    assert INSTANCE is not None
     body = {"seq": 1, "at": 2.5, "text": "x", "flag": True, "blob": None}
     assert INSTANCE(msgpack.packb(body)) == Plain(**body)
     for other in (
@@ -214,7 +214,7 @@ class Nested:
     inner: Plain
 
 
-def test_instance_decoder_is_only_for_required_plain_fields() -> None:
-    assert limits.instance_decoder(WithDefault, lambda data: None) is None
-    assert limits.instance_decoder(Nested, lambda data: None) is None
-    assert limits.instance_decoder(dict, lambda data: None) is None
+def test_quick_decoder_is_only_for_required_plain_fields() -> None:
+    assert limits.quick_decoder(WithDefault) is None
+    assert limits.quick_decoder(Nested) is None
+    assert limits.quick_decoder(dict) is None
