@@ -194,8 +194,8 @@ class Route:
         """
         # The hot path of every sender: a dataclass whose __dict__ is its fields, under
         # 256 bytes encoded, joining the open group of this route while it has room
-        # (`_group_cap`, below zero unless open). `Protocol._append` is the general way
-        # (twin).
+        # (`_pending_cap`, below zero unless open). `Protocol._append` is the general
+        # way (twin).
         p = self._protocol
         spec = p._plain.get(type(obj))
         if spec is not None:
@@ -207,16 +207,16 @@ class Route:
                     pass  # the general path below reports it as an EncodeError
                 else:
                     length = len(body)
-                    size = p._group_bytes + spec.tag_size + length + 2
+                    pending = p.bytes_pending + spec.tag_size + length + 2
                     if (
-                        size <= p._group_cap
+                        pending <= p._pending_cap
                         and p._group_route is self
                         and length < 256
                         and p._group_count < MAX_GROUP
                     ):
                         p._group += (spec.packed_tag, _BIN8[length], body)
                         p._group_count += 1
-                        p._group_bytes = size
+                        p.bytes_pending = pending
                         return p.writing_paused
                     if p.state is OPEN:
                         p._append(self, spec.packed_tag, body)
@@ -292,7 +292,9 @@ class Protocol:
         self._events: list[Event] = []
         self._messages: list[MessageGroup] = []
         self._out: list[bytes] = []
-        self._sealed_bytes = 0  # in `_out`
+        # Plain attributes, not properties: the connection reads them on every message.
+        #: bytes queued and not yet taken by `data_to_send()`
+        self.bytes_pending = 0
         #: application messages queued and not yet taken by `data_to_send()`
         self.messages_pending = 0
         # The group of outgoing messages being built: one route, in order. The route
@@ -300,17 +302,17 @@ class Protocol:
         self._group: list[bytes] = []  # packed tags, bin headers, bodies, forwarded runs
         self._group_count = 0
         self._group_route: Route | None = None
-        self._group_bytes = 0
+        self._group_start = 0  # `bytes_pending` when the open group began
         #: called when application messages were queued and the queue was empty before,
         #: or holds `flush_bytes` or more: the I/O adapter's cue to write, or to plan to
         self.on_queued: Callable[[], None] | None = None
         #: see `on_queued`
         self.flush_bytes = max_frame_size
         self._cue_at = 1  # `bytes_pending` at which `on_queued` is called next
-        # The size the open group may grow to before a message must take the general
-        # way (`_append`): the group is full, or `on_queued` is due. Below zero unless
-        # the connection is open, so that a closed one refuses. See `_recap`.
-        self._group_cap = -1
+        # The most `bytes_pending` may reach before a message must take the general way
+        # (`_append`): the group is full, or `on_queued` is due. Below zero unless the
+        # connection is open, so that a closed one refuses. See `_recap`.
+        self._pending_cap = -1
         #: set by the I/O adapter while it holds written bytes back (its socket's buffer
         #: is full): senders should wait (what `Route.send` returns)
         self.writing_paused = False
@@ -348,23 +350,18 @@ class Protocol:
             return b""
         data = b"".join(self._out)
         self._out.clear()
-        self._sealed_bytes = 0
+        self.bytes_pending = self._group_start = 0
         self.messages_pending = 0
         self._cue_at = 1
         self._recap()
         return data
 
-    @property
-    def bytes_pending(self) -> int:
-        """Bytes queued and not yet taken by `data_to_send()`."""
-        return self._sealed_bytes + self._group_bytes
-
     def _recap(self) -> None:
         if self.state is not OPEN:
-            self._group_cap = -1
-        else:  # `bytes_pending` stays under `_cue_at`
-            room = self._cue_at - 1 - self._sealed_bytes
-            self._group_cap = min(self.max_group_bytes, room)
+            self._pending_cap = -1
+            return
+        cap = self._group_start + self.max_group_bytes
+        self._pending_cap = cap if cap < self._cue_at else self._cue_at - 1
 
     def events_received(self) -> list[Event]:
         """Take every event other than messages produced since the last call."""
@@ -387,24 +384,25 @@ class Protocol:
             self._seal_group()  # control records keep their place among the messages
         frame = encode_frame(payload, self.max_frame_size)
         self._out.append(frame)
-        self._sealed_bytes += len(frame)
+        self.bytes_pending += len(frame)
+        self._group_start = self.bytes_pending
         self._recap()
 
     def _seal_group(self) -> None:
+        """Frame the open group; a new one begins (the caller then calls `_recap`)."""
         route = self._group_route
         assert route is not None
         count = self._group_count
         header = _HEADERS[count] if count <= MAX_GROUP else messages_header(count)
         prefix = header + route.packed
-        size = len(prefix) + self._group_bytes
+        size = len(prefix) + self.bytes_pending - self._group_start
         self._out.append(size.to_bytes(HEADER_SIZE, "big") + prefix)
         self._out.append(b"".join(self._group))
-        self._sealed_bytes += HEADER_SIZE + len(prefix) + self._group_bytes
+        self.bytes_pending += HEADER_SIZE + len(prefix)
+        self._group_start = self.bytes_pending
         self.messages_pending += count
         self._group = []
-        self._group_bytes = 0
         self._group_count = 0
-        self._recap()
 
     # -- sending ------------------------------------------------------------------
 
@@ -472,10 +470,11 @@ class Protocol:
         can join: this one, or a new one."""
         if self._group and (
             route is not self._group_route
-            or self._group_bytes + size > self.max_group_bytes
+            or self.bytes_pending - self._group_start + size > self.max_group_bytes
             or self._group_count + count > MAX_GROUP
         ):
             self._seal_group()
+            self._recap()
         if not self._group:
             if size > self.max_group_bytes:
                 raise FrameSizeError(size + ROUTE_ROOM, self.max_frame_size)
@@ -483,8 +482,8 @@ class Protocol:
 
     def _queued(self, size: int, count: int) -> None:
         self._group_count += count
-        self._group_bytes += size
-        if self._sealed_bytes + self._group_bytes >= self._cue_at:
+        self.bytes_pending += size
+        if self.bytes_pending >= self._cue_at:
             # Before the call: `on_queued` may take the bytes, which lowers the mark.
             self._cue_at = self.flush_bytes
             self._recap()
@@ -553,7 +552,7 @@ class Protocol:
 
     def _close(self, reason: str, *, by_peer: bool, error: Exception | None) -> None:
         self.state = CLOSED
-        self._group_cap = -1
+        self._pending_cap = -1
         self.closed = Closed(reason, by_peer, error)
         self._events.append(self.closed)
 
