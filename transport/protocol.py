@@ -441,9 +441,7 @@ class Protocol:
         """
         if self.state is not OPEN:
             raise self._not_open()
-        self._join(self.route(sender, target), len(packed), count)
-        self._group.append(packed)
-        self._queued(len(packed), count)
+        self._add(self.route(sender, target), (packed,), len(packed), count)
 
     def send_object(self, obj: object, sender: str = "", target: str | None = None) -> bool:
         """Encode `obj` with the codec and queue it (see `send_message`); what
@@ -460,14 +458,11 @@ class Protocol:
     def _append(self, route: Route, packed_tag: bytes, body: bytes) -> None:
         length = len(body)
         header = _BIN8[length] if length < 256 else bin_header(length)
-        size = len(packed_tag) + len(header) + length
-        self._join(route, size, 1)
-        self._group += (packed_tag, header, body)
-        self._queued(size, 1)
+        self._add(route, (packed_tag, header, body), len(packed_tag) + len(header) + length, 1)
 
-    def _join(self, route: Route, size: int, count: int) -> None:
-        """Make the open group one that `count` messages of `size` bytes along `route`
-        can join: this one, or a new one."""
+    def _add(self, route: Route, parts: tuple[bytes, ...], size: int, count: int) -> None:
+        """Put `count` messages along `route`, packed in `parts` (`size` bytes), into
+        the open group, or into a new one if they cannot join it; cue the adapter."""
         if self._group and (
             route is not self._group_route
             or self.bytes_pending - self._group_start + size > self.max_group_bytes
@@ -479,8 +474,7 @@ class Protocol:
             if size > self.max_group_bytes:
                 raise FrameSizeError(size + ROUTE_ROOM, self.max_frame_size)
             self._group_route = route
-
-    def _queued(self, size: int, count: int) -> None:
+        self._group += parts
         self._group_count += count
         self.bytes_pending += size
         if self.bytes_pending >= self._cue_at:
