@@ -205,7 +205,7 @@ async def ceylon_source(args: argparse.Namespace) -> None:
     conn = await transport.connect(HOST, args.port)
     stop_at = time.monotonic() + args.seconds * 3
     seq = 0
-    send = conn.send_nowait
+    send = conn.route("", None).send  # many messages along one route: its own sender
     try:
         # The streams idiom, as the raw source: queue 256 writes, then drain.
         while time.monotonic() < stop_at:
