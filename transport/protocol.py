@@ -236,6 +236,10 @@ class Protocol:
     `events_received()` (everything else; a `Closed` always comes after the messages
     that preceded it) and write out `data_to_send()`.
 
+    Send application messages with `send_object()`, or, many to one target, along its
+    `route()`. The I/O adapter sets `on_queued`, to hear when to take
+    `data_to_send()`, and sets `writing_paused` while its own writes are held back.
+
     Args:
         side: `CLIENT` (sends Hello first) or `SERVER`.
         identity: who this end is.
