@@ -644,7 +644,7 @@ class Connection(asyncio.Protocol):
             ConnectionClosed: the connection is closed.
             FrameSizeError: the encoded message is over the frame size limit.
         """
-        self.protocol.route(sender, target).send(obj)
+        self.protocol.send_object(obj, sender, target)
 
     def send_packed_nowait(self, sender: str, target: str | None, tag: str, body: bytes) -> None:
         """Queue a message whose body is already encoded (encode once, send to many)."""
@@ -664,7 +664,7 @@ class Connection(asyncio.Protocol):
         Raises:
             The same as `send_nowait()`.
         """
-        if self.protocol.route(sender, target).send(obj):
+        if self.protocol.send_object(obj, sender, target):
             await self.drain()
 
     async def send_envelope(self, envelope: Envelope) -> None:

@@ -550,7 +550,7 @@ class Protocol:
 
     def _close(self, reason: str, *, by_peer: bool, error: Exception | None) -> None:
         self.state = CLOSED
-        self._pending_cap = -1
+        self._recap()
         self._routes = {}  # they refuse to send from now on; no cycle keeps this alive
         self.closed = Closed(reason, by_peer, error)
         self._events.append(self.closed)
