@@ -189,3 +189,105 @@ async def test_encoded_work_counts_towards_pressure() -> None:
         await dispatcher.wait_idle()
     assert calls == [("conn-1", True), ("conn-1", False)]
     await dispatcher.close()
+
+
+class Reader:
+    """Handlers that record what they see when the read path starts them."""
+
+    name = "reader"
+
+    def __init__(self) -> None:
+        self.log: list[Any] = []
+        self.gate = asyncio.Event()
+
+    async def handle(self, msg: int, agent: AgentDetail) -> None:
+        task = asyncio.current_task()
+        self.log.append(("start", msg, task is not None))
+        if msg == 1:  # waits: the rest of the run carries on in the task
+            async with asyncio.timeout(seconds(5)):
+                await self.gate.wait()
+        if msg in (-3, -4):  # cancels its own task: that handler's failure only
+            assert task is not None
+            task.cancel()
+            if msg == -3:
+                await asyncio.sleep(0)
+        self.log.append(("end", msg))
+
+
+def reader_specs() -> tuple[Any, ...]:
+    return (validate_handler(Reader.handle, "message", bound=False, message_type=int),)
+
+
+def from_the_read_path(callback: Any) -> asyncio.Future[None]:
+    """Run `callback` as a loop callback (no task running), as data_received is run."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def run() -> None:
+        callback()
+        done.set_result(None)
+
+    loop.call_soon(run)
+    return done
+
+
+async def test_the_read_path_runs_an_idle_senders_handlers_at_once() -> None:
+    owner = Reader()
+    dispatcher = Dispatcher(owner)
+    await from_the_read_path(lambda: dispatcher.submit(reader_specs(), 0, A, 0, "x"))
+    # handled within the callback itself, inside a task of its own
+    assert owner.log == [("start", 0, True), ("end", 0)]
+    assert dispatcher.pending == 0
+    await dispatcher.close()
+
+
+async def test_a_handler_started_at_once_that_waits_carries_on_in_order() -> None:
+    owner = Reader()
+    dispatcher = Dispatcher(owner)
+
+    def submit() -> None:
+        for n in (1, 2):
+            dispatcher.submit(reader_specs(), n, A, 0, "x")
+        dispatcher.submit(reader_specs(), 10, B, 0, "x")
+
+    await from_the_read_path(submit)
+    # a's first handler waits (under asyncio.timeout, which needs a task); b is not held
+    assert owner.log == [("start", 1, True), ("start", 10, True), ("end", 10)]
+    await from_the_read_path(lambda: dispatcher.submit(reader_specs(), 3, A, 0, "x"))
+    assert owner.log[3:] == []  # queued behind a's waiting handler, not started
+    owner.gate.set()
+    async with asyncio.timeout(seconds(5)):
+        await dispatcher.wait_idle()
+    assert [entry for entry in owner.log if entry[0] == "end"] == [
+        ("end", 10),
+        ("end", 1),
+        ("end", 2),
+        ("end", 3),
+    ]
+    await dispatcher.close()
+
+
+async def test_close_cancels_a_handler_started_at_once() -> None:
+    owner = Reader()
+    dispatcher = Dispatcher(owner)
+    await from_the_read_path(lambda: dispatcher.submit(reader_specs(), 1, A, 0, "x"))
+    assert owner.log == [("start", 1, True)]
+    async with asyncio.timeout(seconds(5)):
+        await dispatcher.close()
+    assert owner.log == [("start", 1, True)] and dispatcher.pending == 0
+
+
+async def test_a_handler_started_at_once_that_cancels_its_task_fails_alone() -> None:
+    owner = Reader()
+    dispatcher = Dispatcher(owner)
+    for n in (-3, 5, -4, 6):
+        await from_the_read_path(lambda n=n: dispatcher.submit(reader_specs(), n, A, 0, "x"))
+        async with asyncio.timeout(seconds(5)):
+            await dispatcher.wait_idle()
+    # -3 was cancelled where it waited; -4 finished first; neither cancelled another
+    assert [entry for entry in owner.log if entry[0] == "end"] == [
+        ("end", 5),
+        ("end", -4),
+        ("end", 6),
+    ]
+    await dispatcher.close()
