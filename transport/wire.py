@@ -191,11 +191,24 @@ class MessageGroup:
         Raises:
             DecodeError: the frame is not msgpack or is over a decode limit.
         """
+        if self.count == 1 and self._items is None:
+            # One message (a request or an answer, where latency counts): a string and
+            # a bin read off the bytes, no decoder; anything else takes the general way.
+            payload, pos = self.payload, self.offset
+            size = len(payload)
+            first = payload[pos] if pos < size else 0
+            if 0xA0 <= first <= 0xBF:
+                start, pos = pos + 1, pos + 1 + (first & 0x1F)
+            elif first == 0xD9 and pos + 1 < size:
+                start, pos = pos + 2, pos + 2 + payload[pos + 1]
+            else:
+                start, pos = 0, size
+            if pos + 1 < size and payload[pos] == 0xC4 and pos + 2 + payload[pos + 1] == size:
+                try:
+                    return [(payload[start:pos].decode(), payload[pos + 2 :])]
+                except UnicodeDecodeError:
+                    pass  # the general way says what is wrong
         items = self.items(limits)
-        if len(items) == 5:  # one message: a request or an answer, where latency counts
-            tag, body = items[3], items[4]
-            if type(tag) is str and type(body) is bytes:
-                return [(tag, body)]
         tags = items[3::2]
         bodies = items[4::2]
         if set(map(type, tags)) <= _STR_ONLY and set(map(type, bodies)) <= _BYTES_ONLY:
@@ -314,6 +327,19 @@ def parse_group_prefix(payload: bytes) -> tuple[int, str, str | None, int] | Non
         return None
     if length < 5 or not length % 2:
         raise DecodeError(None, "malformed message group")
+    # Both names short strings (or no target), as agent ids are: read here, no calls.
+    end = pos + 2 + (payload[pos + 1] & 0x1F) if pos + 1 < size else size
+    if end < size and 0xA0 <= payload[pos + 1] <= 0xBF:
+        first = payload[end]
+        if first == 0xC0 or (0xA0 <= first <= 0xBF and end + 1 + (first & 0x1F) <= size):
+            try:
+                sender = payload[pos + 2 : end].decode()
+                if first == 0xC0:
+                    return (length - 3) >> 1, sender, None, end + 1
+                stop = end + 1 + (first & 0x1F)
+                return (length - 3) >> 1, sender, payload[end + 1 : stop].decode(), stop
+            except UnicodeDecodeError:
+                pass  # the general way says what is wrong
     sender, pos = _read_str(payload, pos + 1)
     if sender is None:
         raise DecodeError(None, "message group without a sender")

@@ -10,6 +10,7 @@ from transport.wire import (
     Challenge,
     Goodbye,
     Hello,
+    MessageGroup,
     Ping,
     Pong,
     Proof,
@@ -19,6 +20,7 @@ from transport.wire import (
     decode_record,
     encode_record,
     messages_prefix,
+    parse_group_prefix,
     peek_version,
 )
 
@@ -70,3 +72,57 @@ def test_peek_version() -> None:
     assert peek_version([1, 7, "whatever"]) == 7
     assert peek_version([6, 1]) is None
     assert peek_version({"not": "a list"}) is None
+
+
+def _group_payloads() -> list[bytes]:
+    """Groups of one message with names, tags and bodies either side of every size the
+    read paths treat apart (fixstr/str8, bin8/bin16), bad UTF-8, and each cut short."""
+    bad = b"\xa2\xff\xfe"  # a fixstr that is not UTF-8
+    names = [msgpack.packb(n) for n in ("", "a", "x" * 31, "x" * 32, "é" * 10)] + [bad]
+    targets = [msgpack.packb(None), msgpack.packb("y" * 31), msgpack.packb("y" * 40), bad]
+    tags = [msgpack.packb(t) for t in ("T", "t" * 31, "t" * 32, "t" * 200)] + [bad]
+    bodies = [msgpack.packb(b) for b in (b"", b"\x01", b"b" * 255, b"b" * 256)]
+    bodies.append(msgpack.packb(7))  # not a bin: malformed
+    payloads = []
+    for sender in names:
+        for target in targets:
+            for tag in tags:
+                for body in bodies:
+                    payload = b"\x95\x00" + sender + target + tag + body
+                    payloads += [payload, payload[:-1], payload + b"\xc0"]
+    return payloads
+
+
+def _reference_prefix(payload: bytes) -> object:
+    """What a msgpack decoder reads of the route prefix, or DecodeError."""
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(payload)
+    try:
+        length = unpacker.read_array_header()
+        kind, sender, target = unpacker.unpack(), unpacker.unpack(), unpacker.unpack()
+    except (msgpack.OutOfData, UnicodeDecodeError, ValueError):
+        return DecodeError
+    assert kind == 0 and length == 5
+    return (1, sender, target)
+
+
+def test_the_quick_reads_of_a_group_of_one_agree_with_a_decoder() -> None:
+    for payload in _group_payloads():
+        try:
+            prefix = parse_group_prefix(payload)
+        except DecodeError:
+            assert _reference_prefix(payload) is DecodeError, payload
+            continue
+        assert prefix is not None
+        count, sender, target, offset = prefix
+        assert (count, sender, target) == _reference_prefix(payload), payload
+        quick = MessageGroup(sender, target, count, payload, offset)
+        general = MessageGroup(sender, target, count, payload, offset)
+        try:
+            general.items()  # decoded first: `pairs` takes the general way
+        except DecodeError:
+            with pytest.raises(DecodeError):
+                quick.pairs()
+            continue
+        assert quick.pairs() == general.pairs(), payload
+        assert quick.malformed == general.malformed
