@@ -94,7 +94,8 @@ def invoke(
     """Start one handler with what it declared; returns what to await.
 
     For on_connect/on_disconnect handlers `message` is the topic. A method taking the
-    message alone is called by `Dispatcher` itself (``spec.message_only``), one call less.
+    message alone, or with its sender, is called by `Dispatcher` itself
+    (``spec.message_only``, ``spec.with_agent``), one call less.
     """
     func = spec.func
     if spec.kind != "message":
@@ -395,8 +396,10 @@ class Dispatcher:
                                 continue
                     for spec in specs:
                         try:
-                            if spec.message_only:  # `invoke`'s commonest case, inlined
+                            if spec.message_only:  # `invoke`'s commonest cases, inlined
                                 result = await spec.func(owner, message)
+                            elif spec.with_agent:
+                                result = await spec.func(owner, message, sender)
                             else:
                                 result = await invoke(spec, owner, message, sender, now)
                         except Exception as exc:
@@ -476,7 +479,7 @@ class Dispatcher:
             self._pending[origin] = left
         else:
             del self._pending[origin]
-            if not self._pending:
+            if not self._pending and self._idle_waiters:
                 self._wake_idle()
         if origin in self._paused and left <= self.max_pending // 2:
             self._paused.discard(origin)

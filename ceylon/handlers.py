@@ -60,10 +60,14 @@ class HandlerSpec:
     #: a message handler method taking the message alone: called ``func(owner, message)``
     #: (the dispatcher's fast path)
     message_only: bool = dataclasses.field(init=False, default=False)
+    #: a message handler method taking the message and the sender: called
+    #: ``func(owner, message, sender)`` (the dispatcher's other fast path)
+    with_agent: bool = dataclasses.field(init=False, default=False)
 
     def __post_init__(self) -> None:
-        only = self.kind == "message" and self.positional == () and not self.bound
-        object.__setattr__(self, "message_only", only)
+        method = self.kind == "message" and not self.bound
+        object.__setattr__(self, "message_only", method and self.positional == ())
+        object.__setattr__(self, "with_agent", method and self.positional == ("agent",))
 
     @property
     def name(self) -> str:

@@ -238,3 +238,9 @@ def test_patterns() -> None:
 def test_empty_table() -> None:
     table = HandlerTable()
     assert table.for_message(Ping) == ()
+
+
+def test_the_dispatchers_fast_paths_are_marked_on_the_spec() -> None:
+    specs = {spec.name: spec for spec in Shapes("s")._table.for_message(Ping)}
+    assert {name for name, spec in specs.items() if spec.message_only} == {"nothing"}
+    assert {name for name, spec in specs.items() if spec.with_agent} == {"agent_only"}
