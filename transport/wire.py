@@ -333,11 +333,11 @@ def parse_group_prefix(payload: bytes) -> tuple[int, str, str | None, int] | Non
         first = payload[end]
         if first == 0xC0 or (0xA0 <= first <= 0xBF and end + 1 + (first & 0x1F) <= size):
             try:
-                sender = payload[pos + 2 : end].decode()
+                name = payload[pos + 2 : end].decode()
                 if first == 0xC0:
-                    return (length - 3) >> 1, sender, None, end + 1
+                    return (length - 3) >> 1, name, None, end + 1
                 stop = end + 1 + (first & 0x1F)
-                return (length - 3) >> 1, sender, payload[end + 1 : stop].decode(), stop
+                return (length - 3) >> 1, name, payload[end + 1 : stop].decode(), stop
             except UnicodeDecodeError:
                 pass  # the general way says what is wrong
     sender, pos = _read_str(payload, pos + 1)
