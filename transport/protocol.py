@@ -207,7 +207,8 @@ class Route:
                     pass  # the general path below reports it as an EncodeError
                 else:
                     length = len(body)
-                    pending = p.bytes_pending + spec.tag_size + length + 2
+                    size = spec.tag_size + length + 2
+                    pending = p.bytes_pending + size
                     if (
                         pending <= p._pending_cap
                         and p._group_route is self
@@ -219,7 +220,10 @@ class Route:
                         p.bytes_pending = pending
                         return p.writing_paused
                     if p.state is OPEN:
-                        p._append(self, spec.packed_tag, body)
+                        if length < 256:  # `_append`, one call less: every request
+                            p._add(self, (spec.packed_tag, _BIN8[length], body), size, 1)
+                        else:
+                            p._append(self, spec.packed_tag, body)
                         return p.writing_paused
         if p.state is not OPEN:
             raise p._not_open()
@@ -357,7 +361,7 @@ class Protocol:
         self.bytes_pending = self._group_start = 0
         self.messages_pending = 0
         self._cue_at = 1
-        self._recap()
+        self._pending_cap = 0 if self.state is OPEN else -1  # what `_recap` gives now
         return data
 
     def _recap(self) -> None:

@@ -327,19 +327,31 @@ def parse_group_prefix(payload: bytes) -> tuple[int, str, str | None, int] | Non
         return None
     if length < 5 or not length % 2:
         raise DecodeError(None, "malformed message group")
-    # Both names short strings (or no target), as agent ids are: read here, no calls.
-    end = pos + 2 + (payload[pos + 1] & 0x1F) if pos + 1 < size else size
-    if end < size and 0xA0 <= payload[pos + 1] <= 0xBF:
+    # Both names strings of up to 255 bytes (or no target), as agent ids are: read
+    # here, no calls; anything else takes the general way, which says what is wrong.
+    first = payload[pos + 1] if pos + 1 < size else 0
+    if 0xA0 <= first <= 0xBF:
+        begin, end = pos + 2, pos + 2 + (first & 0x1F)
+    elif first == 0xD9 and pos + 2 < size:
+        begin, end = pos + 3, pos + 3 + payload[pos + 2]
+    else:
+        begin = end = size
+    if end < size:
         first = payload[end]
-        if first == 0xC0 or (0xA0 <= first <= 0xBF and end + 1 + (first & 0x1F) <= size):
+        if 0xA0 <= first <= 0xBF:
+            start, stop = end + 1, end + 1 + (first & 0x1F)
+        elif first == 0xD9 and end + 1 < size:
+            start, stop = end + 2, end + 2 + payload[end + 1]
+        else:
+            start, stop = 0, (end + 1 if first == 0xC0 else size + 1)
+        if stop <= size:
             try:
-                name = payload[pos + 2 : end].decode()
-                if first == 0xC0:
-                    return (length - 3) >> 1, name, None, end + 1
-                stop = end + 1 + (first & 0x1F)
-                return (length - 3) >> 1, name, payload[end + 1 : stop].decode(), stop
+                name = payload[begin:end].decode()
+                to = payload[start:stop].decode() if start else None
             except UnicodeDecodeError:
-                pass  # the general way says what is wrong
+                pass
+            else:
+                return (length - 3) >> 1, name, to, stop
     sender, pos = _read_str(payload, pos + 1)
     if sender is None:
         raise DecodeError(None, "message group without a sender")

@@ -64,6 +64,11 @@ class Point:
     y: int
 
 
+@dataclasses.dataclass
+class Label:
+    text: str
+
+
 def nonces(prefix: bytes) -> Iterator[bytes]:
     n = 0
     while True:
@@ -409,6 +414,18 @@ def test_a_route_cues_its_adapter_when_the_queue_starts_and_when_it_is_full() ->
     assert client.bytes_pending == 0
     route.send(Point(0, 0))  # the queue starts again
     assert cues[-1] == client.bytes_pending < 1000
+
+
+def test_a_route_sends_bodies_of_every_size_each_way_it_can() -> None:
+    pair = open_pair()
+    route = pair.client.route("a", "b")
+    sizes = [0, 200, 250, 251, 300, 70_000, 10, 300]
+    for n in sizes:
+        route.send(Label("x" * n))  # alone in the queue: the adapter is cued
+        route.send(Label("y" * n))  # joining it
+        pair.server.receive_data(pair.client.data_to_send())
+    got = [msgpack.unpackb(b) for g in pair.server.messages_received() for _, b in g.pairs()]
+    assert [m["text"] for m in got] == [c * n for n in sizes for c in "xy"]
 
 
 def test_a_route_says_what_the_adapter_set_for_writing_paused() -> None:

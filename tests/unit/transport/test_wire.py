@@ -5,6 +5,7 @@ import re
 import msgpack
 import pytest
 
+from transport import wire
 from transport.errors import DecodeError
 from transport.wire import (
     Challenge,
@@ -78,9 +79,11 @@ def _group_payloads() -> list[bytes]:
     """Groups of one message with names, tags and bodies either side of every size the
     read paths treat apart (fixstr/str8, bin8/bin16), bad UTF-8, and each cut short."""
     bad = b"\xa2\xff\xfe"  # a fixstr that is not UTF-8
-    names = [msgpack.packb(n) for n in ("", "a", "x" * 31, "x" * 32, "é" * 10)] + [bad]
-    targets = [msgpack.packb(None), msgpack.packb("y" * 31), msgpack.packb("y" * 40), bad]
-    tags = [msgpack.packb(t) for t in ("T", "t" * 31, "t" * 32, "t" * 200)] + [bad]
+    bad8 = b"\xd9\x21" + b"\xff" * 33  # a str8 that is not UTF-8
+    names = [msgpack.packb(n) for n in ("", "a", "x" * 31, "x" * 32, "é" * 10, "z" * 300)]
+    names += [bad, bad8]
+    targets = [msgpack.packb(t) for t in (None, "y" * 31, "y" * 40, "z" * 300)] + [bad, bad8]
+    tags = [msgpack.packb(t) for t in ("T", "t" * 31, "t" * 32, "t" * 200)] + [bad, bad8]
     bodies = [msgpack.packb(b) for b in (b"", b"\x01", b"b" * 255, b"b" * 256)]
     bodies.append(msgpack.packb(7))  # not a bin: malformed
     payloads = []
@@ -126,3 +129,27 @@ def test_the_quick_reads_of_a_group_of_one_agree_with_a_decoder() -> None:
             continue
         assert quick.pairs() == general.pairs(), payload
         assert quick.malformed == general.malformed
+
+
+def test_names_of_up_to_255_bytes_are_read_without_the_general_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def general(payload: bytes, pos: int) -> object:
+        raise AssertionError("the general way was taken")
+
+    monkeypatch.setattr(wire, "_read_str", general)
+    for sender, target in [("a", None), ("x" * 32, "y" * 31), ("é" * 10, "z" * 255)]:
+        payload = messages_prefix(sender, target, 1) + msgpack.packb("T") + msgpack.packb(b"")
+        assert parse_group_prefix(payload) == (1, sender, target, len(payload) - 4)
+
+
+def test_a_group_of_one_is_read_without_a_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    def general(*args: object, **kwargs: object) -> object:
+        raise AssertionError("the decoder was used")
+
+    monkeypatch.setattr(wire, "unpack", general)
+    for tag, body in [("T", b""), ("t" * 32, b"b" * 255), ("é" * 100, b"\x00")]:
+        payload = messages_prefix("s", None, 1) + msgpack.packb(tag) + msgpack.packb(body)
+        prefix = parse_group_prefix(payload)
+        assert prefix is not None
+        assert MessageGroup("s", None, 1, payload, prefix[3]).pairs() == [(tag, body)]
