@@ -14,6 +14,7 @@ import pytest
 
 import transport
 from ceylon import AgentDetail, BaseAgent, HandshakeError, on
+from ceylon.drops import MessageDroppedWarning
 from ceylon.testing import Process
 from transport.protocol import CLIENT, HandshakeComplete, Protocol
 
@@ -180,10 +181,13 @@ async def test_a_tag_naming_an_unregistered_subclass_builds_nothing() -> None:
         conn = await transport.connect(
             "127.0.0.1", hub.port, identity=transport.PeerInfo("raw-id", "raw", "", {})
         )
-        conn.send_packed_nowait("raw-id", hub.id, Sneaky.__qualname__, msgpack.packb({"value": 1}))
-        conn.send_nowait(Registered(2), target=hub.id, sender="raw-id")
-        async with asyncio.timeout(seconds(5)):
-            await wait_until(lambda: "Registered" in built)
+        with pytest.warns(MessageDroppedWarning, match="Sneaky.*unknown tag"):
+            conn.send_packed_nowait(
+                "raw-id", hub.id, Sneaky.__qualname__, msgpack.packb({"value": 1})
+            )
+            conn.send_nowait(Registered(2), target=hub.id, sender="raw-id")
+            async with asyncio.timeout(seconds(5)):
+                await wait_until(lambda: "Registered" in built)
         await conn.close()
     finally:
         await hub.finish()
