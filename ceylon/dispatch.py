@@ -335,13 +335,12 @@ class Dispatcher:
         waits, the spare becomes the drain's task and the next drain gets a new spare;
         a handler that cancelled its task leaves the spare to that cancellation.
         """
+        if asyncio.current_task(loop) is not None:
+            return False  # (asked first: _enter_task's refusal formats both tasks' reprs)
         spare = self._spare
         if spare is None:
             spare = self._spare = self._new_spare(loop)
-        try:
-            _enter_task(loop, spare)
-        except RuntimeError:  # another task is current: asking first costs as much
-            return False
+        _enter_task(loop, spare)
         queue.task = spare
         drain = self._drain(key, queue)
         context = contextvars.copy_context()
