@@ -8,7 +8,10 @@ It adds what needs a clock or a socket:
 * write coalescing: frames queued during one loop iteration leave in one
   `transport.write`, or sooner once `FLUSH_BYTES` are waiting; when traffic looks like
   request/response (little to coalesce), the first message of an iteration is written
-  at once, which saves a loop iteration of latency per hop;
+  at once, which saves a loop iteration of latency per hop; when it looks like a stream
+  (`EAGER_BELOW` or more), what an iteration queued waits for the next one's, up to
+  `HOLD_BELOW` bytes, and the two leave in one write (on loopback each write cost
+  ~13 us of kernel time whatever its size, a third of a 256-message iteration's);
 * an outgoing queue with counts: while the socket's buffer is over its high-water
   mark, frames wait in this connection's own backlog, counted in bytes and messages
   (`pending_bytes`, `pending_messages`); `send()` waits for it to drain. A queue over
@@ -62,6 +65,8 @@ __all__ = [
 FLUSH_BYTES: Final = 256 * 1024
 #: An iteration that left fewer bytes than this to coalesce makes the next one eager.
 EAGER_BELOW: Final = 2048
+#: A stream's iteration that left fewer bytes than this holds them for one more.
+HOLD_BELOW: Final = 64 * 1024
 
 #: Called on the server with an authenticated client and the key id of the token it
 #: proved (empty without one); returns a refusal reason, or None to admit it, or a dict
@@ -191,6 +196,7 @@ class Connection(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._flush_handle: asyncio.Handle | None = None
         self._eager = True  # see _end_of_tick
+        self._held = False  # see _end_of_tick
         self._opened: asyncio.Future[PeerInfo] = self._loop.create_future()
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._keepalive_task: asyncio.Task[None] | None = None
@@ -688,13 +694,20 @@ class Connection(asyncio.Protocol):
         # iteration queued in one go, and picks the mode for the next iteration: when
         # little was left to coalesce, sending looks like request/response, and the
         # first message of an iteration goes out at once instead of a tick later.
+        # A stream's bytes are held for one more iteration (see the module docstring).
         self._flush_handle = None
         pending = self.protocol.bytes_pending
         self._eager = pending < EAGER_BELOW
-        if pending:
-            self._flush()
+        if not pending:
+            return
+        if not (self._eager or self._held) and pending < HOLD_BELOW:
+            self._held = True
+            self._flush_handle = self._loop.call_soon(self._end_of_tick)
+            return
+        self._flush()
 
     def _flush(self, *, final: bool = False) -> None:
+        self._held = False
         transport = self._transport
         if transport is None:
             return

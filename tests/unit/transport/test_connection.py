@@ -38,6 +38,46 @@ async def test_messages_round_trip_in_order() -> None:
     await close_all(server, client)
 
 
+class CountedWrites:
+    """A transport whose writes are counted (everything else is the real one's)."""
+
+    def __init__(self, real: asyncio.Transport) -> None:
+        self.real = real
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self.real.write(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+async def test_a_request_leaves_at_once_and_a_stream_in_one_write_per_two_iterations() -> None:
+    server, client, _ = await connection_pair(QUIET, QUIET)
+    counted = CountedWrites(client._transport)  # type: ignore[arg-type]
+    client._transport = counted  # type: ignore[assignment]
+    client.send_nowait(Item(0), sender="client")
+    assert counted.writes == 1  # written in the call itself: nothing else was queued
+    got: list[int] = []
+    async with asyncio.timeout(seconds(5)):
+        got.extend(server.decode(e).seq for e in await server.recv_batch())
+    iterations, per_iteration = 20, 50  # ~5 KB an iteration: a stream
+    before = counted.writes
+    for i in range(iterations):
+        for j in range(per_iteration):
+            client.send_nowait(Item(1 + i * per_iteration + j), sender="client")
+        await asyncio.sleep(0)  # one loop iteration
+    async with asyncio.timeout(seconds(5)):
+        while len(got) < 1 + iterations * per_iteration:
+            got.extend(server.decode(e).seq for e in await server.recv_batch())
+    assert got == list(range(1 + iterations * per_iteration))
+    # the first message of the stream goes at once (the mode was request/response);
+    # then each write carries two iterations' messages
+    assert counted.writes - before <= 2 + iterations // 2
+    await close_all(server, client)
+
+
 async def test_the_backlog_counts_bytes_and_messages_and_signals_congestion() -> None:
     options = ConnectionOptions(
         heartbeat_interval=None,
