@@ -291,3 +291,31 @@ async def test_a_handler_started_at_once_that_cancels_its_task_fails_alone() -> 
         ("end", 6),
     ]
     await dispatcher.close()
+
+
+class Grouped:
+    """A handler that runs a TaskGroup (it needs a current task) and waits on it."""
+
+    name = "grouped"
+
+    def __init__(self) -> None:
+        self.done: list[int] = []
+
+    async def handle(self, msg: int, agent: AgentDetail) -> None:
+        async def child() -> None:
+            await asyncio.sleep(0)
+            self.done.append(msg)
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(child())
+
+
+async def test_a_handler_started_at_once_can_run_a_task_group() -> None:
+    owner = Grouped()
+    dispatcher = Dispatcher(owner)
+    specs = (validate_handler(Grouped.handle, "message", bound=False, message_type=int),)
+    await from_the_read_path(lambda: dispatcher.submit(specs, 7, A, 0, "x"))
+    async with asyncio.timeout(seconds(5)):
+        await dispatcher.wait_idle()
+    assert owner.done == [7]
+    await dispatcher.close()
