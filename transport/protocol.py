@@ -177,10 +177,9 @@ class Route:
     carry).
     """
 
-    __slots__ = ("_protocol", "packed", "sender", "target", "send")
+    __slots__ = ("packed", "sender", "target", "send")
 
     def __init__(self, protocol: Protocol, sender: str, target: str | None) -> None:
-        self._protocol = protocol
         self.sender = sender
         self.target = target
         #: what follows a group's array header: kind, sender and target, packed
@@ -208,8 +207,7 @@ def _route_sender(route: Route, p: Protocol) -> Callable[[object], bool]:
                     pass  # the general path below reports it as an EncodeError
                 else:
                     length = len(body)
-                    size = spec.tag_size + length + 2
-                    pending = p.bytes_pending + size
+                    pending = p.bytes_pending + spec.tag_size + length + 2
                     if (
                         pending <= p._pending_cap
                         and p._group_route is route
@@ -221,10 +219,7 @@ def _route_sender(route: Route, p: Protocol) -> Callable[[object], bool]:
                         p.bytes_pending = pending
                         return p.writing_paused
                     if p.state is OPEN:
-                        if length < 256:  # `_append`, one call less: every request
-                            p._add(route, (spec.packed_tag, _BIN8[length], body), size, 1)
-                        else:
-                            p._append(route, spec.packed_tag, body)
+                        p._append(route, spec.packed_tag, body)
                         return p.writing_paused
         if p.state is not OPEN:
             raise p._not_open()
@@ -364,7 +359,7 @@ class Protocol:
         self.bytes_pending = self._group_start = 0
         self.messages_pending = 0
         self._cue_at = 1
-        self._pending_cap = 0 if self.state is OPEN else -1  # what `_recap` gives now
+        self._recap()
         return data
 
     def _recap(self) -> None:
