@@ -340,10 +340,10 @@ class Dispatcher:
         spare = self._spare
         if spare is None:
             spare = self._spare = self._new_spare(loop)
-        _enter_task(loop, spare)
         queue.task = spare
         drain = self._drain(key, queue)
         context = contextvars.copy_context()
+        _enter_task(loop, spare)  # left in the `finally` below, whatever happens
         try:
             yielded = context.run(drain.send, None)
         except StopIteration:
