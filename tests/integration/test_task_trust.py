@@ -149,8 +149,8 @@ async def test_a_worker_never_runs_more_than_its_capacity() -> None:
     async with playground.play(workers=[worker]):
         for i in range(10):  # straight from the playground, past the plugin's books
             await playground.send_message("w", TaskMessage(name=f"t{i}", required_role="p"))
-        async with asyncio.timeout(seconds(5)):
-            await wait_until(lambda: worker.tasks_refused == 6)
+        async with asyncio.timeout(seconds(5)):  # (a started job runs a loop turn later)
+            await wait_until(lambda: worker.tasks_refused == 6 and running == 2)
         assert (running, len(worker._backlog)) == (2, 2)
         gate.set()
         async with asyncio.timeout(seconds(5)):
